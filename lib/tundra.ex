@@ -1,0 +1,356 @@
+defmodule Tundra do
+  @moduledoc """
+  TUN devices for Elixir: virtual point-to-point IP interfaces whose packets
+  your program reads and writes itself.
+
+  A device is created with `create/2`, which returns the device and the
+  name the kernel gave its interface. Packets the system routes to the
+  interface are read with `recv/3`; packets written with `send/3` enter the
+  system's network stack as if they had arrived on the interface. Packets
+  are raw IP packets (IPv4 or IPv6) in both directions, with no TUN framing
+  header.
+
+      {:ok, {dev, name}} =
+        Tundra.create("10.99.0.2", dstaddr: "10.99.0.1", prefix: 32)
+
+      # `ping 10.99.0.1` now sends its echo requests to `dev`.
+      {:ok, packet} = Tundra.recv(dev, 1500, 5_000)
+
+  ## Ownership
+
+  A device belongs to one process, its *owner* (the creator, until
+  `controlling_process/2` hands it on). Only the owner may `recv/3`,
+  `send/3`, `cancel/2`, `close/1` or hand the device over; any other
+  process gets `{:error, :not_owner}`. When the owner exits, the device's
+  file descriptor is closed and the kernel removes the interface, whether
+  or not an operation was pending. `info/1` may be called by anyone.
+
+  ## Non-blocking I/O
+
+  I/O follows OTP's `:socket`. With `:nowait`, `recv/3` and `send/3` never
+  block: when the device has nothing to read they return
+  `{:select, {:select_info, :recv, handle}}`, and once it has, the owner
+  receives `{:"$socket", dev, :select, handle}` and calls again. This lets
+  one process serve a device together with other messages:
+
+      def handle_info({:"$socket", dev, :select, _handle}, %{dev: dev} = state) do
+        {:noreply, drain(state)}
+      end
+
+      defp drain(%{dev: dev} = state) do
+        case Tundra.recv(dev, 65_535, :nowait) do
+          {:ok, packet} -> state |> handle_packet(packet) |> drain()
+          {:select, _info} -> state
+        end
+      end
+
+  With a timeout (milliseconds or `:infinity`) the same calls wait in the
+  calling process, and give up with `{:error, :timeout}`.
+
+  ## Privilege
+
+  Creating a device needs root or `CAP_NET_ADMIN`. I/O on a device needs no
+  privilege, so a device can be created by a privileged process and used
+  by anyone it hands the file descriptor to (see `adopt/2`).
+
+  ## Errors
+
+  System failures are POSIX error atoms, as in `:socket`: `:eperm` or
+  `:eacces` without privilege, `:ebusy` when a requested interface name is
+  taken, and so on. Bad input is named: `{:invalid_address, address}`,
+  `{:invalid_option, {key, value}}`, `{:unknown_option, key}`. A device that
+  was closed gives `{:error, :closed}`. Arguments of the wrong type raise
+  `FunctionClauseError` or `ArgumentError`, as elsewhere in Elixir.
+  """
+
+  alias Tundra.{Nif, Options}
+
+  @typedoc "A TUN device. Only its owner may do I/O on it."
+  @type device :: {:"$tundra", reference()}
+
+  @typedoc "An IP address: a string such as `\"10.0.0.1\"` or an `:inet` tuple."
+  @type address :: String.t() | :inet.ip_address()
+
+  @typedoc "Returned instead of blocking; see the moduledoc."
+  @type select_info :: {:select_info, :recv | :send, reference()}
+
+  @typedoc "How long a blocking call may wait, or `:nowait` not to wait."
+  @type timeout_or_nowait :: non_neg_integer() | :infinity | :nowait
+
+  @typedoc "A POSIX error name, such as `:eperm`, `:ebusy` or `:enodev`."
+  @type posix :: atom()
+
+  @type create_option ::
+          {:dstaddr, address()}
+          | {:netmask, address()}
+          | {:prefix, non_neg_integer()}
+          | {:mtu, pos_integer()}
+          | {:name, String.t()}
+          | {:up, boolean()}
+
+  @doc """
+  Creates a TUN device with `address`, configures it and brings it up.
+
+  Returns `{:ok, {device, name}}` where `name` is the interface's name
+  (such as `"tun0"`). The calling process becomes the owner. When this
+  returns, the interface has its address and MTU, is up, and the peer (or
+  the prefix) is routed through it, for IPv4 and IPv6 alike. IPv6 addresses
+  are added without duplicate address detection, so they are usable at once.
+
+  ## Options
+
+    * `:dstaddr` - the point-to-point peer. Traffic to it is routed through
+      the device. Must be of the same family as `address`.
+    * `:netmask` - the netmask, as an address (`"255.255.255.0"`,
+      `"ffff:ffff:ffff:ffff::"`). Must be contiguous.
+    * `:prefix` - the prefix length instead of a netmask (0..32 or 0..128).
+      With `:dstaddr` it applies to the peer, as with `ip addr add ... peer`.
+      Default: the full length (a host route).
+    * `:mtu` - 68..65535 for IPv4, 1280..65535 for IPv6. Default: 1500.
+    * `:name` - the interface name to request, at most 15 printable ASCII
+      characters without `/`, `:` or spaces; one `%d` lets the kernel pick a
+      number (`"tunvpn%d"`). Default: the kernel's `tun%d`.
+    * `:up` - whether to bring the link up. Default: `true`.
+
+  ## Errors
+
+    * `{:invalid_address, address}` - `address` does not parse, or cannot be
+      an interface address (unspecified, multicast, broadcast).
+    * `{:invalid_option, {key, value}}` - the option's value is of the wrong
+      type or out of range: a `:dstaddr` or `:netmask` of the other family, a
+      `:dstaddr` equal to `address`, a non-contiguous `:netmask`, a `:prefix`
+      longer than the address, an `:mtu` out of range, a `:name` too long or
+      with characters the kernel refuses.
+    * `{:unknown_option, key}` and `{:conflicting_options, [:netmask, :prefix]}`.
+    * A POSIX atom for a system failure: `:eperm`/`:eacces` without
+      privilege, `:enoent` without `/dev/net/tun`, `:ebusy` when the named
+      interface exists and is in use, `:einval` when the kernel refuses.
+
+  ## Examples
+
+  Bad input is refused before anything touches the system:
+
+      iex> Tundra.create("10.0.0.300")
+      {:error, {:invalid_address, "10.0.0.300"}}
+
+      iex> Tundra.create("fd00::2", dstaddr: "10.0.0.1")
+      {:error, {:invalid_option, {:dstaddr, "10.0.0.1"}}}
+
+      iex> Tundra.create("fd00::2", mtu: 1000)
+      {:error, {:invalid_option, {:mtu, 1000}}}
+
+      iex> Tundra.create("10.0.0.2", netmask: "255.0.255.0")
+      {:error, {:invalid_option, {:netmask, "255.0.255.0"}}}
+
+      iex> Tundra.create("10.0.0.2", name: "no spaces")
+      {:error, {:invalid_option, {:name, "no spaces"}}}
+
+      iex> Tundra.create("10.0.0.2", colour: :blue)
+      {:error, {:unknown_option, :colour}}
+  """
+  @spec create(address(), [create_option()]) ::
+          {:ok, {device(), String.t()}} | {:error, term()}
+  def create(address, opts \\ [])
+      when is_binary(address) or is_tuple(address) do
+    with {:ok, args} <- Options.create_args(address, opts) do
+      case Nif.create(args) do
+        {:ok, {ref, name}} -> {:ok, {{:"$tundra", ref}, name}}
+        {:error, {:invalid_option, :address}} -> {:error, {:invalid_address, address}}
+        {:error, {:invalid_option, key}} -> {:error, {:invalid_option, {key, opts[key]}}}
+        {:error, reason} -> {:error, reason}
+      end
+    end
+  end
+
+  @doc """
+  Takes over an open file descriptor of an existing TUN device, for example
+  one inherited from a parent process or received from another program.
+
+  The calling process becomes the owner. The fd is put into non-blocking
+  mode. A device whose fd carries the Linux packet-information header
+  (created without `IFF_NO_PI`) is handled too: the header is removed and
+  added by Tundra, so `recv/3` and `send/3` still deal in raw IP packets.
+
+  ## Options
+
+    * `:dup` - when `true` (the default), Tundra works on a duplicate of
+      `fd` and leaves `fd` itself to the caller, as `:socket.open/2` does.
+      When `false`, ownership of `fd` passes to Tundra, which closes it with
+      the device; the caller must not use or close it afterwards.
+
+  ## Errors
+
+    * `:ebadf` - `fd` is not an open file descriptor.
+    * `:not_tun` - `fd` is open but is not attached to a TUN device (a
+      regular file, a socket, a TAP device, an unattached `/dev/net/tun`).
+  """
+  @spec adopt(non_neg_integer(), dup: boolean()) ::
+          {:ok, {device(), String.t()}} | {:error, term()}
+  def adopt(fd, opts \\ []) when is_integer(fd) and fd >= 0 do
+    with {:ok, dup} <- Options.adopt_args(opts),
+         {:ok, {ref, name}} <- Nif.adopt(fd, dup) do
+      {:ok, {{:"$tundra", ref}, name}}
+    end
+  end
+
+  @doc """
+  Receives one packet: a raw IPv4 or IPv6 packet, as a binary of exactly
+  the packet's size.
+
+  `length` is the most bytes to return; a longer packet is truncated to
+  `length` and its rest discarded, as with a datagram socket. Pass at least
+  the MTU (65535 always suffices).
+
+  With `:nowait`, returns `{:select, select_info}` when no packet is
+  waiting; the owner then receives `{:"$socket", device, :select, handle}`
+  (where `handle` is the third element of `select_info`) once one is.
+  With a timeout, waits up to that many milliseconds (or forever with
+  `:infinity`, the default).
+
+  ## Errors
+
+    * `{:invalid_length, length}` - `length` is not positive.
+    * `:timeout` - no packet arrived in time.
+    * `:not_owner` - the caller does not own the device.
+    * `:closed` - the device was closed.
+    * A POSIX atom for a system failure (e.g. `:ebadfd` after the
+      interface was deleted from outside).
+  """
+  @spec recv(device(), pos_integer(), timeout_or_nowait()) ::
+          {:ok, binary()} | {:select, select_info()} | {:error, term()}
+  def recv(device, length, timeout \\ :infinity)
+
+  def recv({:"$tundra", ref}, length, _timeout)
+      when is_reference(ref) and is_integer(length) and length <= 0,
+      do: {:error, {:invalid_length, length}}
+
+  def recv({:"$tundra", ref}, length, :nowait) when is_reference(ref) and is_integer(length),
+    do: Nif.recv(ref, length)
+
+  def recv({:"$tundra", ref} = device, length, timeout)
+      when is_reference(ref) and is_integer(length) and
+             (timeout == :infinity or (is_integer(timeout) and timeout >= 0)) do
+    blocking(device, timeout, fn -> Nif.recv(ref, length) end)
+  end
+
+  @doc """
+  Sends one packet: a raw IPv4 or IPv6 packet, as a binary or iodata.
+
+  The kernel takes the packet as if it had arrived on the interface:
+  delivered locally, forwarded, or dropped by its usual rules.
+
+  With `:nowait`, returns `{:select, select_info}` when the device cannot
+  take the packet now; the owner then receives
+  `{:"$socket", device, :select, handle}` and sends again. With a timeout,
+  waits up to that many milliseconds (`:infinity` by default).
+
+  ## Errors
+
+    * `:einval` - the kernel refused the packet (empty, or not IPv4/IPv6).
+    * `:timeout`, `:not_owner`, `:closed` and POSIX atoms as for `recv/3`.
+
+  Data that is not iodata raises `ArgumentError`.
+  """
+  @spec send(device(), iodata(), timeout_or_nowait()) ::
+          :ok | {:select, select_info()} | {:error, term()}
+  def send(device, data, timeout \\ :infinity)
+
+  def send({:"$tundra", ref}, data, :nowait)
+      when is_reference(ref) and (is_binary(data) or is_list(data)),
+      do: Nif.send(ref, data)
+
+  def send({:"$tundra", ref} = device, data, timeout)
+      when is_reference(ref) and (is_binary(data) or is_list(data)) and
+             (timeout == :infinity or (is_integer(timeout) and timeout >= 0)) do
+    blocking(device, timeout, fn -> Nif.send(ref, data) end)
+  end
+
+  @doc """
+  Cancels a pending `:nowait` operation, given the `select_info` it
+  returned. Afterwards no `{:"$socket", device, :select, handle}` message
+  for it will arrive, and any that already had is removed from the
+  caller's mailbox.
+
+  Returns `:ok`, or `{:error, :not_owner}` / `{:error, :closed}`.
+  """
+  @spec cancel(device(), select_info()) :: :ok | {:error, term()}
+  def cancel({:"$tundra", ref} = device, {:select_info, op, handle})
+      when is_reference(ref) and op in [:recv, :send] and is_reference(handle) do
+    with :ok <- Nif.cancel(ref, op) do
+      receive do
+        {:"$socket", ^device, :select, ^handle} -> :ok
+      after
+        0 -> :ok
+      end
+    end
+  end
+
+  @doc """
+  Closes the device. The kernel removes the interface; pending selects are
+  cancelled. The close itself happens off the BEAM's schedulers (the kernel
+  takes tens of milliseconds to unregister an interface), so this returns
+  at once; the interface may outlive the call by those milliseconds.
+
+  Returns `:ok`, or `{:error, :not_owner}` / `{:error, :closed}`.
+  """
+  @spec close(device()) :: :ok | {:error, term()}
+  def close({:"$tundra", ref}) when is_reference(ref), do: Nif.close(ref)
+
+  @doc """
+  Makes `pid` the owner of the device. Only the current owner may call it.
+  Any pending select is cancelled, since its notification would go to the
+  old owner.
+
+  Returns `:ok`, or `{:error, reason}`: `:not_owner`, `:closed`, or
+  `:esrch` when `pid` is not alive.
+  """
+  @spec controlling_process(device(), pid()) :: :ok | {:error, term()}
+  def controlling_process({:"$tundra", ref}, pid) when is_reference(ref) and is_pid(pid),
+    do: Nif.controlling_process(ref, pid)
+
+  @doc """
+  Describes the device's interface as the kernel sees it now.
+
+  Returns `{:ok, info}` with keys `:name`, `:index` (interface index),
+  `:mtu`, `:up`, `:owner` (a pid) and `:addresses`, a list of maps with
+  `:address`, `:prefix` and `:dstaddr` (the peer or `nil`), addresses as
+  `:inet` tuples. The kernel's own addresses (such as the IPv6 link-local
+  one) are included. Any process may call it.
+
+  ## Errors
+
+  `:closed` for a closed device, `:enodev` if the interface was deleted
+  from outside, or another POSIX atom.
+  """
+  @spec info(device()) :: {:ok, map()} | {:error, term()}
+  def info({:"$tundra", ref}) when is_reference(ref), do: Nif.info(ref)
+
+  # Runs a :nowait operation until it completes, waiting for its select
+  # notification in between, until `timeout` has passed.
+  defp blocking(device, timeout, operation) do
+    deadline = if timeout == :infinity, do: :infinity, else: now() + timeout
+    blocking_loop(device, deadline, operation)
+  end
+
+  defp blocking_loop(device, deadline, operation) do
+    case operation.() do
+      {:select, {:select_info, _op, handle} = info} ->
+        receive do
+          {:"$socket", ^device, :select, ^handle} ->
+            blocking_loop(device, deadline, operation)
+        after
+          remaining(deadline) ->
+            cancel(device, info)
+            {:error, :timeout}
+        end
+
+      result ->
+        result
+    end
+  end
+
+  defp now, do: System.monotonic_time(:millisecond)
+
+  defp remaining(:infinity), do: :infinity
+  defp remaining(deadline), do: max(deadline - now(), 0)
+end

@@ -1,0 +1,107 @@
+defmodule Tundra.Options do
+  @moduledoc false
+  # Parses and type-checks the options of Tundra.create/2 into the map the
+  # NIF takes. Ranges and meaning (MTU bounds, name rules, family mix,
+  # contiguous netmask) are checked once, in Rust (tundra_core), so the
+  # direct path and the server refuse the same things.
+
+  @create_keys [:dstaddr, :netmask, :prefix, :mtu, :name, :up]
+
+  @spec create_args(String.t() | :inet.ip_address(), keyword()) ::
+          {:ok, map()} | {:error, term()}
+  def create_args(address, opts) do
+    with :ok <- keyword!(opts),
+         :ok <- known_keys(opts, @create_keys),
+         {:ok, address} <- parse_ip(address, {:invalid_address, address}),
+         {:ok, dstaddr} <- optional_ip(opts, :dstaddr),
+         {:ok, netmask} <- optional_ip(opts, :netmask),
+         :ok <- not_both(opts, :netmask, :prefix),
+         {:ok, prefix} <- optional(opts, :prefix, &is_integer/1),
+         {:ok, mtu} <- optional(opts, :mtu, &is_integer/1),
+         {:ok, name} <- optional(opts, :name, &is_binary/1),
+         {:ok, up} <- optional(opts, :up, &is_boolean/1) do
+      {:ok,
+       %{
+         address: address,
+         dstaddr: dstaddr,
+         netmask: netmask,
+         prefix: prefix,
+         mtu: mtu,
+         name: name,
+         up: if(up == nil, do: true, else: up)
+       }}
+    end
+  end
+
+  @spec adopt_args(keyword()) :: {:ok, boolean()} | {:error, term()}
+  def adopt_args(opts) do
+    with :ok <- keyword!(opts),
+         :ok <- known_keys(opts, [:dup]),
+         {:ok, dup} <- optional(opts, :dup, &is_boolean/1) do
+      {:ok, dup != false}
+    end
+  end
+
+  defp keyword!(opts) do
+    if Keyword.keyword?(opts) do
+      :ok
+    else
+      raise ArgumentError, "expected a keyword list of options, got: #{inspect(opts)}"
+    end
+  end
+
+  defp known_keys(opts, known) do
+    case Enum.find(opts, fn {key, _} -> key not in known end) do
+      nil -> :ok
+      {key, _} -> {:error, {:unknown_option, key}}
+    end
+  end
+
+  defp not_both(opts, a, b) do
+    if Keyword.has_key?(opts, a) and Keyword.has_key?(opts, b),
+      do: {:error, {:conflicting_options, [a, b]}},
+      else: :ok
+  end
+
+  defp optional(opts, key, valid?) do
+    case Keyword.fetch(opts, key) do
+      :error -> {:ok, nil}
+      {:ok, value} -> if valid?.(value), do: {:ok, value}, else: invalid(key, value)
+    end
+  end
+
+  defp optional_ip(opts, key) do
+    case Keyword.fetch(opts, key) do
+      :error -> {:ok, nil}
+      {:ok, value} -> parse_ip(value, {:invalid_option, {key, value}})
+    end
+  end
+
+  defp invalid(key, value), do: {:error, {:invalid_option, {key, value}}}
+
+  # An address as the NIF takes it: 4 or 16 bytes in network order.
+  defp parse_ip(text, error) when is_binary(text) do
+    case :inet.parse_strict_address(String.to_charlist(text)) do
+      {:ok, ip} -> parse_ip(ip, error)
+      {:error, _} -> {:error, error}
+    end
+  rescue
+    # String.to_charlist/1 raises on invalid UTF-8
+    UnicodeConversionError -> {:error, error}
+  end
+
+  defp parse_ip({_, _, _, _} = ip, error) do
+    if :inet.is_ipv4_address(ip), do: {:ok, ip_binary(ip)}, else: {:error, error}
+  end
+
+  defp parse_ip({_, _, _, _, _, _, _, _} = ip, error) do
+    if :inet.is_ipv6_address(ip), do: {:ok, ip_binary(ip)}, else: {:error, error}
+  end
+
+  defp parse_ip(_other, error), do: {:error, error}
+
+  defp ip_binary({a, b, c, d}), do: <<a, b, c, d>>
+
+  defp ip_binary({a, b, c, d, e, f, g, h}),
+    do: <<a::16, b::16, c::16, d::16, e::16, f::16, g::16, h::16>>
+end

@@ -1,0 +1,266 @@
+//! The validated description of a TUN device.
+//!
+//! Both creation paths (direct and through the server) build a
+//! [`DeviceConfig`] and call [`DeviceConfig::validate`] before any privileged
+//! call, so a bad request is refused the same way wherever it comes from.
+
+use std::net::IpAddr;
+
+/// Smallest MTU an IPv4 interface may have (RFC 791).
+pub const MIN_MTU_V4: u32 = 68;
+/// Smallest MTU an IPv6 interface may have (RFC 8200); below it the kernel
+/// silently disables IPv6 on the interface.
+pub const MIN_MTU_V6: u32 = 1280;
+/// Largest MTU a TUN device accepts.
+pub const MAX_MTU: u32 = 65535;
+/// MTU used when the caller does not choose one (the kernel's TUN default).
+pub const DEFAULT_MTU: u32 = 1500;
+/// Interface names are at most this many bytes (IFNAMSIZ less the NUL).
+pub const MAX_NAME_LEN: usize = 15;
+
+/// Everything needed to create and configure one TUN device.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeviceConfig {
+    /// The device's own address.
+    pub address: IpAddr,
+    /// The point-to-point peer, routed through the device.
+    pub dstaddr: Option<IpAddr>,
+    /// Prefix length of the address (or of the peer, when there is one).
+    pub prefix: u8,
+    pub mtu: u32,
+    /// Requested interface name; may contain one `%d` for the kernel to fill.
+    pub name: Option<String>,
+    /// Whether the link is brought up after configuration.
+    pub up: bool,
+}
+
+/// Names the option that made a configuration invalid. The names are the
+/// option keys of the public Elixir API.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ConfigError {
+    Address,
+    Dstaddr,
+    Netmask,
+    Prefix,
+    Mtu,
+    Name,
+}
+
+impl ConfigError {
+    pub fn option_name(self) -> &'static str {
+        match self {
+            ConfigError::Address => "address",
+            ConfigError::Dstaddr => "dstaddr",
+            ConfigError::Netmask => "netmask",
+            ConfigError::Prefix => "prefix",
+            ConfigError::Mtu => "mtu",
+            ConfigError::Name => "name",
+        }
+    }
+}
+
+impl std::fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "invalid option {}", self.option_name())
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+/// Number of bits in an address of this family.
+pub fn address_bits(addr: &IpAddr) -> u8 {
+    match addr {
+        IpAddr::V4(_) => 32,
+        IpAddr::V6(_) => 128,
+    }
+}
+
+/// The prefix length of a contiguous netmask, or `None` if the mask has a
+/// hole in it (e.g. `255.0.255.0`).
+pub fn prefix_from_netmask(mask: IpAddr) -> Option<u8> {
+    let (bits, width) = match mask {
+        IpAddr::V4(m) => (u128::from(u32::from(m)) << 96, 32),
+        IpAddr::V6(m) => (u128::from(m), 128),
+    };
+    let ones = bits.leading_ones();
+    // Contiguous means every bit after the leading ones is zero.
+    let rest = bits.checked_shl(ones).unwrap_or(0);
+    if rest == 0 && ones <= width {
+        u8::try_from(ones).ok()
+    } else {
+        None
+    }
+}
+
+/// The netmask with `prefix` leading ones, in the family of `like`.
+pub fn netmask_from_prefix(prefix: u8, like: &IpAddr) -> IpAddr {
+    match like {
+        IpAddr::V4(_) => {
+            let mask = u32::MAX.checked_shl(32 - u32::from(prefix.min(32))).unwrap_or(0);
+            IpAddr::from(mask.to_be_bytes())
+        }
+        IpAddr::V6(_) => {
+            let mask = u128::MAX.checked_shl(128 - u32::from(prefix.min(128))).unwrap_or(0);
+            IpAddr::from(mask.to_be_bytes())
+        }
+    }
+}
+
+impl DeviceConfig {
+    /// A configuration with the defaults: host prefix, no peer, default MTU,
+    /// a kernel-chosen name, brought up.
+    pub fn new(address: IpAddr) -> Self {
+        DeviceConfig {
+            prefix: address_bits(&address),
+            address,
+            dstaddr: None,
+            mtu: DEFAULT_MTU,
+            name: None,
+            up: true,
+        }
+    }
+
+    /// Checks every field; the error names the first offending option.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if !usable_address(&self.address) {
+            return Err(ConfigError::Address);
+        }
+        if let Some(dst) = &self.dstaddr {
+            if dst.is_ipv4() != self.address.is_ipv4() || !usable_address(dst) || *dst == self.address
+            {
+                return Err(ConfigError::Dstaddr);
+            }
+        }
+        if self.prefix > address_bits(&self.address) {
+            return Err(ConfigError::Prefix);
+        }
+        let min_mtu = if self.address.is_ipv4() {
+            MIN_MTU_V4
+        } else {
+            MIN_MTU_V6
+        };
+        if !(min_mtu..=MAX_MTU).contains(&self.mtu) {
+            return Err(ConfigError::Mtu);
+        }
+        if let Some(name) = &self.name {
+            if !valid_interface_name(name) {
+                return Err(ConfigError::Name);
+            }
+        }
+        Ok(())
+    }
+}
+
+fn usable_address(addr: &IpAddr) -> bool {
+    !(addr.is_unspecified() || addr.is_multicast())
+        && *addr != IpAddr::from([255u8, 255, 255, 255])
+}
+
+/// Whether the kernel would accept `name` as an interface name (or name
+/// template), restricted to printable ASCII so names survive every tool.
+///
+/// Linux refuses empty names, `.` and `..`, names of 16 bytes or more, and
+/// names containing `/`, `:` or white space; a `%` must be a single `%d`.
+pub fn valid_interface_name(name: &str) -> bool {
+    let bytes = name.as_bytes();
+    if bytes.is_empty() || bytes.len() > MAX_NAME_LEN || name == "." || name == ".." {
+        return false;
+    }
+    if !bytes
+        .iter()
+        .all(|&b| b.is_ascii_graphic() && b != b'/' && b != b':')
+    {
+        return false;
+    }
+    match name.find('%') {
+        None => true,
+        Some(i) => bytes.get(i + 1) == Some(&b'd') && !name[i + 2..].contains('%'),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::net::{Ipv4Addr, Ipv6Addr};
+
+    fn v4(s: &str) -> IpAddr {
+        s.parse::<Ipv4Addr>().map(IpAddr::V4).unwrap()
+    }
+    fn v6(s: &str) -> IpAddr {
+        s.parse::<Ipv6Addr>().map(IpAddr::V6).unwrap()
+    }
+
+    #[test]
+    fn netmask_prefix_round_trip() {
+        assert_eq!(prefix_from_netmask(v4("255.255.255.0")), Some(24));
+        assert_eq!(prefix_from_netmask(v4("255.255.255.255")), Some(32));
+        assert_eq!(prefix_from_netmask(v4("0.0.0.0")), Some(0));
+        assert_eq!(prefix_from_netmask(v6("ffff:ffff:ffff:ffff::")), Some(64));
+        assert_eq!(prefix_from_netmask(v6("::")), Some(0));
+        assert_eq!(
+            prefix_from_netmask(v6("ffff:ffff:ffff:ffff:ffff:ffff:ffff:ffff")),
+            Some(128)
+        );
+        for p in 0..=32u8 {
+            let mask = netmask_from_prefix(p, &v4("1.2.3.4"));
+            assert_eq!(prefix_from_netmask(mask), Some(p));
+        }
+        for p in 0..=128u8 {
+            let mask = netmask_from_prefix(p, &v6("::1"));
+            assert_eq!(prefix_from_netmask(mask), Some(p));
+        }
+    }
+
+    #[test]
+    fn non_contiguous_netmask_is_refused() {
+        assert_eq!(prefix_from_netmask(v4("255.0.255.0")), None);
+        assert_eq!(prefix_from_netmask(v4("0.255.255.255")), None);
+        assert_eq!(prefix_from_netmask(v6("ffff::ffff")), None);
+    }
+
+    #[test]
+    fn defaults_are_valid_for_both_families() {
+        assert_eq!(DeviceConfig::new(v4("10.0.0.1")).validate(), Ok(()));
+        assert_eq!(DeviceConfig::new(v4("10.0.0.1")).prefix, 32);
+        assert_eq!(DeviceConfig::new(v6("fd00::1")).validate(), Ok(()));
+        assert_eq!(DeviceConfig::new(v6("fd00::1")).prefix, 128);
+    }
+
+    #[test]
+    fn each_bad_field_names_its_option() {
+        let base = DeviceConfig::new(v4("10.0.0.2"));
+        let check = |f: &dyn Fn(&mut DeviceConfig), want| {
+            let mut c = base.clone();
+            f(&mut c);
+            assert_eq!(c.validate(), Err(want), "{c:?}");
+        };
+        check(&|c| c.address = v4("0.0.0.0"), ConfigError::Address);
+        check(&|c| c.address = v4("224.0.0.1"), ConfigError::Address);
+        check(&|c| c.dstaddr = Some(v6("fd00::1")), ConfigError::Dstaddr);
+        check(&|c| c.dstaddr = Some(v4("10.0.0.2")), ConfigError::Dstaddr);
+        check(&|c| c.prefix = 33, ConfigError::Prefix);
+        check(&|c| c.mtu = 67, ConfigError::Mtu);
+        check(&|c| c.mtu = 65536, ConfigError::Mtu);
+        check(&|c| c.name = Some("a".repeat(16)), ConfigError::Name);
+
+        let mut c6 = DeviceConfig::new(v6("fd00::2"));
+        c6.mtu = 1279;
+        assert_eq!(c6.validate(), Err(ConfigError::Mtu));
+        c6.mtu = 1280;
+        c6.prefix = 129;
+        assert_eq!(c6.validate(), Err(ConfigError::Prefix));
+    }
+
+    #[test]
+    fn interface_names_follow_the_kernel_rules() {
+        for ok in ["tun0", "tunvpn%d", "a", "x".repeat(15).as_str(), "my-tun_1.2"] {
+            assert!(valid_interface_name(ok), "{ok}");
+        }
+        for bad in [
+            "", ".", "..", "has space", "a/b", "a:b", "tab\t", "%s", "a%d%d", "100%", "é",
+            "x".repeat(16).as_str(),
+        ] {
+            assert!(!valid_interface_name(bad), "{bad:?}");
+        }
+    }
+}

@@ -1,0 +1,65 @@
+//! Per-packet headers some TUN flavours put before the IP packet.
+//!
+//! The public API always deals in raw IP packets; a device whose fd carries
+//! a header has it added on write and removed on read by the NIF, using the
+//! functions here (plain, platform-independent, unit-tested).
+
+/// How packets are framed on a device's file descriptor.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Framing {
+    /// Raw IP packets (Linux `IFF_NO_PI`).
+    Raw,
+    /// Linux `struct tun_pi`: 2 bytes flags, 2 bytes EtherType (big endian).
+    LinuxPacketInfo,
+}
+
+const ETH_P_IP: u16 = 0x0800;
+const ETH_P_IPV6: u16 = 0x86DD;
+
+/// Largest header any framing adds.
+pub const MAX_HEADER_LEN: usize = 4;
+
+impl Framing {
+    /// Bytes of header before each packet.
+    pub fn header_len(self) -> usize {
+        match self {
+            Framing::Raw => 0,
+            Framing::LinuxPacketInfo => 4,
+        }
+    }
+
+    /// The header to write before `packet`, judged by its IP version nibble.
+    /// Only the first `header_len()` bytes are meaningful.
+    pub fn header_for(self, packet: &[u8]) -> [u8; MAX_HEADER_LEN] {
+        match self {
+            Framing::Raw => [0; MAX_HEADER_LEN],
+            Framing::LinuxPacketInfo => {
+                let proto = match packet.first().map(|b| b >> 4) {
+                    Some(6) => ETH_P_IPV6,
+                    _ => ETH_P_IP,
+                };
+                let [hi, lo] = proto.to_be_bytes();
+                [0, 0, hi, lo]
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn raw_has_no_header() {
+        assert_eq!(Framing::Raw.header_len(), 0);
+    }
+
+    #[test]
+    fn packet_info_carries_the_ethertype() {
+        let v4 = [0x45u8, 0, 0, 20];
+        let v6 = [0x60u8, 0, 0, 0];
+        assert_eq!(Framing::LinuxPacketInfo.header_len(), 4);
+        assert_eq!(Framing::LinuxPacketInfo.header_for(&v4), [0, 0, 0x08, 0x00]);
+        assert_eq!(Framing::LinuxPacketInfo.header_for(&v6), [0, 0, 0x86, 0xDD]);
+    }
+}

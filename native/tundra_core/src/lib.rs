@@ -1,0 +1,14 @@
+//! Shared core of Tundra: the validated description of a TUN device, the one
+//! errno-to-name mapping, packet framing, and the per-OS code that creates,
+//! configures and inspects devices.
+//!
+//! Used by the NIF (`tundra_nif`) for direct creation and by the privileged
+//! daemon (`tundra_server`), so both paths validate and configure identically.
+
+pub mod config;
+pub mod errno;
+pub mod framing;
+pub mod platform;
+
+pub use config::{prefix_from_netmask, ConfigError, DeviceConfig};
+pub use framing::Framing;

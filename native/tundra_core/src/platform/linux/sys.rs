@@ -1,0 +1,68 @@
+//! Linux kernel ABI used by this platform: the TUN ioctls and the `ifreq`
+//! layout they take. Nothing else in the crate declares ioctls or
+//! `repr(C)` structs.
+
+use std::os::raw::{c_char, c_short};
+
+pub const IFNAMSIZ: usize = libc::IFNAMSIZ;
+pub const IFF_TUN: c_short = libc::IFF_TUN as c_short;
+pub const IFF_TAP: c_short = libc::IFF_TAP as c_short;
+pub const IFF_NO_PI: c_short = libc::IFF_NO_PI as c_short;
+
+/// `struct ifreq` as TUNSETIFF/TUNGETIFF use it: the name, then the flags
+/// member of the union, padded to the union's full size (24 bytes on every
+/// Linux ABI, so `ifreq` is 40 bytes).
+#[repr(C)]
+#[derive(Debug, Clone, Copy)]
+pub struct TunIfReq {
+    pub name: [c_char; IFNAMSIZ],
+    pub flags: c_short,
+    pad: [u8; 22],
+}
+
+const _: () = assert!(std::mem::size_of::<TunIfReq>() == 40);
+
+impl TunIfReq {
+    /// A request for `flags`, with `name` (already validated to be shorter
+    /// than IFNAMSIZ) or an empty name for the kernel's `tun%d`.
+    pub fn new(name: &str, flags: c_short) -> Self {
+        let mut req = TunIfReq {
+            name: [0; IFNAMSIZ],
+            flags,
+            pad: [0; 22],
+        };
+        for (dst, src) in req.name.iter_mut().zip(name.bytes().take(IFNAMSIZ - 1)) {
+            *dst = src as c_char;
+        }
+        req
+    }
+
+    /// The NUL-terminated name the kernel wrote back.
+    pub fn name(&self) -> String {
+        let bytes: Vec<u8> = self
+            .name
+            .iter()
+            .take_while(|&&c| c != 0)
+            .map(|&c| c as u8)
+            .collect();
+        String::from_utf8_lossy(&bytes).into_owned()
+    }
+}
+
+// TUNSETIFF reads the request and writes the chosen name back.
+nix::ioctl_readwrite_bad!(tunsetiff, libc::TUNSETIFF, TunIfReq);
+nix::ioctl_read_bad!(tungetiff, libc::TUNGETIFF, TunIfReq);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ifreq_name_round_trips_and_is_nul_terminated() {
+        let req = TunIfReq::new("tunvpn%d", IFF_TUN | IFF_NO_PI);
+        assert_eq!(req.name(), "tunvpn%d");
+        assert_eq!(req.flags, IFF_TUN | IFF_NO_PI);
+        let long = TunIfReq::new(&"x".repeat(40), IFF_TUN);
+        assert_eq!(long.name().len(), IFNAMSIZ - 1);
+    }
+}

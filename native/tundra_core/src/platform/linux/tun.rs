@@ -1,0 +1,51 @@
+//! Opening and inspecting TUN file descriptors.
+
+use std::io;
+use std::os::fd::{AsRawFd, BorrowedFd, OwnedFd};
+
+use nix::fcntl::{fcntl, open, FcntlArg, OFlag};
+use nix::sys::stat::Mode;
+
+use super::sys::{self, TunIfReq};
+use crate::Framing;
+
+/// Opens `/dev/net/tun` and attaches a new TUN device (raw IP packets, no
+/// packet-information header). `name` may be empty or contain `%d`.
+pub fn open_device(name: &str) -> io::Result<(OwnedFd, String)> {
+    let fd = open(
+        "/dev/net/tun",
+        OFlag::O_RDWR | OFlag::O_NONBLOCK | OFlag::O_CLOEXEC,
+        Mode::empty(),
+    )?;
+    let mut req = TunIfReq::new(name, sys::IFF_TUN | sys::IFF_NO_PI);
+    // SAFETY: `fd` is an open /dev/net/tun descriptor and `req` is a valid,
+    // properly sized `ifreq` that lives across the call; TUNSETIFF reads it
+    // and writes the chosen name back into it.
+    unsafe { sys::tunsetiff(fd.as_raw_fd(), &mut req) }?;
+    Ok((fd, req.name()))
+}
+
+/// Whether `fd` is attached to a TUN (not TAP) device, and if so its name
+/// and framing. `ENOTTY`/`EINVAL`/`EBADFD` mean "not a TUN fd".
+pub fn inspect(fd: BorrowedFd<'_>) -> io::Result<(String, Framing)> {
+    let mut req = TunIfReq::new("", 0);
+    // SAFETY: `req` is a valid, properly sized `ifreq` that TUNGETIFF fills
+    // in; on an fd that is not a TUN device the ioctl fails without writing.
+    unsafe { sys::tungetiff(fd.as_raw_fd(), &mut req) }?;
+    if req.flags & sys::IFF_TUN == 0 || req.flags & sys::IFF_TAP != 0 {
+        return Err(io::Error::from_raw_os_error(libc::EINVAL));
+    }
+    let framing = if req.flags & sys::IFF_NO_PI != 0 {
+        Framing::Raw
+    } else {
+        Framing::LinuxPacketInfo
+    };
+    Ok((req.name(), framing))
+}
+
+/// Puts `fd` into non-blocking mode (it stays close-on-exec as it was).
+pub fn set_nonblocking(fd: BorrowedFd<'_>) -> io::Result<()> {
+    let flags = OFlag::from_bits_retain(fcntl(fd, FcntlArg::F_GETFL)?);
+    fcntl(fd, FcntlArg::F_SETFL(flags | OFlag::O_NONBLOCK))?;
+    Ok(())
+}

@@ -1,0 +1,82 @@
+//! Creates real TUN devices. Needs root and must run inside a network
+//! namespace made for the test run (`scripts/test` does both); anywhere
+//! else it says why it did not run, and under `CI=true` that is a failure.
+#![cfg(target_os = "linux")]
+
+use std::net::IpAddr;
+use std::os::fd::AsFd;
+use std::path::Path;
+
+use tundra_core::platform::{self, InterfaceAddress};
+use tundra_core::{DeviceConfig, Framing};
+
+fn privileged_netns() -> bool {
+    let root = nix::unistd::geteuid().is_root();
+    let own_netns = std::fs::read_link("/proc/self/ns/net").ok()
+        != std::fs::read_link("/proc/1/ns/net").ok();
+    if root && own_netns {
+        return true;
+    }
+    let why = if root {
+        "not inside a test network namespace (run scripts/test)"
+    } else {
+        "not root"
+    };
+    assert!(
+        std::env::var("CI").as_deref() != Ok("true"),
+        "privileged device tests cannot run under CI: {why}"
+    );
+    eprintln!("NOTICE: skipping privileged device test: {why}");
+    false
+}
+
+fn ip(s: &str) -> IpAddr {
+    s.parse().expect("test address")
+}
+
+#[test]
+fn creates_configures_and_removes_ipv4_and_ipv6_devices() {
+    if !privileged_netns() {
+        return;
+    }
+    let mut v4 = DeviceConfig::new(ip("10.77.0.2"));
+    v4.dstaddr = Some(ip("10.77.0.1"));
+    v4.mtu = 1400;
+    v4.name = Some("tcore%d".into());
+    let dev = platform::create(&v4).expect("create v4");
+    assert!(dev.name.starts_with("tcore"), "{}", dev.name);
+    assert_eq!(dev.framing, Framing::Raw);
+    let info = platform::link_info(&dev.name).expect("link info");
+    assert_eq!(info.mtu, 1400);
+    assert!(info.up);
+    // The kernel also adds an IPv6 link-local address when the link is up.
+    assert!(info.addresses.contains(&InterfaceAddress {
+        address: ip("10.77.0.2"),
+        prefix: 32,
+        peer: Some(ip("10.77.0.1")),
+    }));
+    let inspected = platform::inspect(dev.fd.as_fd()).expect("inspect");
+    assert_eq!(inspected.name, dev.name);
+    let sys = format!("/sys/class/net/{}", dev.name);
+    assert!(Path::new(&sys).exists());
+    drop(dev);
+    assert!(!Path::new(&sys).exists(), "closing the fd removes the device");
+
+    let mut v6 = DeviceConfig::new(ip("fd11:b7b7:4360::2"));
+    v6.dstaddr = Some(ip("fd11:b7b7:4360::1"));
+    v6.prefix = 64;
+    let dev = platform::create(&v6).expect("create v6");
+    let info = platform::link_info(&dev.name).expect("link info");
+    assert_eq!(info.mtu, 1500);
+    assert!(info.addresses.contains(&InterfaceAddress {
+        address: ip("fd11:b7b7:4360::2"),
+        prefix: 64,
+        peer: Some(ip("fd11:b7b7:4360::1")),
+    }));
+}
+
+#[test]
+fn a_file_that_is_not_a_tun_device_is_refused() {
+    let file = std::fs::File::open("/proc/self/stat").expect("open");
+    assert!(platform::inspect(file.as_fd()).is_err());
+}

@@ -1,0 +1,444 @@
+//! The device resource: the only module that calls erl_nif directly.
+//!
+//! rustler has no safe `enif_select` and no resource `stop` callback, so the
+//! resource type is registered here through `rustler::sys` with `dtor`,
+//! `stop` and `down` callbacks. Everything outside this module is safe Rust
+//! that goes through [`DeviceRef`].
+//!
+//! Invariants (every `unsafe` block below relies on these):
+//!
+//! 1. A `Device` lives in memory from `enif_alloc_resource` of
+//!    [`RESOURCE_TYPE`]. It is fully written by `new_device` before any term
+//!    refers to it, is only ever accessed through `&Device`, and is dropped in
+//!    place exactly once, by `dtor`, when the VM destructs the resource.
+//! 2. All mutable state is in `Device::state`. That lock is never held
+//!    across an `enif_select(STOP)` call, because the stop callback may run
+//!    directly inside that call and takes the lock itself.
+//! 3. `State::fd` is `Some` while the device is open. An fd that was ever
+//!    passed to `enif_select` (`State::selected`) is closed only through
+//!    `ERL_NIF_SELECT_STOP`: it moves to `State::stopping` and the stop
+//!    callback releases it once the VM no longer polls it. An fd never
+//!    selected is released at once.
+//! 4. Released fds are `DeferredFd`s: they are closed on a closer thread,
+//!    never on a scheduler (see `closer`).
+//! 5. While open, the device monitors its owner, the only process allowed
+//!    to use it. The owner's exit (the `down` callback) shuts the device
+//!    down exactly like `close/1`.
+//! 6. The VM does not destruct a resource while its fd is selected (erl_nif:
+//!    "a resource will not be destructed until all its contained relations
+//!    have been dissolved"), so `dtor` never races a pending select.
+
+use std::ffi::{c_int, c_void};
+use std::mem::{align_of, MaybeUninit};
+use std::os::fd::{AsRawFd, BorrowedFd, RawFd};
+use std::ptr::{self, NonNull};
+use std::sync::{Mutex, MutexGuard, OnceLock};
+
+use rustler::sys::{
+    self, ErlNifEnv, ErlNifMonitor, ErlNifPid, ErlNifResourceDown, ErlNifResourceDtor,
+    ErlNifResourceFlags, ErlNifResourceStop, ErlNifResourceType, ErlNifResourceTypeInit,
+    ErlNifEvent,
+};
+use rustler::{Env, LocalPid, Term};
+use tundra_core::Framing;
+
+use crate::closer::DeferredFd;
+
+// enif_select mode flags (erl_drv_nif.h). rustler's constants of the same
+// names mix mode flags with return bits, so they are spelled out here.
+const SELECT_READ: c_int = 1 << 0;
+const SELECT_WRITE: c_int = 1 << 1;
+const SELECT_STOP: c_int = 1 << 2;
+const SELECT_CANCEL: c_int = 1 << 3;
+const SELECT_CUSTOM_MSG: c_int = 1 << 4;
+
+/// Which readiness a select waits for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Direction {
+    Read,
+    Write,
+}
+
+impl Direction {
+    fn mode(self) -> c_int {
+        match self {
+            Direction::Read => SELECT_READ,
+            Direction::Write => SELECT_WRITE,
+        }
+    }
+}
+
+/// Why the caller may not use a device.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Refused {
+    NotOwner,
+    Closed,
+}
+
+struct ResourceType(NonNull<ErlNifResourceType>);
+// SAFETY: the resource type handle is an opaque, immutable VM object that is
+// valid for the lifetime of the loaded library and usable from any thread.
+unsafe impl Send for ResourceType {}
+// SAFETY: as above; it is only ever read after `init`.
+unsafe impl Sync for ResourceType {}
+
+static RESOURCE_TYPE: OnceLock<ResourceType> = OnceLock::new();
+
+/// What the resource memory holds.
+pub struct Device {
+    state: Mutex<State>,
+}
+
+struct State {
+    fd: Option<DeferredFd>,
+    stopping: Option<DeferredFd>,
+    selected: bool,
+    owner: ErlNifPid,
+    monitor: Option<ErlNifMonitor>,
+    name: String,
+    framing: Framing,
+}
+
+// The VM aligns resource memory to at least 8 bytes.
+const _: () = assert!(align_of::<Device>() <= 8);
+
+impl Device {
+    fn lock(&self) -> MutexGuard<'_, State> {
+        // No code holding this lock can panic mid-update (the NIF bodies are
+        // plain data moves), so a poisoned lock carries no broken state.
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+/// Registers the resource type. Called once, from the NIF `load` callback.
+pub fn init(env: Env) -> bool {
+    let init = ErlNifResourceTypeInit {
+        dtor: dtor as *const ErlNifResourceDtor,
+        stop: stop as *const ErlNifResourceStop,
+        down: down as *const ErlNifResourceDown,
+    };
+    let mut tried = MaybeUninit::<ErlNifResourceFlags>::uninit();
+    // SAFETY: called from `load` with its env; the name is NUL-terminated and
+    // `init` outlives the call (the VM copies it).
+    let handle = unsafe {
+        sys::enif_open_resource_type_x(
+            env.as_c_arg(),
+            c"tundra_device".as_ptr(),
+            &init,
+            ErlNifResourceFlags::ERL_NIF_RT_CREATE,
+            tried.as_mut_ptr(),
+        )
+    };
+    match NonNull::new(handle.cast_mut()) {
+        Some(handle) => RESOURCE_TYPE.set(ResourceType(handle)).is_ok(),
+        None => false,
+    }
+}
+
+fn self_pid(env: Env) -> ErlNifPid {
+    let mut pid = MaybeUninit::<ErlNifPid>::uninit();
+    // SAFETY: NIFs here are always called from a process, whose env is
+    // process-bound, so enif_self initialises `pid`.
+    unsafe {
+        sys::enif_self(env.as_c_arg(), pid.as_mut_ptr());
+        pid.assume_init()
+    }
+}
+
+fn same_pid(a: &ErlNifPid, b: &ErlNifPid) -> bool {
+    // SAFETY: both are initialised pids.
+    unsafe { sys::enif_compare_pids(a, b) == 0 }
+}
+
+/// Allocates a device resource for `fd`, owned and monitored by the calling
+/// process, and returns its term.
+pub fn new_device<'a>(
+    env: Env<'a>,
+    fd: DeferredFd,
+    name: String,
+    framing: Framing,
+) -> Option<Term<'a>> {
+    let kind = RESOURCE_TYPE.get()?.0.as_ptr();
+    let owner = self_pid(env);
+    // SAFETY: `kind` is our registered type; the size is that of `Device`.
+    let obj = unsafe { sys::enif_alloc_resource(kind, std::mem::size_of::<Device>()) };
+    let obj = NonNull::new(obj.cast::<Device>())?;
+    // SAFETY: `obj` is fresh, suitably aligned (see the const assert) and
+    // large enough; nothing else can see it yet (invariant 1).
+    unsafe {
+        ptr::write(
+            obj.as_ptr(),
+            Device {
+                state: Mutex::new(State {
+                    fd: Some(fd),
+                    stopping: None,
+                    selected: false,
+                    owner,
+                    monitor: None,
+                    name,
+                    framing,
+                }),
+            },
+        )
+    };
+    let mut monitor = MaybeUninit::<ErlNifMonitor>::uninit();
+    // SAFETY: `obj` is a live resource of a type with a down callback and
+    // `owner` is the (alive) calling process.
+    let monitored = unsafe {
+        sys::enif_monitor_process(
+            env.as_c_arg(),
+            obj.as_ptr().cast(),
+            &owner,
+            monitor.as_mut_ptr(),
+        )
+    } == 0;
+    // SAFETY: `obj` is live; the term takes its own reference, then ours is
+    // released so the term alone keeps the resource alive.
+    let term = unsafe {
+        let term = sys::enif_make_resource(env.as_c_arg(), obj.as_ptr().cast());
+        sys::enif_release_resource(obj.as_ptr().cast());
+        Term::new(env, term)
+    };
+    if monitored {
+        // SAFETY: enif_monitor_process returned 0, so it wrote the monitor.
+        let monitor = unsafe { monitor.assume_init() };
+        // SAFETY: invariant 1: `obj` is live while `term` is.
+        unsafe { obj.as_ref() }.lock().monitor = Some(monitor);
+    }
+    Some(term)
+}
+
+/// A device resource found in a term, valid as long as that term (`'a`).
+pub struct DeviceRef<'a> {
+    env: Env<'a>,
+    term: Term<'a>,
+    device: &'a Device,
+}
+
+/// Looks up the device a resource term refers to.
+pub fn get<'a>(env: Env<'a>, term: Term<'a>) -> Option<DeviceRef<'a>> {
+    let kind = RESOURCE_TYPE.get()?.0.as_ptr();
+    let mut obj: *const c_void = ptr::null();
+    // SAFETY: `kind` is our registered type; on success `obj` points at a
+    // live `Device` that the term keeps alive for the NIF call (`'a`).
+    let found = unsafe { sys::enif_get_resource(env.as_c_arg(), term.as_c_arg(), kind, &mut obj) };
+    if found == 0 || obj.is_null() {
+        return None;
+    }
+    // SAFETY: invariant 1 and the above.
+    let device = unsafe { &*obj.cast::<Device>() };
+    Some(DeviceRef { env, term, device })
+}
+
+/// The device locked for its owner, open. Dropping it unlocks.
+pub struct Owned<'r, 'a> {
+    dev: &'r DeviceRef<'a>,
+    state: MutexGuard<'a, State>,
+}
+
+impl<'a> DeviceRef<'a> {
+    /// The resource term itself.
+    pub fn term(&self) -> Term<'a> {
+        self.term
+    }
+
+    /// Locks the device for the calling process if it is the owner and the
+    /// device is open.
+    pub fn owned(&self) -> Result<Owned<'_, 'a>, Refused> {
+        let state = self.device.lock();
+        if !same_pid(&state.owner, &self_pid(self.env)) {
+            return Err(Refused::NotOwner);
+        }
+        if state.fd.is_none() {
+            return Err(Refused::Closed);
+        }
+        Ok(Owned { dev: self, state })
+    }
+
+    /// Name, framing and owner, for anyone to read; `Closed` once closed.
+    pub fn describe(&self) -> Result<(String, LocalPid), Refused> {
+        let state = self.device.lock();
+        if state.fd.is_none() {
+            return Err(Refused::Closed);
+        }
+        Ok((state.name.clone(), LocalPid::from_c_arg(state.owner)))
+    }
+
+    fn obj(&self) -> *mut c_void {
+        ptr::from_ref(self.device).cast_mut().cast()
+    }
+}
+
+impl Owned<'_, '_> {
+    pub fn fd(&self) -> BorrowedFd<'_> {
+        // `owned()` checked that the fd is open and the lock is held since.
+        match self.state.fd.as_ref().and_then(DeferredFd::as_fd) {
+            Some(fd) => fd,
+            None => unreachable!("Owned is only made for an open device"),
+        }
+    }
+
+    pub fn framing(&self) -> Framing {
+        self.state.framing
+    }
+
+    /// Asks the VM to send `msg` to the owner once the fd is ready in
+    /// `direction`. Returns false if the VM could not add it to its poll set.
+    pub fn select(&mut self, direction: Direction, msg: Term) -> bool {
+        let fd = self.fd().as_raw_fd();
+        // SAFETY: `fd` is open and belongs to this resource (invariant 3);
+        // `msg` is a term of the caller's env, copied by the VM (msg_env is
+        // NULL); the pid NULL means the calling process, the owner.
+        let rc = unsafe {
+            sys::enif_select_x(
+                self.dev.env.as_c_arg(),
+                fd as ErlNifEvent,
+                direction.mode() | SELECT_CUSTOM_MSG,
+                self.dev.obj(),
+                ptr::null(),
+                msg.as_c_arg(),
+                ptr::null_mut(),
+            )
+        };
+        if rc >= 0 {
+            self.state.selected = true;
+        }
+        rc >= 0
+    }
+
+    /// Cancels a pending select in `direction`; true if the VM guarantees no
+    /// notification for it will be sent (otherwise one may be on its way).
+    pub fn cancel(&mut self, direction: Direction) -> bool {
+        if !self.state.selected {
+            return true;
+        }
+        let fd = self.fd().as_raw_fd();
+        // SAFETY: as in `select`; CANCEL ignores pid and the message.
+        let rc = unsafe {
+            sys::enif_select(
+                self.dev.env.as_c_arg(),
+                fd as ErlNifEvent,
+                direction.mode() | SELECT_CANCEL,
+                self.dev.obj(),
+                ptr::null(),
+                undefined(self.dev.env.as_c_arg()),
+            )
+        };
+        // READ_CANCELLED / WRITE_CANCELLED are bits 4 and 5 of the result.
+        let cancelled_bit = match direction {
+            Direction::Read => 1 << 4,
+            Direction::Write => 1 << 5,
+        };
+        rc >= 0 && rc & cancelled_bit != 0
+    }
+
+    /// Hands the device to `new_owner`. Pending selects are cancelled (their
+    /// notifications would go to the old owner). Returns false if
+    /// `new_owner` is not alive.
+    pub fn set_owner(&mut self, new_owner: LocalPid) -> bool {
+        let new_pid = *new_owner.as_c_arg();
+        if same_pid(&new_pid, &self.state.owner) {
+            return true;
+        }
+        let env = self.dev.env.as_c_arg();
+        let obj = self.dev.obj();
+        let mut monitor = MaybeUninit::<ErlNifMonitor>::uninit();
+        // SAFETY: `obj` is a live resource of a type with a down callback.
+        if unsafe { sys::enif_monitor_process(env, obj, &new_pid, monitor.as_mut_ptr()) } != 0 {
+            return false;
+        }
+        if let Some(old) = self.state.monitor.take() {
+            // SAFETY: `old` is a monitor this resource holds.
+            unsafe { sys::enif_demonitor_process(env, obj, &old) };
+        }
+        // SAFETY: enif_monitor_process returned 0, so it wrote the monitor.
+        self.state.monitor = Some(unsafe { monitor.assume_init() });
+        self.state.owner = new_pid;
+        self.cancel(Direction::Read);
+        self.cancel(Direction::Write);
+        true
+    }
+
+    /// Closes the device: its fd is released (off the schedulers) and the
+    /// kernel removes the interface.
+    pub fn close(self) {
+        let Owned { dev, mut state } = self;
+        if let Some(monitor) = state.monitor.take() {
+            // SAFETY: `monitor` is one this resource holds.
+            unsafe { sys::enif_demonitor_process(dev.env.as_c_arg(), dev.obj(), &monitor) };
+        }
+        shut_down(dev.env.as_c_arg(), dev.obj(), state);
+    }
+}
+
+/// The atom `undefined`, for the `ref` argument that CANCEL and STOP ignore.
+fn undefined(env: *mut ErlNifEnv) -> sys::ErlNifTerm {
+    // SAFETY: atoms are global; any env, including a callback env, can make
+    // one from a NUL-terminated Latin-1 name.
+    unsafe { sys::enif_make_atom(env, c"undefined".as_ptr()) }
+}
+
+/// Releases the fd of the device at `obj`, consuming its lock guard
+/// (invariant 2: the lock must not be held across a STOP).
+fn shut_down(env: *mut ErlNifEnv, obj: *mut c_void, mut state: MutexGuard<'_, State>) {
+    let Some(fd) = state.fd.take() else {
+        return;
+    };
+    if !state.selected {
+        drop(state);
+        drop(fd); // invariant 4: closed on a closer thread
+        return;
+    }
+    let raw: RawFd = fd.as_fd().map_or(-1, |fd| fd.as_raw_fd());
+    state.stopping = Some(fd);
+    drop(state);
+    // SAFETY: `raw` was selected with this resource; STOP ignores pid and
+    // ref, cancels pending selects and calls `stop` (now or later), which
+    // releases `stopping` (invariant 3).
+    unsafe {
+        sys::enif_select(
+            env,
+            raw as ErlNifEvent,
+            SELECT_STOP,
+            obj,
+            ptr::null(),
+            undefined(env),
+        )
+    };
+}
+
+/// Resource destructor: drops the `Device` in place; any fd it still holds
+/// was never selected (invariant 6) and is closed off-thread (invariant 4).
+unsafe extern "C" fn dtor(_env: *mut ErlNifEnv, obj: *mut c_void) {
+    // SAFETY: invariant 1: `obj` holds a `Device` and the VM calls the
+    // destructor exactly once, after which the memory is freed.
+    unsafe { ptr::drop_in_place(obj.cast::<Device>()) };
+}
+
+/// Select stop callback: the VM no longer polls the fd; release it.
+unsafe extern "C" fn stop(_env: *mut ErlNifEnv, obj: *mut c_void, _event: ErlNifEvent, _direct: c_int) {
+    // SAFETY: invariant 1: `obj` holds a live `Device` (it is not destructed
+    // before its select relation is dissolved, invariant 6).
+    let device = unsafe { &*obj.cast::<Device>() };
+    let fd = device.lock().stopping.take();
+    drop(fd);
+}
+
+/// Monitor callback: the owner exited, so the device shuts down.
+unsafe extern "C" fn down(
+    env: *mut ErlNifEnv,
+    obj: *mut c_void,
+    pid: *const ErlNifPid,
+    _monitor: *const ErlNifMonitor,
+) {
+    // SAFETY: invariant 1; the VM passes a live resource and a valid pid.
+    let (device, pid) = unsafe { (&*obj.cast::<Device>(), &*pid) };
+    let mut state = device.lock();
+    // A monitor of a former owner may fire after a hand-over raced its
+    // demonitor; only the current owner's exit closes the device.
+    if !same_pid(&state.owner, pid) {
+        return;
+    }
+    state.monitor = None;
+    shut_down(env, obj, state);
+}
