@@ -14,10 +14,20 @@ defmodule Mix.Tasks.Compile.TundraNative do
     native = Path.expand("native", File.cwd!())
     target = Path.join(native, "target")
 
-    cargo_args =
-      ["build", "--release", "--quiet", "-p", @crate, "--manifest-path", Path.join(native, "Cargo.toml")]
+    cargo_args = [
+      "build",
+      "--release",
+      "--quiet",
+      "-p",
+      @crate,
+      "--manifest-path",
+      Path.join(native, "Cargo.toml")
+    ]
 
-    case System.cmd("cargo", cargo_args, stderr_to_stdout: true, env: [{"CARGO_TARGET_DIR", target}]) do
+    case System.cmd("cargo", cargo_args,
+           stderr_to_stdout: true,
+           env: [{"CARGO_TARGET_DIR", target}]
+         ) do
       {_, 0} ->
         install(Path.join([target, "release", "lib#{@crate}.so"]))
 
@@ -27,7 +37,9 @@ defmodule Mix.Tasks.Compile.TundraNative do
     end
   rescue
     e in ErlangError ->
-      Mix.raise("could not run cargo (#{inspect(e.original)}); install Rust's cargo to build Tundra")
+      Mix.raise(
+        "could not run cargo (#{inspect(e.original)}); install Rust's cargo to build Tundra"
+      )
   end
 
   defp install(built) do
@@ -60,8 +72,13 @@ defmodule Tundra.MixProject do
       elixirc_paths: elixirc_paths(Mix.env()),
       start_permanent: Mix.env() == :prod,
       deps: [],
-      description: "TUN devices for Elixir: virtual IP interfaces whose packets your program reads and writes",
-      package: [licenses: ["Apache-2.0"], files: ~w(lib native/Cargo.toml native/Cargo.lock native/tundra_core/src native/tundra_core/Cargo.toml native/tundra_nif/src native/tundra_nif/Cargo.toml mix.exs README.md CHANGELOG.md)],
+      description:
+        "TUN devices for Elixir: virtual IP interfaces whose packets your program reads and writes",
+      package: [
+        licenses: ["Apache-2.0"],
+        files:
+          ~w(lib native/Cargo.toml native/Cargo.lock native/tundra_core/src native/tundra_core/Cargo.toml native/tundra_nif/src native/tundra_nif/Cargo.toml mix.exs README.md CHANGELOG.md)
+      ],
       docs: [main: "Tundra"]
     ]
   end

@@ -151,7 +151,7 @@ defmodule Tundra do
   @spec create(address(), [create_option()]) ::
           {:ok, {device(), String.t()}} | {:error, term()}
   def create(address, opts \\ [])
-      when is_binary(address) or is_tuple(address) do
+      when (is_binary(address) or is_tuple(address)) and is_list(opts) do
     with {:ok, args} <- Options.create_args(address, opts) do
       case Nif.create(args) do
         {:ok, {ref, name}} -> {:ok, {{:"$tundra", ref}, name}}
@@ -186,7 +186,7 @@ defmodule Tundra do
   """
   @spec adopt(non_neg_integer(), dup: boolean()) ::
           {:ok, {device(), String.t()}} | {:error, term()}
-  def adopt(fd, opts \\ []) when is_integer(fd) and fd >= 0 do
+  def adopt(fd, opts \\ []) when is_integer(fd) and fd >= 0 and is_list(opts) do
     with {:ok, dup} <- Options.adopt_args(opts),
          {:ok, {ref, name}} <- Nif.adopt(fd, dup) do
       {:ok, {{:"$tundra", ref}, name}}
@@ -312,7 +312,9 @@ defmodule Tundra do
   Describes the device's interface as the kernel sees it now.
 
   Returns `{:ok, info}` with keys `:name`, `:index` (interface index),
-  `:mtu`, `:up`, `:owner` (a pid) and `:addresses`, a list of maps with
+  `:mtu`, `:up`, `:owner` (a pid), `:fd` (the OS file descriptor, for
+  diagnostics or for `adopt/2` with `dup: true`; never close it yourself)
+  and `:addresses`, a list of maps with
   `:address`, `:prefix` and `:dstaddr` (the peer or `nil`), addresses as
   `:inet` tuples. The kernel's own addresses (such as the IPv6 link-local
   one) are included. Any process may call it.

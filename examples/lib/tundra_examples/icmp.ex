@@ -22,8 +22,9 @@ defmodule TundraExamples.Icmp do
         icmp = <<0, 0, 0::16, rest::binary>>
         icmp = set_checksum(icmp, checksum(icmp))
 
-        ip = <<vihl, tos, len::16, id::16, frag::16, ttl, proto, 0::16, dst::binary, src::binary,
-               options::binary>>
+        ip =
+          <<vihl, tos, len::16, id::16, frag::16, ttl, proto, 0::16, dst::binary, src::binary,
+            options::binary>>
 
         {:ok, set_checksum_at(ip, 10, checksum(ip)) <> icmp}
 
@@ -55,7 +56,8 @@ defmodule TundraExamples.Icmp do
   defp fold(sum) when sum > 0xFFFF, do: fold((sum &&& 0xFFFF) + (sum >>> 16))
   defp fold(sum), do: sum
 
-  defp set_checksum(<<type, code, _::16, rest::binary>>, sum), do: <<type, code, sum::16, rest::binary>>
+  defp set_checksum(<<type, code, _::16, rest::binary>>, sum),
+    do: <<type, code, sum::16, rest::binary>>
 
   defp set_checksum_at(data, offset, sum) do
     <<head::binary-size(offset), _::16, tail::binary>> = data

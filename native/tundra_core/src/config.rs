@@ -96,11 +96,15 @@ pub fn prefix_from_netmask(mask: IpAddr) -> Option<u8> {
 pub fn netmask_from_prefix(prefix: u8, like: &IpAddr) -> IpAddr {
     match like {
         IpAddr::V4(_) => {
-            let mask = u32::MAX.checked_shl(32 - u32::from(prefix.min(32))).unwrap_or(0);
+            let mask = u32::MAX
+                .checked_shl(32 - u32::from(prefix.min(32)))
+                .unwrap_or(0);
             IpAddr::from(mask.to_be_bytes())
         }
         IpAddr::V6(_) => {
-            let mask = u128::MAX.checked_shl(128 - u32::from(prefix.min(128))).unwrap_or(0);
+            let mask = u128::MAX
+                .checked_shl(128 - u32::from(prefix.min(128)))
+                .unwrap_or(0);
             IpAddr::from(mask.to_be_bytes())
         }
     }
@@ -126,7 +130,9 @@ impl DeviceConfig {
             return Err(ConfigError::Address);
         }
         if let Some(dst) = &self.dstaddr {
-            if dst.is_ipv4() != self.address.is_ipv4() || !usable_address(dst) || *dst == self.address
+            if dst.is_ipv4() != self.address.is_ipv4()
+                || !usable_address(dst)
+                || *dst == self.address
             {
                 return Err(ConfigError::Dstaddr);
             }
@@ -152,8 +158,7 @@ impl DeviceConfig {
 }
 
 fn usable_address(addr: &IpAddr) -> bool {
-    !(addr.is_unspecified() || addr.is_multicast())
-        && *addr != IpAddr::from([255u8, 255, 255, 255])
+    !(addr.is_unspecified() || addr.is_multicast()) && *addr != IpAddr::from([255u8, 255, 255, 255])
 }
 
 /// Whether the kernel would accept `name` as an interface name (or name
@@ -253,11 +258,27 @@ mod tests {
 
     #[test]
     fn interface_names_follow_the_kernel_rules() {
-        for ok in ["tun0", "tunvpn%d", "a", "x".repeat(15).as_str(), "my-tun_1.2"] {
+        for ok in [
+            "tun0",
+            "tunvpn%d",
+            "a",
+            "x".repeat(15).as_str(),
+            "my-tun_1.2",
+        ] {
             assert!(valid_interface_name(ok), "{ok}");
         }
         for bad in [
-            "", ".", "..", "has space", "a/b", "a:b", "tab\t", "%s", "a%d%d", "100%", "é",
+            "",
+            ".",
+            "..",
+            "has space",
+            "a/b",
+            "a:b",
+            "tab\t",
+            "%s",
+            "a%d%d",
+            "100%",
+            "é",
             "x".repeat(16).as_str(),
         ] {
             assert!(!valid_interface_name(bad), "{bad:?}");

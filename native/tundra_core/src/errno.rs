@@ -130,14 +130,25 @@ mod tests {
     fn every_name_is_its_constant_lowercased_and_unique() {
         let mut seen = std::collections::HashSet::new();
         for (code, name) in TABLE {
-            assert!(name.starts_with('e') && name.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit()));
+            assert!(
+                name.starts_with('e')
+                    && name
+                        .chars()
+                        .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit())
+            );
             assert!(seen.insert(*code), "{name} duplicates an earlier value");
         }
     }
 
     #[test]
     fn io_errors_map_through_errno_first() {
-        assert_eq!(io_error_name(&io::Error::from_raw_os_error(libc::EBUSY)), "ebusy");
-        assert_eq!(io_error_name(&io::Error::from(io::ErrorKind::TimedOut)), "etimedout");
+        assert_eq!(
+            io_error_name(&io::Error::from_raw_os_error(libc::EBUSY)),
+            "ebusy"
+        );
+        assert_eq!(
+            io_error_name(&io::Error::from(io::ErrorKind::TimedOut)),
+            "etimedout"
+        );
     }
 }

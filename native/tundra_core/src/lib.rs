@@ -1,10 +1,11 @@
 //! Shared core of Tundra: the validated description of a TUN device, the one
-//! errno-to-name mapping, packet framing, and the per-OS code that creates,
-//! configures and inspects devices.
+//! errno-to-name mapping, packet framing, closing device fds off-thread, and
+//! the per-OS code that creates, configures and inspects devices.
 //!
 //! Used by the NIF (`tundra_nif`) for direct creation and by the privileged
 //! daemon (`tundra_server`), so both paths validate and configure identically.
 
+pub mod closer;
 pub mod config;
 pub mod errno;
 pub mod framing;

@@ -12,8 +12,8 @@ use tundra_core::{DeviceConfig, Framing};
 
 fn privileged_netns() -> bool {
     let root = nix::unistd::geteuid().is_root();
-    let own_netns = std::fs::read_link("/proc/self/ns/net").ok()
-        != std::fs::read_link("/proc/1/ns/net").ok();
+    let own_netns =
+        std::fs::read_link("/proc/self/ns/net").ok() != std::fs::read_link("/proc/1/ns/net").ok();
     if root && own_netns {
         return true;
     }
@@ -60,7 +60,10 @@ fn creates_configures_and_removes_ipv4_and_ipv6_devices() {
     let sys = format!("/sys/class/net/{}", dev.name);
     assert!(Path::new(&sys).exists());
     drop(dev);
-    assert!(!Path::new(&sys).exists(), "closing the fd removes the device");
+    assert!(
+        !Path::new(&sys).exists(),
+        "closing the fd removes the device"
+    );
 
     let mut v6 = DeviceConfig::new(ip("fd11:b7b7:4360::2"));
     v6.dstaddr = Some(ip("fd11:b7b7:4360::1"));

@@ -28,5 +28,6 @@ rustler::atoms! {
     prefix,
     dstaddr,
     owner,
+    fd,
     nil_map = "nil",
 }

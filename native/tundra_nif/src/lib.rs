@@ -8,7 +8,6 @@
 //! stubs; `Tundra` is the public API.
 
 mod atoms;
-mod closer;
 mod packet;
 mod resource;
 
@@ -20,8 +19,8 @@ use rustler::{Atom, Binary, Encoder, Env, LocalPid, NifMap, NifResult, Term};
 use tundra_core::platform::{self, InterfaceAddress};
 use tundra_core::{errno, prefix_from_netmask, ConfigError, DeviceConfig, Framing};
 
-use crate::closer::DeferredFd;
 use crate::resource::{Direction, Refused};
+use tundra_core::closer::DeferredFd;
 
 /// `create/2` options after the Elixir side has parsed and type-checked
 /// them; ranges and meaning are checked here (by `DeviceConfig`).
@@ -38,8 +37,12 @@ struct CreateArgs<'a> {
 
 fn ip_from_binary(bin: &Binary, err: ConfigError) -> Result<IpAddr, ConfigError> {
     match bin.as_slice().len() {
-        4 => <[u8; 4]>::try_from(bin.as_slice()).map(IpAddr::from).map_err(|_| err),
-        16 => <[u8; 16]>::try_from(bin.as_slice()).map(IpAddr::from).map_err(|_| err),
+        4 => <[u8; 4]>::try_from(bin.as_slice())
+            .map(IpAddr::from)
+            .map_err(|_| err),
+        16 => <[u8; 16]>::try_from(bin.as_slice())
+            .map(IpAddr::from)
+            .map_err(|_| err),
         _ => Err(err),
     }
 }
@@ -107,7 +110,13 @@ fn create<'a>(env: Env<'a>, args: CreateArgs<'a>) -> Term<'a> {
         Ok(config) => config,
         Err(bad) => {
             let key = Atom::from_str(env, bad.option_name()).map(|a| a.encode(env));
-            return error(env, (atoms::invalid_option(), key.unwrap_or(atoms::eio().encode(env))));
+            return error(
+                env,
+                (
+                    atoms::invalid_option(),
+                    key.unwrap_or(atoms::eio().encode(env)),
+                ),
+            );
         }
     };
     match platform::create(&config) {
@@ -180,13 +189,15 @@ fn recv<'a>(env: Env<'a>, dev: Term<'a>, max_len: usize) -> NifResult<Term<'a>> 
         Ok(owned) => owned,
         Err(why) => return Ok(refused(env, why)),
     };
-    Ok(match packet::read(env, owned.fd(), owned.framing(), max_len) {
-        Ok(bin) => (atoms::ok(), bin).encode(env),
-        Err(err) if err.kind() == io::ErrorKind::WouldBlock => {
-            arm_select(env, &dev, &mut owned, Direction::Read)
-        }
-        Err(err) => io_error(env, &err),
-    })
+    Ok(
+        match packet::read(env, owned.fd(), owned.framing(), max_len) {
+            Ok(bin) => (atoms::ok(), bin).encode(env),
+            Err(err) if err.kind() == io::ErrorKind::WouldBlock => {
+                arm_select(env, &dev, &mut owned, Direction::Read)
+            }
+            Err(err) => io_error(env, &err),
+        },
+    )
 }
 
 #[rustler::nif]
@@ -201,13 +212,15 @@ fn send<'a>(env: Env<'a>, dev: Term<'a>, data: Term<'a>) -> NifResult<Term<'a>> 
         Ok(owned) => owned,
         Err(why) => return Ok(refused(env, why)),
     };
-    Ok(match packet::write(owned.fd(), owned.framing(), data.as_slice()) {
-        Ok(()) => atoms::ok().encode(env),
-        Err(err) if err.kind() == io::ErrorKind::WouldBlock => {
-            arm_select(env, &dev, &mut owned, Direction::Write)
-        }
-        Err(err) => io_error(env, &err),
-    })
+    Ok(
+        match packet::write(owned.fd(), owned.framing(), data.as_slice()) {
+            Ok(()) => atoms::ok().encode(env),
+            Err(err) if err.kind() == io::ErrorKind::WouldBlock => {
+                arm_select(env, &dev, &mut owned, Direction::Write)
+            }
+            Err(err) => io_error(env, &err),
+        },
+    )
 }
 
 #[rustler::nif]
@@ -288,7 +301,7 @@ fn encode_address<'a>(env: Env<'a>, a: &InterfaceAddress) -> Term<'a> {
 #[rustler::nif(schedule = "DirtyIo")]
 fn info<'a>(env: Env<'a>, dev: Term<'a>) -> NifResult<Term<'a>> {
     let dev = resource::get(env, dev).ok_or(rustler::Error::BadArg)?;
-    let (name, owner) = match dev.describe() {
+    let (name, owner, fd) = match dev.describe() {
         Ok(found) => found,
         Err(why) => return Ok(refused(env, why)),
     };
@@ -296,7 +309,11 @@ fn info<'a>(env: Env<'a>, dev: Term<'a>) -> NifResult<Term<'a>> {
         Ok(link) => link,
         Err(err) => return Ok(io_error(env, &err)),
     };
-    let addresses: Vec<Term> = link.addresses.iter().map(|a| encode_address(env, a)).collect();
+    let addresses: Vec<Term> = link
+        .addresses
+        .iter()
+        .map(|a| encode_address(env, a))
+        .collect();
     let map = Term::map_from_pairs(
         env,
         &[
@@ -306,6 +323,7 @@ fn info<'a>(env: Env<'a>, dev: Term<'a>) -> NifResult<Term<'a>> {
             (atoms::up().encode(env), link.up.encode(env)),
             (atoms::addresses().encode(env), addresses.encode(env)),
             (atoms::owner().encode(env), owner.encode(env)),
+            (atoms::fd().encode(env), fd.encode(env)),
         ],
     )?;
     Ok((atoms::ok(), map).encode(env))

@@ -22,7 +22,12 @@ thread_local! {
 /// Reads one packet (at most `max_len` bytes of it; the rest of a longer
 /// packet is discarded, as with a datagram socket) into a binary of exactly
 /// that size.
-pub fn read<'a>(env: Env<'a>, fd: BorrowedFd, framing: Framing, max_len: usize) -> io::Result<Binary<'a>> {
+pub fn read<'a>(
+    env: Env<'a>,
+    fd: BorrowedFd,
+    framing: Framing,
+    max_len: usize,
+) -> io::Result<Binary<'a>> {
     SCRATCH.with_borrow_mut(|buf| {
         let n = nix::unistd::read(fd, buf)?;
         let header = framing.header_len();

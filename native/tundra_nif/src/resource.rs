@@ -35,14 +35,13 @@ use std::ptr::{self, NonNull};
 use std::sync::{Mutex, MutexGuard, OnceLock};
 
 use rustler::sys::{
-    self, ErlNifEnv, ErlNifMonitor, ErlNifPid, ErlNifResourceDown, ErlNifResourceDtor,
+    self, ErlNifEnv, ErlNifEvent, ErlNifMonitor, ErlNifPid, ErlNifResourceDown, ErlNifResourceDtor,
     ErlNifResourceFlags, ErlNifResourceStop, ErlNifResourceType, ErlNifResourceTypeInit,
-    ErlNifEvent,
 };
 use rustler::{Env, LocalPid, Term};
 use tundra_core::Framing;
 
-use crate::closer::DeferredFd;
+use tundra_core::closer::DeferredFd;
 
 // enif_select mode flags (erl_drv_nif.h). rustler's constants of the same
 // names mix mode flags with return bits, so they are spelled out here.
@@ -255,13 +254,17 @@ impl<'a> DeviceRef<'a> {
         Ok(Owned { dev: self, state })
     }
 
-    /// Name, framing and owner, for anyone to read; `Closed` once closed.
-    pub fn describe(&self) -> Result<(String, LocalPid), Refused> {
+    /// Name, owner and fd number, for anyone to read; `Closed` once closed.
+    pub fn describe(&self) -> Result<(String, LocalPid, RawFd), Refused> {
         let state = self.device.lock();
-        if state.fd.is_none() {
-            return Err(Refused::Closed);
+        match state.fd.as_ref().and_then(DeferredFd::as_fd) {
+            Some(fd) => Ok((
+                state.name.clone(),
+                LocalPid::from_c_arg(state.owner),
+                fd.as_raw_fd(),
+            )),
+            None => Err(Refused::Closed),
         }
-        Ok((state.name.clone(), LocalPid::from_c_arg(state.owner)))
     }
 
     fn obj(&self) -> *mut c_void {
@@ -416,7 +419,12 @@ unsafe extern "C" fn dtor(_env: *mut ErlNifEnv, obj: *mut c_void) {
 }
 
 /// Select stop callback: the VM no longer polls the fd; release it.
-unsafe extern "C" fn stop(_env: *mut ErlNifEnv, obj: *mut c_void, _event: ErlNifEvent, _direct: c_int) {
+unsafe extern "C" fn stop(
+    _env: *mut ErlNifEnv,
+    obj: *mut c_void,
+    _event: ErlNifEvent,
+    _direct: c_int,
+) {
     // SAFETY: invariant 1: `obj` holds a live `Device` (it is not destructed
     // before its select relation is dissolved, invariant 6).
     let device = unsafe { &*obj.cast::<Device>() };

@@ -6,7 +6,7 @@ use std::io;
 use std::net::IpAddr;
 
 use neli::consts::nl::{NlmF, Nlmsg};
-use neli::consts::rtnl::{Ifa, IfaF, Ifla, Iff, RtAddrFamily, RtScope, Rtm};
+use neli::consts::rtnl::{Ifa, IfaF, Iff, Ifla, RtAddrFamily, RtScope, Rtm};
 use neli::consts::socket::NlFamily;
 use neli::nl::{NlPayload, Nlmsghdr, NlmsghdrBuilder};
 use neli::rtnl::{Ifaddrmsg, IfaddrmsgBuilder, Ifinfomsg, IfinfomsgBuilder, RtattrBuilder};
@@ -64,8 +64,8 @@ fn family_of(addr: &IpAddr) -> RtAddrFamily {
 
 impl Rtnl {
     pub fn open() -> io::Result<Self> {
-        let socket =
-            NlSocketHandle::connect(NlFamily::Route, None, Groups::empty()).map_err(socket_error)?;
+        let socket = NlSocketHandle::connect(NlFamily::Route, None, Groups::empty())
+            .map_err(socket_error)?;
         Ok(Rtnl { socket, seq: 0 })
     }
 

@@ -1,0 +1,113 @@
+defmodule TundraTest do
+  # Input validation happens before anything touches the system, so these
+  # run without privilege.
+  use ExUnit.Case, async: true
+  doctest Tundra
+
+  describe "create/2 refuses bad input, naming the problem" do
+    test "unparsable or unusable addresses" do
+      for bad <- [
+            "",
+            "10.0.0",
+            "fd00::g",
+            "10.0.0.1/24",
+            "0.0.0.0",
+            "::",
+            "224.0.0.1",
+            "255.255.255.255",
+            <<0xFF>>
+          ] do
+        assert Tundra.create(bad) == {:error, {:invalid_address, bad}}, inspect(bad)
+      end
+
+      assert Tundra.create({10, 0, 0, 256}) == {:error, {:invalid_address, {10, 0, 0, 256}}}
+      assert Tundra.create({1, 2, 3}) == {:error, {:invalid_address, {1, 2, 3}}}
+    end
+
+    test "address family mix" do
+      assert Tundra.create("10.0.0.2", dstaddr: "fd00::1") ==
+               {:error, {:invalid_option, {:dstaddr, "fd00::1"}}}
+
+      assert Tundra.create("fd00::2", netmask: "255.255.255.0") ==
+               {:error, {:invalid_option, {:netmask, "255.255.255.0"}}}
+    end
+
+    test "dstaddr equal to the address, or unparsable" do
+      assert Tundra.create("10.0.0.2", dstaddr: "10.0.0.2") ==
+               {:error, {:invalid_option, {:dstaddr, "10.0.0.2"}}}
+
+      assert Tundra.create("10.0.0.2", dstaddr: "peer") ==
+               {:error, {:invalid_option, {:dstaddr, "peer"}}}
+    end
+
+    test "mtu out of range for the family, or not an integer" do
+      for {addr, mtu} <- [
+            {"10.0.0.2", 67},
+            {"10.0.0.2", 65_536},
+            {"10.0.0.2", -1},
+            {"fd00::2", 1279},
+            {"10.0.0.2", 1500.0}
+          ] do
+        assert Tundra.create(addr, mtu: mtu) == {:error, {:invalid_option, {:mtu, mtu}}}
+      end
+    end
+
+    test "prefix out of range, netmask not contiguous, both given" do
+      assert Tundra.create("10.0.0.2", prefix: 33) == {:error, {:invalid_option, {:prefix, 33}}}
+      assert Tundra.create("fd00::2", prefix: 129) == {:error, {:invalid_option, {:prefix, 129}}}
+      assert Tundra.create("10.0.0.2", prefix: -1) == {:error, {:invalid_option, {:prefix, -1}}}
+
+      assert Tundra.create("fd00::2", netmask: "ffff::ffff") ==
+               {:error, {:invalid_option, {:netmask, "ffff::ffff"}}}
+
+      assert Tundra.create("10.0.0.2", netmask: "255.255.255.0", prefix: 24) ==
+               {:error, {:conflicting_options, [:netmask, :prefix]}}
+    end
+
+    test "interface names the kernel would refuse" do
+      for bad <- ["", "sixteen-chars-xx", "a b", "a/b", "a:b", "tun%s", "t%d%d", "é"] do
+        assert Tundra.create("10.0.0.2", name: bad) == {:error, {:invalid_option, {:name, bad}}}
+      end
+
+      assert Tundra.create("10.0.0.2", name: :tun0) == {:error, {:invalid_option, {:name, :tun0}}}
+    end
+
+    test "unknown options and wrong option types" do
+      assert Tundra.create("10.0.0.2", mtu: 1500, colour: :blue) ==
+               {:error, {:unknown_option, :colour}}
+
+      assert Tundra.create("10.0.0.2", up: "yes") == {:error, {:invalid_option, {:up, "yes"}}}
+    end
+
+    test "wrong argument types raise as Elixir does" do
+      assert_raise FunctionClauseError, fn -> Tundra.create(10) end
+      assert_raise ArgumentError, fn -> Tundra.create("10.0.0.2", [:mtu]) end
+      assert_raise FunctionClauseError, fn -> Tundra.create("10.0.0.2", %{mtu: 1500}) end
+    end
+  end
+
+  describe "I/O functions check their arguments" do
+    test "length must be positive" do
+      fake = {:"$tundra", make_ref()}
+      assert Tundra.recv(fake, 0, :nowait) == {:error, {:invalid_length, 0}}
+      assert Tundra.recv(fake, -5) == {:error, {:invalid_length, -5}}
+    end
+
+    test "a term that is not a device raises" do
+      not_a_device = {:"$tundra", make_ref()}
+      assert_raise ArgumentError, fn -> Tundra.recv(not_a_device, 1500, :nowait) end
+      assert_raise ArgumentError, fn -> Tundra.send(not_a_device, "x", :nowait) end
+      assert_raise ArgumentError, fn -> Tundra.close(not_a_device) end
+      assert_raise ArgumentError, fn -> Tundra.info(not_a_device) end
+      assert_raise FunctionClauseError, fn -> Tundra.close(:dev) end
+      assert_raise FunctionClauseError, fn -> Tundra.recv(not_a_device, 1500, :soon) end
+      assert_raise FunctionClauseError, fn -> Tundra.send(not_a_device, :data, :nowait) end
+    end
+
+    test "adopt/2 checks its arguments" do
+      assert_raise FunctionClauseError, fn -> Tundra.adopt(-1) end
+      assert Tundra.adopt(0, share: true) == {:error, {:unknown_option, :share}}
+      assert Tundra.adopt(0, dup: :yes) == {:error, {:invalid_option, {:dup, :yes}}}
+    end
+  end
+end
