@@ -75,6 +75,15 @@ pub fn address_bits(addr: &IpAddr) -> u8 {
     }
 }
 
+/// An address from its 4 (IPv4) or 16 (IPv6) bytes in network order.
+pub fn ip_from_bytes(bytes: &[u8]) -> Option<IpAddr> {
+    match bytes.len() {
+        4 => <[u8; 4]>::try_from(bytes).ok().map(IpAddr::from),
+        16 => <[u8; 16]>::try_from(bytes).ok().map(IpAddr::from),
+        _ => None,
+    }
+}
+
 /// The prefix length of a contiguous netmask, or `None` if the mask has a
 /// hole in it (e.g. `255.0.255.0`).
 pub fn prefix_from_netmask(mask: IpAddr) -> Option<u8> {

@@ -36,15 +36,7 @@ struct CreateArgs<'a> {
 }
 
 fn ip_from_binary(bin: &Binary, err: ConfigError) -> Result<IpAddr, ConfigError> {
-    match bin.as_slice().len() {
-        4 => <[u8; 4]>::try_from(bin.as_slice())
-            .map(IpAddr::from)
-            .map_err(|_| err),
-        16 => <[u8; 16]>::try_from(bin.as_slice())
-            .map(IpAddr::from)
-            .map_err(|_| err),
-        _ => Err(err),
-    }
+    tundra_core::config::ip_from_bytes(bin.as_slice()).ok_or(err)
 }
 
 impl CreateArgs<'_> {
@@ -127,10 +119,10 @@ fn create<'a>(env: Env<'a>, args: CreateArgs<'a>) -> Term<'a> {
 
 #[rustler::nif]
 fn adopt(env: Env, fd: RawFd, dup: bool) -> Term {
-    if fd < 0 || nix::fcntl::fcntl(unsafe_borrow(fd), nix::fcntl::FcntlArg::F_GETFD).is_err() {
+    if fd < 0 || nix::fcntl::fcntl(borrow_named_fd(fd), nix::fcntl::FcntlArg::F_GETFD).is_err() {
         return error(env, atoms::ebadf());
     }
-    let borrowed = unsafe_borrow(fd);
+    let borrowed = borrow_named_fd(fd);
     let tun = match platform::inspect(borrowed) {
         Ok(tun) => tun,
         Err(_) => return error(env, atoms::not_tun()),
@@ -155,7 +147,7 @@ fn adopt(env: Env, fd: RawFd, dup: bool) -> Term {
 
 /// Borrows a raw fd number that the caller names for the length of one
 /// NIF call.
-fn unsafe_borrow<'a>(fd: RawFd) -> BorrowedFd<'a> {
+fn borrow_named_fd<'a>(fd: RawFd) -> BorrowedFd<'a> {
     // SAFETY: only used on fds the caller names, for system calls that
     // report EBADF for a closed number; none of them close the fd.
     unsafe { BorrowedFd::borrow_raw(fd) }

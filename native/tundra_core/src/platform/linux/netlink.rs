@@ -14,7 +14,7 @@ use neli::socket::synchronous::NlSocketHandle;
 use neli::types::{Buffer, RtBuffer};
 use neli::utils::Groups;
 
-use crate::config::address_bits;
+use crate::config::{address_bits, ip_from_bytes};
 use crate::platform::{InterfaceAddress, LinkInfo};
 use crate::DeviceConfig;
 
@@ -44,14 +44,6 @@ fn ip_bytes(addr: &IpAddr) -> Vec<u8> {
     match addr {
         IpAddr::V4(a) => a.octets().to_vec(),
         IpAddr::V6(a) => a.octets().to_vec(),
-    }
-}
-
-fn ip_from_bytes(bytes: &[u8]) -> Option<IpAddr> {
-    match bytes.len() {
-        4 => <[u8; 4]>::try_from(bytes).ok().map(IpAddr::from),
-        16 => <[u8; 16]>::try_from(bytes).ok().map(IpAddr::from),
-        _ => None,
     }
 }
 
