@@ -58,6 +58,6 @@ send(heartbeat, {:report, self()})
 worst = receive do: ({:worst, w} -> w)
 
 IO.puts("devices:                 #{n}")
-IO.puts("create (N owners at once):#{round(n / ((t1 - t0) / 1.0e6))}/s")
+IO.puts("create (N owners at once): #{round(n / ((t1 - t0) / 1.0e6))}/s")
 IO.puts("teardown (all at once):  #{round(n / ((t3 - t2) / 1.0e6))}/s (#{div(t3 - t2, 1000)} ms)")
 IO.puts("worst heartbeat delay:   #{Float.round(worst / 1000, 2)} ms")
