@@ -6,6 +6,8 @@
 
 use std::net::IpAddr;
 
+use serde::{Deserialize, Serialize};
+
 /// Smallest MTU an IPv4 interface may have (RFC 791).
 pub const MIN_MTU_V4: u32 = 68;
 /// Smallest MTU an IPv6 interface may have (RFC 8200); below it the kernel
@@ -18,8 +20,9 @@ pub const DEFAULT_MTU: u32 = 1500;
 /// Interface names are at most this many bytes (IFNAMSIZ less the NUL).
 pub const MAX_NAME_LEN: usize = 15;
 
-/// Everything needed to create and configure one TUN device.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// Everything needed to create and configure one TUN device. It is also
+/// the body of a create request on the wire (see `protocol`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct DeviceConfig {
     /// The device's own address.
     pub address: IpAddr,
@@ -36,7 +39,7 @@ pub struct DeviceConfig {
 
 /// Names the option that made a configuration invalid. The names are the
 /// option keys of the public Elixir API.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub enum ConfigError {
     Address,
     Dstaddr,

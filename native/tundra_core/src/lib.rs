@@ -5,11 +5,14 @@
 //! Used by the NIF (`tundra_nif`) for direct creation and by the privileged
 //! daemon (`tundra_server`), so both paths validate and configure identically.
 
+#[cfg(unix)]
+pub mod client;
 pub mod closer;
 pub mod config;
 pub mod errno;
 pub mod framing;
 pub mod platform;
+pub mod protocol;
 
 pub use config::{prefix_from_netmask, ConfigError, DeviceConfig};
 pub use framing::Framing;

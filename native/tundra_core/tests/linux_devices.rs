@@ -10,25 +10,9 @@ use std::path::Path;
 use tundra_core::platform::{self, InterfaceAddress};
 use tundra_core::{DeviceConfig, Framing};
 
-fn privileged_netns() -> bool {
-    let root = nix::unistd::geteuid().is_root();
-    let own_netns =
-        std::fs::read_link("/proc/self/ns/net").ok() != std::fs::read_link("/proc/1/ns/net").ok();
-    if root && own_netns {
-        return true;
-    }
-    let why = if root {
-        "not inside a test network namespace (run scripts/test)"
-    } else {
-        "not root"
-    };
-    assert!(
-        std::env::var("CI").as_deref() != Ok("true"),
-        "privileged device tests cannot run under CI: {why}"
-    );
-    eprintln!("NOTICE: skipping privileged device test: {why}");
-    false
-}
+#[path = "support/guard.rs"]
+mod guard;
+use guard::privileged_netns;
 
 fn ip(s: &str) -> IpAddr {
     s.parse().expect("test address")

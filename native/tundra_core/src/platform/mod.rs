@@ -16,7 +16,7 @@ use crate::Framing;
 #[cfg(target_os = "linux")]
 mod linux;
 #[cfg(target_os = "linux")]
-pub use linux::{create, inspect, link_info, set_nonblocking};
+pub use linux::{create, create_for, devices_owned_by, inspect, link_info, set_nonblocking};
 
 #[cfg(not(target_os = "linux"))]
 compile_error!("tundra_core supports Linux; other systems are not implemented yet");

@@ -19,10 +19,18 @@ fn interface_index(name: &str) -> io::Result<u32> {
 /// Creates a TUN device and configures it as `config` says. On any failure
 /// the fd is dropped, which removes the half-made device.
 pub fn create(config: &DeviceConfig) -> io::Result<Device> {
+    create_for(config, None)
+}
+
+/// Like `create`, recording `owner` as the device's owning uid.
+pub fn create_for(config: &DeviceConfig, owner: Option<u32>) -> io::Result<Device> {
     config
         .validate()
         .map_err(|_| io::Error::from_raw_os_error(libc::EINVAL))?;
     let (fd, name) = tun::open_device(config.name.as_deref().unwrap_or(""))?;
+    if let Some(uid) = owner {
+        tun::set_owner(std::os::fd::AsFd::as_fd(&fd), uid)?;
+    }
     let index = interface_index(&name)?;
     let mut rtnl = netlink::Rtnl::open()?;
     rtnl.add_address(index, config)?;
@@ -38,6 +46,24 @@ pub fn create(config: &DeviceConfig) -> io::Result<Device> {
 pub fn inspect(fd: BorrowedFd<'_>) -> io::Result<TunFd> {
     let (name, framing) = tun::inspect(fd)?;
     Ok(TunFd { name, framing })
+}
+
+/// Number of TUN devices (in this network namespace) whose owner is `uid`.
+pub fn devices_owned_by(uid: u32) -> io::Result<usize> {
+    let mut count = 0;
+    for entry in std::fs::read_dir("/sys/class/net")? {
+        let path = entry?.path();
+        if !path.join("tun_flags").exists() {
+            continue;
+        }
+        // A device may vanish between listing and reading: not counted.
+        if let Ok(owner) = std::fs::read_to_string(path.join("owner")) {
+            if owner.trim().parse::<i64>().ok() == Some(i64::from(uid)) {
+                count += 1;
+            }
+        }
+    }
+    Ok(count)
 }
 
 /// MTU, state and addresses of the interface called `name`.

@@ -52,6 +52,8 @@ impl TunIfReq {
 // TUNSETIFF reads the request and writes the chosen name back.
 nix::ioctl_readwrite_bad!(tunsetiff, libc::TUNSETIFF, TunIfReq);
 nix::ioctl_read_bad!(tungetiff, libc::TUNGETIFF, TunIfReq);
+// TUNSETOWNER takes the uid as the argument value itself.
+nix::ioctl_write_int_bad!(tunsetowner, libc::TUNSETOWNER);
 
 #[cfg(test)]
 mod tests {

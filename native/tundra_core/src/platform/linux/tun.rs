@@ -25,6 +25,17 @@ pub fn open_device(name: &str) -> io::Result<(OwnedFd, String)> {
     Ok((fd, req.name()))
 }
 
+/// Records `uid` as the device's owner (shown in /sys/class/net/NAME/owner);
+/// the server uses it to count each user's live devices without keeping
+/// state of its own.
+pub fn set_owner(fd: BorrowedFd<'_>, uid: u32) -> io::Result<()> {
+    let uid = libc::c_int::try_from(uid).map_err(|_| io::Error::from_raw_os_error(libc::EINVAL))?;
+    // SAFETY: `fd` is an attached TUN fd; TUNSETOWNER reads only its integer
+    // argument.
+    unsafe { sys::tunsetowner(fd.as_raw_fd(), uid) }?;
+    Ok(())
+}
+
 /// Whether `fd` is attached to a TUN (not TAP) device, and if so its name
 /// and framing. `ENOTTY`/`EINVAL`/`EBADFD` mean "not a TUN fd".
 pub fn inspect(fd: BorrowedFd<'_>) -> io::Result<(String, Framing)> {

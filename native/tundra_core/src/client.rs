@@ -1,0 +1,99 @@
+//! Asking `tundra_server` for a device: connect, send a create request,
+//! receive the reply and the device fd (SCM_RIGHTS). Blocking, with a
+//! deadline on every step; the NIF runs it on a dirty I/O scheduler.
+
+use std::io::{self, Read, Write};
+use std::os::fd::{AsFd, FromRawFd, OwnedFd, RawFd};
+use std::os::unix::net::UnixStream;
+use std::path::Path;
+use std::time::Duration;
+
+use nix::fcntl::{fcntl, FcntlArg, FdFlag};
+use sendfd::RecvWithFd;
+
+use crate::platform::{self, Device};
+use crate::protocol::{self, Reply, Request, HEADER_LEN, MAX_PAYLOAD};
+use crate::{ConfigError, DeviceConfig};
+
+/// Default path of the server's socket.
+pub const DEFAULT_SOCKET: &str = "/var/run/tundra.sock";
+
+/// What the server said to a create request, short of an I/O failure.
+#[derive(Debug)]
+pub enum Outcome {
+    Created(Device),
+    Invalid(ConfigError),
+}
+
+fn timed_out(e: io::Error) -> io::Error {
+    match e.kind() {
+        io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut => {
+            io::Error::from_raw_os_error(libc::ETIMEDOUT)
+        }
+        _ => e,
+    }
+}
+
+/// Asks the server at `socket` to create `config`. Errors are errno-bearing
+/// `io::Error`s: ENOENT/ECONNREFUSED when no server listens, ETIMEDOUT past
+/// `timeout`, or the errno the server replied with (EACCES, EBUSY, ...).
+pub fn create(socket: &Path, config: &DeviceConfig, timeout: Duration) -> io::Result<Outcome> {
+    let mut stream = UnixStream::connect(socket)?;
+    stream.set_read_timeout(Some(timeout))?;
+    stream.set_write_timeout(Some(timeout))?;
+    let frame = protocol::encode(&Request::Create(config.clone()))
+        .map_err(|e| io::Error::from_raw_os_error(e.errno()))?;
+    stream.write_all(&frame).map_err(timed_out)?;
+
+    // The reply and its fd come in one sendmsg; read it with room for the
+    // largest frame, then finish a frame that arrived in pieces.
+    let mut buf = vec![0u8; HEADER_LEN + MAX_PAYLOAD];
+    let mut fds: [RawFd; 1] = [-1];
+    let (mut got, nfds) = stream.recv_with_fd(&mut buf, &mut fds).map_err(timed_out)?;
+    // Own the received fd at once, so every path below closes it.
+    let fd = (nfds == 1 && fds[0] >= 0).then(|| own_received(fds[0]));
+    if got < HEADER_LEN {
+        stream
+            .read_exact(&mut buf[got..HEADER_LEN])
+            .map_err(timed_out)?;
+        got = HEADER_LEN;
+    }
+    let header: [u8; HEADER_LEN] = buf[..HEADER_LEN]
+        .try_into()
+        .map_err(|_| io::Error::from_raw_os_error(libc::EPROTO))?;
+    let len =
+        protocol::parse_header(&header).map_err(|e| io::Error::from_raw_os_error(e.errno()))?;
+    if got < HEADER_LEN + len {
+        stream
+            .read_exact(&mut buf[got..HEADER_LEN + len])
+            .map_err(timed_out)?;
+    }
+    let reply: Reply = protocol::decode(&buf[HEADER_LEN..HEADER_LEN + len])
+        .map_err(|e| io::Error::from_raw_os_error(e.errno()))?;
+
+    match reply {
+        Reply::Created { name } => {
+            let fd = fd.ok_or_else(|| io::Error::from_raw_os_error(libc::EPROTO))?;
+            fcntl(fd.as_fd(), FcntlArg::F_SETFD(FdFlag::FD_CLOEXEC))?;
+            platform::set_nonblocking(fd.as_fd())?;
+            // Trust, but verify: it must be the TUN device the reply names.
+            let tun = platform::inspect(fd.as_fd())?;
+            if tun.name != name {
+                return Err(io::Error::from_raw_os_error(libc::EPROTO));
+            }
+            Ok(Outcome::Created(Device {
+                fd,
+                name,
+                framing: tun.framing,
+            }))
+        }
+        Reply::Failed { errno } => Err(io::Error::from_raw_os_error(errno)),
+        Reply::Invalid { option } => Ok(Outcome::Invalid(option)),
+    }
+}
+
+fn own_received(fd: RawFd) -> OwnedFd {
+    // SAFETY: `fd` was just received with SCM_RIGHTS: the kernel installed
+    // it in this process's table, and nothing else refers to it.
+    unsafe { OwnedFd::from_raw_fd(fd) }
+}

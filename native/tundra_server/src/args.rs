@@ -1,0 +1,105 @@
+//! Command-line options.
+
+use std::path::PathBuf;
+
+pub const USAGE: &str = "\
+usage: tundra_server [--socket PATH] [--group NAME] [--max-clients N]
+                     [--max-devices-per-uid N] [--help] [--version]
+
+Creates TUN devices for unprivileged Tundra clients that connect to PATH
+(default /var/run/tundra.sock) and are root or members of group NAME
+(default tundra). Runs in the foreground, logs to stderr, stops on
+SIGTERM or SIGINT.
+
+  --socket PATH            Unix socket to listen on
+  --group NAME             group whose members may create devices
+  --max-clients N          connections served at once (default 64)
+  --max-devices-per-uid N  live devices one user may hold (default 256)";
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Options {
+    pub socket: PathBuf,
+    pub group: String,
+    pub max_clients: usize,
+    pub max_devices_per_uid: usize,
+}
+
+#[derive(Debug, PartialEq, Eq)]
+pub enum Command {
+    Serve(Options),
+    Help,
+    Version,
+}
+
+pub fn parse(args: impl IntoIterator<Item = String>) -> Result<Command, String> {
+    let mut options = Options {
+        socket: PathBuf::from(tundra_core::client::DEFAULT_SOCKET),
+        group: "tundra".into(),
+        max_clients: 64,
+        max_devices_per_uid: 256,
+    };
+    let mut args = args.into_iter();
+    while let Some(arg) = args.next() {
+        let mut value = |name: &str| args.next().ok_or_else(|| format!("{name} needs a value"));
+        match arg.as_str() {
+            "--help" | "-h" => return Ok(Command::Help),
+            "--version" | "-V" => return Ok(Command::Version),
+            "--socket" => options.socket = PathBuf::from(value("--socket")?),
+            "--group" => options.group = value("--group")?,
+            "--max-clients" => options.max_clients = count(&value("--max-clients")?)?,
+            "--max-devices-per-uid" => {
+                options.max_devices_per_uid = count(&value("--max-devices-per-uid")?)?
+            }
+            other => return Err(format!("unknown argument {other:?}")),
+        }
+    }
+    Ok(Command::Serve(options))
+}
+
+fn count(text: &str) -> Result<usize, String> {
+    match text.parse::<usize>() {
+        Ok(n) if n > 0 => Ok(n),
+        _ => Err(format!("expected a positive number, got {text:?}")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse_strs(args: &[&str]) -> Result<Command, String> {
+        parse(args.iter().map(|s| s.to_string()))
+    }
+
+    #[test]
+    fn defaults_and_overrides() {
+        let Ok(Command::Serve(o)) = parse_strs(&[]) else {
+            panic!()
+        };
+        assert_eq!(o.socket, PathBuf::from("/var/run/tundra.sock"));
+        assert_eq!(o.group, "tundra");
+        let Ok(Command::Serve(o)) = parse_strs(&[
+            "--socket",
+            "/tmp/t.sock",
+            "--group",
+            "wheel",
+            "--max-clients",
+            "3",
+        ]) else {
+            panic!()
+        };
+        assert_eq!(
+            (o.socket, o.group, o.max_clients),
+            (PathBuf::from("/tmp/t.sock"), "wheel".into(), 3)
+        );
+    }
+
+    #[test]
+    fn bad_arguments_are_reported() {
+        assert!(parse_strs(&["--socket"]).is_err());
+        assert!(parse_strs(&["--max-clients", "0"]).is_err());
+        assert!(parse_strs(&["--frobnicate"]).is_err());
+        assert_eq!(parse_strs(&["--help"]), Ok(Command::Help));
+        assert_eq!(parse_strs(&["--version"]), Ok(Command::Version));
+    }
+}
