@@ -49,9 +49,19 @@ defmodule Tundra do
 
   ## Privilege
 
-  Creating a device needs root or `CAP_NET_ADMIN`. I/O on a device needs no
-  privilege, so a device can be created by a privileged process and used
-  by anyone it hands the file descriptor to (see `adopt/2`).
+  Creating a device needs root or `CAP_NET_ADMIN`. A VM without either gets
+  its devices from `tundra_server`, a small privileged daemon: `create/2`
+  tries to create the device itself and, on `:eperm` or `:eacces`, asks the
+  server, which creates and configures it and passes its file descriptor
+  back over a Unix socket. The result is the same either way: same return
+  value, same ownership, same I/O. The server's socket is, in order of
+  precedence, the `:socket_path` option, the `:socket_path` application
+  environment of `:tundra`, the `TUNDRA_SOCKET` environment variable, or
+  `/var/run/tundra.sock`.
+
+  I/O on a device needs no privilege, so a device can also be created by a
+  privileged process and used by anyone it hands the file descriptor to
+  (see `adopt/2`).
 
   ## Errors
 
@@ -87,6 +97,9 @@ defmodule Tundra do
           | {:mtu, pos_integer()}
           | {:name, String.t()}
           | {:up, boolean()}
+          | {:via, :auto | :direct | :server}
+          | {:socket_path, String.t()}
+          | {:timeout, pos_integer()}
 
   @doc """
   Creates a TUN device with `address`, configures it and brings it up.
@@ -111,6 +124,11 @@ defmodule Tundra do
       characters without `/`, `:` or spaces; one `%d` lets the kernel pick a
       number (`"tunvpn%d"`). Default: the kernel's `tun%d`.
     * `:up` - whether to bring the link up. Default: `true`.
+    * `:via` - `:auto` (the default) creates the device directly and falls
+      back to `tundra_server` when that fails for lack of privilege;
+      `:direct` and `:server` use only that path.
+    * `:socket_path` - the server's socket (see "Privilege" above).
+    * `:timeout` - milliseconds the server may take to answer. Default: 5000.
 
   ## Errors
 
@@ -123,7 +141,11 @@ defmodule Tundra do
       with characters the kernel refuses.
     * `{:unknown_option, key}` and `{:conflicting_options, [:netmask, :prefix]}`.
     * A POSIX atom for a system failure: `:eperm`/`:eacces` without
-      privilege, `:enoent` without `/dev/net/tun`, `:ebusy` when the named
+      privilege (from the server: the caller is neither root nor in its
+      group), `:enoent` when no server listens on the socket (start
+      `tundra_server`) or `:econnrefused` when its socket is stale,
+      `:etimedout` when the server did not answer in time, `:edquot` when
+      the server's per-user device limit is reached, `:ebusy` when the named
       interface exists and is in use, `:einval` when the kernel refuses.
 
   ## Examples

@@ -5,7 +5,9 @@ defmodule Tundra.Options do
   # contiguous netmask) are checked once, in Rust (tundra_core), so the
   # direct path and the server refuse the same things.
 
-  @create_keys [:dstaddr, :netmask, :prefix, :mtu, :name, :up]
+  @create_keys [:dstaddr, :netmask, :prefix, :mtu, :name, :up, :via, :socket_path, :timeout]
+  @default_socket "/var/run/tundra.sock"
+  @default_timeout 5_000
 
   @spec create_args(String.t() | :inet.ip_address(), keyword()) ::
           {:ok, map()} | {:error, term()}
@@ -19,7 +21,10 @@ defmodule Tundra.Options do
          {:ok, prefix} <- optional(opts, :prefix, &is_integer/1),
          {:ok, mtu} <- optional(opts, :mtu, &is_integer/1),
          {:ok, name} <- optional(opts, :name, &is_binary/1),
-         {:ok, up} <- optional(opts, :up, &is_boolean/1) do
+         {:ok, up} <- optional(opts, :up, &is_boolean/1),
+         {:ok, via} <- optional(opts, :via, &(&1 in [:auto, :direct, :server])),
+         {:ok, socket_path} <- optional(opts, :socket_path, &is_binary/1),
+         {:ok, timeout} <- optional(opts, :timeout, &(is_integer(&1) and &1 > 0)) do
       {:ok,
        %{
          address: address,
@@ -28,9 +33,19 @@ defmodule Tundra.Options do
          prefix: prefix,
          mtu: mtu,
          name: name,
-         up: if(up == nil, do: true, else: up)
+         up: if(up == nil, do: true, else: up),
+         via: via || :auto,
+         socket_path: socket_path || socket_path(),
+         timeout_ms: timeout || @default_timeout
        }}
     end
+  end
+
+  @doc "The server socket: application env, then TUNDRA_SOCKET, then the default."
+  @spec socket_path() :: String.t()
+  def socket_path do
+    Application.get_env(:tundra, :socket_path) || System.get_env("TUNDRA_SOCKET") ||
+      @default_socket
   end
 
   @spec adopt_args(keyword()) :: {:ok, boolean()} | {:error, term()}

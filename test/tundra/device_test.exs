@@ -68,6 +68,19 @@ defmodule Tundra.DeviceTest do
       assert interface_exists?(name)
     end
 
+    test "an IPv6 /128 peer is routed as soon as create returns, again and again" do
+      # The kernel adds an IPv6 peer route asynchronously; create/2 must not
+      # return before the peer is reachable, including right after a device
+      # with the same addresses went away.
+      for _ <- 1..10 do
+        {dev, name} = create!("fd96::2", dstaddr: "fd96::1")
+        {:ok, responder} = EchoResponder.serve(dev)
+        assert {0, _} = ping("fd96::1", 1)
+        GenServer.stop(responder)
+        assert eventually(fn -> not interface_exists?(name) end)
+      end
+    end
+
     test "an IPv4 device with a subnet prefix routes the whole subnet through it" do
       {dev, _name} = create!({10, 98, 0, 2}, prefix: 24)
       {:ok, _} = EchoResponder.serve(dev)

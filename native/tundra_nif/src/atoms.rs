@@ -11,6 +11,8 @@ rustler::atoms! {
     not_owner,
     not_tun,
     invalid_option,
+    auto,
+    server,
     dollar_socket = "$socket",
     dollar_tundra = "$tundra",
     // errno names used without an io::Error at hand

@@ -16,6 +16,7 @@ use std::net::IpAddr;
 use std::os::fd::{AsFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
 
 use rustler::{Atom, Binary, Encoder, Env, LocalPid, NifMap, NifResult, Term};
+use tundra_core::client::{self, Outcome};
 use tundra_core::platform::{self, InterfaceAddress};
 use tundra_core::{errno, prefix_from_netmask, ConfigError, DeviceConfig, Framing};
 
@@ -33,6 +34,10 @@ struct CreateArgs<'a> {
     mtu: Option<i64>,
     name: Option<String>,
     up: bool,
+    /// `direct`, `server`, or `auto` (direct, then the server on EPERM/EACCES).
+    via: Atom,
+    socket_path: String,
+    timeout_ms: u64,
 }
 
 fn ip_from_binary(bin: &Binary, err: ConfigError) -> Result<IpAddr, ConfigError> {
@@ -100,21 +105,41 @@ fn make_device<'a>(env: Env<'a>, fd: OwnedFd, name: String, framing: Framing) ->
 fn create<'a>(env: Env<'a>, args: CreateArgs<'a>) -> Term<'a> {
     let config = match args.to_config() {
         Ok(config) => config,
-        Err(bad) => {
-            let key = Atom::from_str(env, bad.option_name()).map(|a| a.encode(env));
-            return error(
-                env,
-                (
-                    atoms::invalid_option(),
-                    key.unwrap_or(atoms::eio().encode(env)),
-                ),
-            );
+        Err(bad) => return invalid_option(env, bad),
+    };
+    let via_server = || {
+        let socket = std::path::Path::new(&args.socket_path);
+        let timeout = std::time::Duration::from_millis(args.timeout_ms);
+        client::create(socket, &config, timeout)
+    };
+    let outcome = if args.via == atoms::server() {
+        via_server()
+    } else {
+        match platform::create(&config) {
+            Err(e) if args.via == atoms::auto() && is_privilege_error(&e) => via_server(),
+            direct => direct.map(Outcome::Created),
         }
     };
-    match platform::create(&config) {
-        Ok(dev) => make_device(env, dev.fd, dev.name, dev.framing),
+    match outcome {
+        Ok(Outcome::Created(dev)) => make_device(env, dev.fd, dev.name, dev.framing),
+        Ok(Outcome::Invalid(bad)) => invalid_option(env, bad),
         Err(err) => io_error(env, &err),
     }
+}
+
+fn is_privilege_error(err: &io::Error) -> bool {
+    matches!(err.raw_os_error(), Some(libc::EPERM) | Some(libc::EACCES))
+}
+
+fn invalid_option(env: Env, bad: ConfigError) -> Term {
+    let key = Atom::from_str(env, bad.option_name()).map(|a| a.encode(env));
+    error(
+        env,
+        (
+            atoms::invalid_option(),
+            key.unwrap_or(atoms::eio().encode(env)),
+        ),
+    )
 }
 
 #[rustler::nif]

@@ -86,11 +86,14 @@ pub fn handle(mut stream: UnixStream, ctx: &Context) {
         Ok(Request::Create(config)) => config,
         Err(FrameError::Io(e)) => {
             // Silent, slow or vanished client: drop it without a reply.
-            return log(
-                Some(&peer),
-                "-",
-                &format!("dropped: {}", errno::io_error_name(&e)),
-            );
+            let why = match e.kind() {
+                std::io::ErrorKind::UnexpectedEof => "closed before a whole request",
+                std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut => {
+                    "no whole request before the deadline"
+                }
+                _ => errno::io_error_name(&e),
+            };
+            return log(Some(&peer), "-", &format!("dropped: {why}"));
         }
         Err(bad) => {
             reply(&mut stream, &Reply::Failed { errno: bad.errno() });

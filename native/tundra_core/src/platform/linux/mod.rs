@@ -5,6 +5,7 @@ mod sys;
 mod tun;
 
 use std::io;
+use std::net::IpAddr;
 use std::os::fd::BorrowedFd;
 
 use super::{Device, LinkInfo, TunFd};
@@ -35,6 +36,11 @@ pub fn create_for(config: &DeviceConfig, owner: Option<u32>) -> io::Result<Devic
     let mut rtnl = netlink::Rtnl::open()?;
     rtnl.add_address(index, config)?;
     rtnl.set_link(index, config.mtu, config.up)?;
+    // A route needs its device up; for a link left down the kernel adds
+    // the peer route itself when it is brought up.
+    if let (Some(peer @ IpAddr::V6(_)), true) = (config.dstaddr, config.up) {
+        rtnl.add_ipv6_peer_route(index, &peer)?;
+    }
     Ok(Device {
         fd,
         name,

@@ -6,10 +6,14 @@ use std::io;
 use std::net::IpAddr;
 
 use neli::consts::nl::{NlmF, Nlmsg};
-use neli::consts::rtnl::{Ifa, IfaF, Iff, Ifla, RtAddrFamily, RtScope, Rtm};
+use neli::consts::rtnl::{
+    Ifa, IfaF, Iff, Ifla, RtAddrFamily, RtScope, RtTable, Rta, Rtm, RtmF, Rtn, Rtprot,
+};
 use neli::consts::socket::NlFamily;
 use neli::nl::{NlPayload, Nlmsghdr, NlmsghdrBuilder};
-use neli::rtnl::{Ifaddrmsg, IfaddrmsgBuilder, Ifinfomsg, IfinfomsgBuilder, RtattrBuilder};
+use neli::rtnl::{
+    Ifaddrmsg, IfaddrmsgBuilder, Ifinfomsg, IfinfomsgBuilder, RtattrBuilder, RtmsgBuilder,
+};
 use neli::socket::synchronous::NlSocketHandle;
 use neli::types::{Buffer, RtBuffer};
 use neli::utils::Groups;
@@ -167,6 +171,53 @@ impl Rtnl {
             .build()
             .map_err(protocol_error)?;
         self.change(Rtm::Newaddr, NlmF::CREATE | NlmF::REPLACE, msg)
+    }
+
+    /// Routes `peer`/128 through interface `index` now.
+    ///
+    /// The kernel adds an IPv6 address's peer route only once duplicate
+    /// address detection completes, from a workqueue, even with NODAD: it
+    /// may appear after `create` has returned. Adding it here, exactly as
+    /// the kernel would (main table, kernel protocol, metric 256), makes the
+    /// peer reachable when `create` returns; the kernel's own add then finds
+    /// it present and leaves it.
+    pub fn add_ipv6_peer_route(&mut self, index: u32, peer: &IpAddr) -> io::Result<()> {
+        const ADDRCONF_METRIC: u32 = 256;
+        let mut attrs = RtBuffer::new();
+        for attr in [
+            RtattrBuilder::default()
+                .rta_type(Rta::Dst)
+                .rta_payload(ip_bytes(peer))
+                .build(),
+            RtattrBuilder::default()
+                .rta_type(Rta::Oif)
+                .rta_payload(index)
+                .build(),
+            RtattrBuilder::default()
+                .rta_type(Rta::Priority)
+                .rta_payload(ADDRCONF_METRIC)
+                .build(),
+        ] {
+            attrs.push(attr.map_err(protocol_error)?);
+        }
+        let msg = RtmsgBuilder::default()
+            .rtm_family(RtAddrFamily::Inet6)
+            .rtm_dst_len(128)
+            .rtm_src_len(0)
+            .rtm_tos(0)
+            .rtm_table(RtTable::Main)
+            .rtm_protocol(Rtprot::Kernel)
+            .rtm_scope(RtScope::Universe)
+            .rtm_type(Rtn::Unicast)
+            .rtm_flags(RtmF::empty())
+            .rtattrs(attrs)
+            .build()
+            .map_err(protocol_error)?;
+        match self.change(Rtm::Newroute, NlmF::CREATE | NlmF::EXCL, msg) {
+            // The kernel's workqueue was quicker: the route is there.
+            Err(e) if e.raw_os_error() == Some(libc::EEXIST) => Ok(()),
+            other => other,
+        }
     }
 
     /// Sets the MTU and, if `up`, brings the link up.

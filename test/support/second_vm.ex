@@ -1,0 +1,67 @@
+defmodule TundraTest.SecondVM do
+  @moduledoc false
+  # Runs Elixir code in a second VM as another (unprivileged) user, with this
+  # project's compiled modules on its code path. The VM runs until its code
+  # returns; code that reads a line from stdin waits until `stop/1`.
+
+  @doc """
+  Copies the compiled app (ebin and the NIF) to a fresh world-readable
+  directory, since the checkout itself may sit where other users cannot
+  reach (such as /root). Returns the directory; remove it when done.
+  """
+  def prepare do
+    root = Path.join(System.tmp_dir!(), "tundra-vm-#{System.unique_integer([:positive])}")
+    app = Path.join(root, "tundra")
+    File.mkdir_p!(app)
+    File.cp_r!(Path.join(Mix.Project.app_path(), "ebin"), Path.join(app, "ebin"))
+    File.mkdir_p!(Path.join(app, "priv/native"))
+    nif = "priv/native/libtundra_nif.so"
+    File.cp!(Path.join(Mix.Project.app_path(), nif), Path.join(app, nif))
+    {_, 0} = System.cmd("chmod", ["-R", "a+rX", root])
+    root
+  end
+
+  @doc "Starts `code` (with `args` as System.argv/0) as `user`, from `prepare/0`'s dir."
+  def start(root, user, code, args \\ []) do
+    runuser = System.find_executable("runuser") || raise "runuser (util-linux) not found"
+
+    argv =
+      ["-u", user, "--", "env", "HOME=/tmp", "elixir", "-pa", Path.join(root, "tundra/ebin")] ++
+        ["-e", code, "--"] ++ args
+
+    Port.open({:spawn_executable, runuser}, [
+      :binary,
+      :exit_status,
+      :stderr_to_stdout,
+      {:line, 4096},
+      args: argv
+    ])
+  end
+
+  @doc "The next line the VM prints that starts with `prefix`."
+  def line(port, prefix, timeout \\ 30_000) do
+    receive do
+      {^port, {:data, {:eol, line}}} ->
+        if String.starts_with?(line, prefix), do: line, else: line(port, prefix, timeout)
+
+      {^port, {:exit_status, status}} ->
+        raise "second VM exited with status #{status} before printing #{prefix}"
+    after
+      timeout -> raise "second VM printed no #{prefix} line in #{timeout} ms"
+    end
+  end
+
+  @doc "Runs `code` as `user` to completion; returns the line starting with `prefix`."
+  def run(root, user, code, prefix, args \\ []) do
+    port = start(root, user, code, args)
+    result = line(port, prefix)
+    stop(port)
+    result
+  end
+
+  @doc "Closes the VM's stdin, which ends code waiting on it."
+  def stop(port) do
+    if Port.info(port), do: Port.close(port)
+    :ok
+  end
+end

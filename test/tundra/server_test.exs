@@ -1,0 +1,165 @@
+defmodule Tundra.ServerTest do
+  # The unprivileged path, for real: the test (root, in the test run's own
+  # network namespace) starts tundra_server, makes a group and two users,
+  # and starts second VMs as those users. Everything made is removed after.
+  use ExUnit.Case, async: false
+  @moduletag :privileged
+  @moduletag timeout: 180_000
+
+  import TundraTest.Net
+  alias TundraTest.SecondVM
+
+  setup_all do
+    n = rem(System.unique_integer([:positive]), 100_000)
+    group = "tundratest#{n}"
+    member = "tundram#{n}"
+    outsider = "tundrao#{n}"
+    socket = "/tmp/tundra-test-#{n}.sock"
+
+    on_exit(fn ->
+      # --force: a second VM of the user may still be exiting.
+      for user <- [member, outsider],
+          do: System.cmd("userdel", ["--force", user], stderr_to_stdout: true)
+
+      System.cmd("groupdel", [group], stderr_to_stdout: true)
+    end)
+
+    {_, 0} = System.cmd("groupadd", [group], stderr_to_stdout: true)
+    nologin = ["--no-create-home", "--shell", "/usr/sbin/nologin"]
+    {_, 0} = System.cmd("useradd", nologin ++ ["-G", group, member], stderr_to_stdout: true)
+    {_, 0} = System.cmd("useradd", nologin ++ [outsider], stderr_to_stdout: true)
+
+    server = start_server(socket, group)
+    on_exit(fn -> stop_server(server) end)
+
+    vm_root = SecondVM.prepare()
+    on_exit(fn -> File.rm_rf!(vm_root) end)
+
+    %{socket: socket, member: member, outsider: outsider, vm: vm_root}
+  end
+
+  defp server_binary do
+    native = Path.expand("native")
+    target = Path.join(native, "target")
+
+    {out, status} =
+      System.cmd(
+        "cargo",
+        [
+          "build",
+          "--release",
+          "--quiet",
+          "-p",
+          "tundra_server",
+          "--manifest-path",
+          Path.join(native, "Cargo.toml")
+        ],
+        env: [{"CARGO_TARGET_DIR", target}],
+        stderr_to_stdout: true
+      )
+
+    assert status == 0, out
+    Path.join([target, "release", "tundra_server"])
+  end
+
+  # Returns the server's OS pid: the port itself closes when the setup_all
+  # process exits, before on_exit runs, so the pid is what stops it.
+  defp start_server(socket, group) do
+    port =
+      Port.open({:spawn_executable, server_binary()}, [
+        :binary,
+        :exit_status,
+        :stderr_to_stdout,
+        {:line, 4096},
+        args: ["--socket", socket, "--group", group]
+      ])
+
+    {:os_pid, pid} = Port.info(port, :os_pid)
+    assert eventually(fn -> File.exists?(socket) end), "tundra_server did not start"
+    {pid, socket}
+  end
+
+  defp stop_server({pid, socket}) do
+    System.cmd("kill", ["-TERM", "#{pid}"], stderr_to_stdout: true)
+    # On SIGTERM the server removes its socket and exits.
+    assert eventually(fn -> not File.exists?(socket) end), "tundra_server left its socket"
+  end
+
+  # Runs in the member's VM: two devices from the server, an echo responder
+  # on each, then waits for stdin to close.
+  @member_code ~S"""
+  [socket] = System.argv()
+  direct = Tundra.create("10.93.9.2", via: :direct)
+  {:ok, {d4, n4}} = Tundra.create("10.93.0.2", dstaddr: "10.93.0.1", socket_path: socket)
+  {:ok, {d6, n6}} = Tundra.create("fd93::2", dstaddr: "fd93::1", socket_path: socket)
+  {:ok, _} = TundraExamples.EchoResponder.serve(d4)
+  {:ok, _} = TundraExamples.EchoResponder.serve(d6)
+  IO.puts("READY #{n4} #{n6} #{inspect(direct)}")
+  IO.read(:line)
+  """
+
+  test "a group member's unprivileged VM gets devices that answer ping and go with the VM",
+       ctx do
+    vm = SecondVM.start(ctx.vm, ctx.member, @member_code, [ctx.socket])
+    ["READY", n4, n6, direct] = String.split(SecondVM.line(vm, "READY"), " ", parts: 4)
+
+    # The VM really is unprivileged: direct creation is refused.
+    assert direct == "{:error, :eacces}"
+    {uid, 0} = System.cmd("id", ["-u", ctx.member])
+
+    for name <- [n4, n6] do
+      assert interface_exists?(name)
+      assert File.read!("/sys/class/net/#{name}/owner") == uid
+    end
+
+    assert {0, out4} = ping("10.93.0.1", 2)
+    assert out4 =~ "2 received"
+    assert {0, out6} = ping("fd93::1", 2)
+    assert out6 =~ "2 received"
+
+    SecondVM.stop(vm)
+    assert eventually(fn -> not interface_exists?(n4) and not interface_exists?(n6) end)
+  end
+
+  @create_code ~S"""
+  [socket] = System.argv()
+  IO.puts("RESULT " <> inspect(Tundra.create("10.93.5.2", socket_path: socket)))
+  """
+
+  test "a user outside the group gets :eacces, even if the socket's mode lets them in", ctx do
+    assert SecondVM.run(ctx.vm, ctx.outsider, @create_code, "RESULT", [ctx.socket]) ==
+             "RESULT {:error, :eacces}"
+
+    # With the file mode opened up, the server's own peer check refuses.
+    File.chmod!(ctx.socket, 0o666)
+
+    try do
+      assert SecondVM.run(ctx.vm, ctx.outsider, @create_code, "RESULT", [ctx.socket]) ==
+               "RESULT {:error, :eacces}"
+    after
+      File.chmod!(ctx.socket, 0o660)
+    end
+  end
+
+  test "with no server listening, create says :enoent", ctx do
+    missing = "/tmp/tundra-no-server-#{System.unique_integer([:positive])}.sock"
+
+    assert SecondVM.run(ctx.vm, ctx.member, @create_code, "RESULT", [missing]) ==
+             "RESULT {:error, :enoent}"
+  end
+
+  test "via: :server works for root too, with the same result shape", ctx do
+    assert {:ok, {dev, name}} =
+             Tundra.create("10.93.6.2",
+               dstaddr: "10.93.6.1",
+               via: :server,
+               socket_path: ctx.socket
+             )
+
+    assert {:ok, %{name: ^name, owner: owner}} = Tundra.info(dev)
+    assert owner == self()
+
+    assert {:error, {:invalid_option, {:mtu, 1}}} =
+             Tundra.create("10.93.7.2", mtu: 1, via: :server)
+  end
+end
