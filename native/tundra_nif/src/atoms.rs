@@ -31,5 +31,4 @@ rustler::atoms! {
     dstaddr,
     owner,
     fd,
-    nil_map = "nil",
 }

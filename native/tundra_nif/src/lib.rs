@@ -312,7 +312,7 @@ fn encode_address<'a>(env: Env<'a>, a: &InterfaceAddress) -> Term<'a> {
             (atoms::dstaddr().encode(env), peer),
         ],
     )
-    .unwrap_or_else(|_| atoms::nil_map().encode(env))
+    .unwrap_or_else(|_| rustler::types::atom::nil().encode(env))
 }
 
 #[rustler::nif(schedule = "DirtyIo")]

@@ -55,11 +55,7 @@ impl Server {
             .stderr(Stdio::null())
             .spawn()
             .expect("start tundra_server");
-        let deadline = Instant::now() + TIMEOUT;
-        while UnixStream::connect(&socket).is_err() {
-            assert!(Instant::now() < deadline, "server did not start listening");
-            std::thread::sleep(Duration::from_millis(10));
-        }
+        wait_listening(&socket);
         Server { child, socket }
     }
 
@@ -80,6 +76,15 @@ impl Drop for Server {
         let _ = self.child.kill();
         let _ = self.child.wait();
         let _ = std::fs::remove_file(&self.socket);
+    }
+}
+
+/// Waits until a server accepts connections on `socket`.
+fn wait_listening(socket: &Path) {
+    let deadline = Instant::now() + TIMEOUT;
+    while UnixStream::connect(socket).is_err() {
+        assert!(Instant::now() < deadline, "server did not start listening");
+        std::thread::sleep(Duration::from_millis(10));
     }
 }
 
@@ -348,14 +353,7 @@ fn refuses_to_start_without_its_group_or_beside_a_live_server_and_replaces_stale
         child,
         socket: stale,
     };
-    let deadline = Instant::now() + TIMEOUT;
-    while UnixStream::connect(&server.socket).is_err() {
-        assert!(
-            Instant::now() < deadline,
-            "did not replace the stale socket"
-        );
-        std::thread::sleep(Duration::from_millis(10));
-    }
+    wait_listening(&server.socket);
     let mode = std::fs::metadata(&server.socket).expect("meta");
     assert_eq!(
         std::os::unix::fs::PermissionsExt::mode(&mode.permissions()) & 0o777,
