@@ -93,6 +93,14 @@ defmodule TundraTest do
       assert Tundra.recv(fake, -5) == {:error, {:invalid_length, -5}}
     end
 
+    test "recv_many/3 needs a positive count" do
+      fake = {:"$tundra", make_ref()}
+      assert Tundra.recv_many(fake, 0, :nowait) == {:error, {:invalid_count, 0}}
+      assert Tundra.recv_many(fake, -1) == {:error, {:invalid_count, -1}}
+      assert_raise ArgumentError, fn -> Tundra.recv_many(fake, 8, :nowait) end
+      assert_raise FunctionClauseError, fn -> Tundra.recv_many(fake, :all, :nowait) end
+    end
+
     test "a term that is not a device raises" do
       not_a_device = {:"$tundra", make_ref()}
       assert_raise ArgumentError, fn -> Tundra.recv(not_a_device, 1500, :nowait) end

@@ -13,6 +13,7 @@ defmodule Tundra.Nif do
   def create(_args), do: :erlang.nif_error(:nif_not_loaded)
   def adopt(_fd, _dup), do: :erlang.nif_error(:nif_not_loaded)
   def recv(_ref, _length), do: :erlang.nif_error(:nif_not_loaded)
+  def recv_many(_ref, _count), do: :erlang.nif_error(:nif_not_loaded)
   def send(_ref, _data), do: :erlang.nif_error(:nif_not_loaded)
   def cancel(_ref, _op), do: :erlang.nif_error(:nif_not_loaded)
   def close(_ref), do: :erlang.nif_error(:nif_not_loaded)

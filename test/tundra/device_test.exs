@@ -19,6 +19,14 @@ defmodule Tundra.DeviceTest do
     create!("10.99.#{n}.2", [dstaddr: "10.99.#{n}.1"] ++ opts)
   end
 
+  # Like drain/1, with recv_many/3: returns the pending select's info.
+  defp drain_many(dev) do
+    case Tundra.recv_many(dev, 16, :nowait) do
+      {:ok, [_ | _]} -> drain_many(dev)
+      {:select, info} -> info
+    end
+  end
+
   defp udp_socket(ip) do
     {:ok, sock} = :gen_udp.open(0, [:binary, ip: ip, active: false])
     {:ok, port} = :inet.port(sock)
@@ -93,9 +101,11 @@ defmodule Tundra.DeviceTest do
     end
 
     test "a name in use is refused with :ebusy" do
-      {_dev, name} = v4_device(3, name: "tbusy0")
+      {dev, name} = v4_device(3, name: "tbusy0")
       assert name == "tbusy0"
       assert Tundra.create("10.99.4.2", name: "tbusy0") == {:error, :ebusy}
+      # Used after the create, so garbage collection cannot close it early.
+      assert :ok = Tundra.close(dev)
     end
   end
 
@@ -156,6 +166,69 @@ defmodule Tundra.DeviceTest do
       assert {:ok, {^peer6, 5001, "six"}} = :gen_udp.recv(sock6, 0, 5_000)
     end
 
+    test "iodata of any shape is sent as one packet" do
+      {dev, _} = v4_device(17)
+      {sock, port} = udp_socket({10, 99, 17, 2})
+      packet = udp4({10, 99, 17, 1}, {10, 99, 17, 2}, 5000, port, "shapes")
+      <<a::binary-size(3), b::binary-size(9), c::binary-size(20), rest::binary>> = packet
+      bytes = :binary.bin_to_list(b)
+
+      shapes = [
+        # Nested lists of binaries, and a binary as an improper tail.
+        [a, [[b], c | rest]],
+        [a, b | [c | rest]],
+        # Byte integers (flattened by the VM first).
+        [a, bytes, c, rest],
+        # More pieces than are written without flattening.
+        :binary.bin_to_list(packet) |> Enum.map(&<<&1>>),
+        # Deeper than that, too.
+        Enum.reduce(1..12, packet, fn _, acc -> [acc] end)
+      ]
+
+      for shape <- shapes do
+        assert :ok = Tundra.send(dev, shape, :nowait)
+        assert {:ok, {{10, 99, 17, 1}, 5000, "shapes"}} = :gen_udp.recv(sock, 0, 5_000)
+      end
+
+      assert Tundra.send(dev, [[], [""]]) == {:error, :einval}
+    end
+
+    test "recv_many/3 returns several queued packets in order, at most count" do
+      {dev, _} = v4_device(18)
+      # Settle the device first: nothing but our datagrams should queue.
+      drain(dev)
+      {sock, _} = udp_socket({10, 99, 18, 2})
+
+      payloads = for i <- 1..5, do: "many #{i}"
+      for p <- payloads, do: :ok = :gen_udp.send(sock, {10, 99, 18, 1}, 4000, p)
+
+      # The kernel may queue its own packets (IPv6 router solicitations)
+      # in between; keep only our datagrams, in the order they came.
+      ours = fn packets ->
+        for <<_::binary-size(28), p::binary>> = packet <- packets,
+            udp4_with?(packet, p),
+            p in payloads,
+            do: p
+      end
+
+      # A UDP send to the device queues its packet before it returns, so
+      # all five are waiting now.
+      assert {:ok, first} = Tundra.recv_many(dev, 2, :nowait)
+      assert length(first) == 2
+      assert {:ok, rest} = Tundra.recv_many(dev, 100, :nowait)
+      assert ours.(first ++ rest) == payloads
+    end
+
+    test "recv_many/3 with :nowait selects, and the message arrives with a packet" do
+      {dev, _} = v4_device(19)
+      assert {:select_info, :recv, handle} = drain_many(dev)
+      {sock, _} = udp_socket({10, 99, 19, 2})
+      :ok = :gen_udp.send(sock, {10, 99, 19, 1}, 4000, "wake")
+      assert_receive {:"$socket", ^dev, :select, ^handle}, 5_000
+      assert {:ok, [_ | _] = packets} = Tundra.recv_many(dev, 4, :nowait)
+      assert Enum.all?(packets, &is_binary/1)
+    end
+
     test "what the kernel refuses is an error, non-iodata raises" do
       {dev, _} = v4_device(14)
       # The kernel judges by the version nibble: 0 is neither 4 nor 6.
@@ -201,12 +274,14 @@ defmodule Tundra.DeviceTest do
           Tundra.close(dev),
           Tundra.controlling_process(dev, self()),
           Tundra.cancel(dev, {:select_info, :recv, make_ref()}),
+          Tundra.recv_many(dev, 8, :nowait),
           Tundra.info(dev)
         })
       end)
 
       assert_receive {{:error, :not_owner}, {:error, :not_owner}, {:error, :not_owner},
-                      {:error, :not_owner}, {:error, :not_owner}, {:ok, %{owner: owner}}},
+                      {:error, :not_owner}, {:error, :not_owner}, {:error, :not_owner},
+                      {:ok, %{owner: owner}}},
                      5_000
 
       assert owner == self()
@@ -293,6 +368,7 @@ defmodule Tundra.DeviceTest do
 
       assert Tundra.close(dev) == {:error, :closed}
       assert Tundra.recv(dev, 1500, :nowait) == {:error, :closed}
+      assert Tundra.recv_many(dev, 8, :nowait) == {:error, :closed}
       assert Tundra.send(dev, "x", :nowait) == {:error, :closed}
       assert Tundra.info(dev) == {:error, :closed}
       assert Tundra.controlling_process(dev, self()) == {:error, :closed}

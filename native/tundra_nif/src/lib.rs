@@ -217,27 +217,51 @@ fn recv<'a>(env: Env<'a>, dev: Term<'a>, max_len: usize) -> NifResult<Term<'a>> 
     )
 }
 
+/// Reads up to `count` whole packets, stopping early when the fd has no
+/// more: `{:ok, [packet, ...]}` (at least one), or a select when there is
+/// none. An error after some packets were read returns those packets; the
+/// error comes back on the next call.
 #[rustler::nif]
-fn send<'a>(env: Env<'a>, dev: Term<'a>, data: Term<'a>) -> NifResult<Term<'a>> {
+fn recv_many<'a>(env: Env<'a>, dev: Term<'a>, count: usize) -> NifResult<Term<'a>> {
     let dev = resource::get(env, dev).ok_or(rustler::Error::BadArg)?;
-    let data = if data.is_binary() {
-        Binary::from_term(data)?
-    } else {
-        Binary::from_iolist(data)?
-    };
     let mut owned = match dev.owned() {
         Ok(owned) => owned,
         Err(why) => return Ok(refused(env, why)),
     };
-    Ok(
-        match packet::write(owned.fd(), owned.framing(), data.as_slice()) {
-            Ok(()) => atoms::ok().encode(env),
+    let count = count.min(MAX_BATCH);
+    let mut packets = Vec::with_capacity(count.min(64));
+    while packets.len() < count {
+        match packet::read(env, owned.fd(), owned.framing(), usize::MAX) {
+            Ok(bin) => packets.push(bin.to_term(env)),
+            Err(_) if !packets.is_empty() => break,
             Err(err) if err.kind() == io::ErrorKind::WouldBlock => {
-                arm_select(env, &dev, &mut owned, Direction::Write)
+                return Ok(arm_select(env, &dev, &mut owned, Direction::Read))
             }
-            Err(err) => io_error(env, &err),
-        },
-    )
+            Err(err) => return Ok(io_error(env, &err)),
+        }
+    }
+    Ok((atoms::ok(), packets).encode(env))
+}
+
+/// Most packets one `recv_many` call reads, so that a call on a flooded
+/// device stays as short as a NIF call must.
+const MAX_BATCH: usize = 1024;
+
+#[rustler::nif]
+fn send<'a>(env: Env<'a>, dev: Term<'a>, data: Term<'a>) -> NifResult<Term<'a>> {
+    let dev = resource::get(env, dev).ok_or(rustler::Error::BadArg)?;
+    let data = packet::Outgoing::from_iodata(data)?;
+    let mut owned = match dev.owned() {
+        Ok(owned) => owned,
+        Err(why) => return Ok(refused(env, why)),
+    };
+    Ok(match packet::write(owned.fd(), owned.framing(), &data) {
+        Ok(()) => atoms::ok().encode(env),
+        Err(err) if err.kind() == io::ErrorKind::WouldBlock => {
+            arm_select(env, &dev, &mut owned, Direction::Write)
+        }
+        Err(err) => io_error(env, &err),
+    })
 }
 
 #[rustler::nif]
