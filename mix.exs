@@ -88,5 +88,6 @@ defmodule Tundra.MixProject do
   end
 
   defp elixirc_paths(:test), do: ["lib", "test/support", "examples/lib"]
+  defp elixirc_paths(:bench), do: ["lib", "examples/lib", "bench/lib"]
   defp elixirc_paths(_), do: ["lib"]
 end

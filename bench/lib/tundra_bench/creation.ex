@@ -1,0 +1,199 @@
+defmodule TundraBench.Creation do
+  @moduledoc false
+  # Creation and teardown: devices per second created directly (against
+  # the raw Rust loop doing the same ioctl+netlink work) and through
+  # tundra_server; 1,000 owners bringing up a device at once (time and VM
+  # memory per device); the same 1,000 owners exiting at once (teardown
+  # rate) while a 1 ms heartbeat process records its worst delay.
+
+  alias TundraBench.{Native, Stats}
+
+  def run(opts) do
+    n = opts[:create_count]
+
+    direct = compare_direct(n, opts[:rounds])
+    server = via_server(n, opts[:rounds])
+    fleet = fleet(opts[:fleet], opts[:rounds])
+    [direct, server, fleet]
+  end
+
+  defp compare_direct(n, rounds) do
+    samples =
+      for round <- 1..rounds do
+        sides = if rem(round, 2) == 1, do: [:raw, :elixir], else: [:elixir, :raw]
+
+        Map.new(sides, fn
+          :raw ->
+            result = Native.run([Native.path("tundra_bench"), "create-loop", "--count", "#{n}"])
+            await_no_devices()
+            {:raw, result["per_second"]}
+
+          :elixir ->
+            {:elixir, elixir_loop(n, [])}
+        end)
+      end
+
+    raw = Stats.median(Enum.map(samples, & &1.raw))
+    elixir = Stats.median(Enum.map(samples, & &1.elixir))
+    IO.puts("  create direct: raw #{round(raw)}/s, Elixir #{round(elixir)}/s (#{n} devices)")
+
+    %{
+      section: :create_direct,
+      count: n,
+      raw: raw,
+      elixir: elixir,
+      ratio: Stats.ratio(elixir, raw)
+    }
+  end
+
+  defp via_server(n, rounds) do
+    dir = Path.join(System.tmp_dir!(), "tundra-bench-#{System.unique_integer([:positive])}")
+    File.mkdir_p!(dir)
+    socket = Path.join(dir, "tundra.sock")
+
+    server =
+      Port.open({:spawn_executable, Native.path("tundra_server")}, [
+        :binary,
+        :exit_status,
+        :stderr_to_stdout,
+        args: ["--socket", socket, "--group", "root", "--max-devices-per-uid", "100000"]
+      ])
+
+    try do
+      wait_for_socket(socket, 100)
+      rates = for _ <- 1..rounds, do: elixir_loop(n, via: :server, socket_path: socket)
+      rate = Stats.median(rates)
+      IO.puts("  create via tundra_server: #{round(rate)}/s (#{n} devices)")
+      %{section: :create_server, count: n, elixir: rate}
+    after
+      {:os_pid, pid} = Port.info(server, :os_pid)
+      System.cmd("kill", ["-TERM", "#{pid}"])
+      await_exit(server)
+      File.rm_rf!(dir)
+    end
+  end
+
+  defp await_exit(port) do
+    receive do
+      {^port, {:exit_status, _}} -> :ok
+      {^port, _} -> await_exit(port)
+    after
+      5_000 -> :ok
+    end
+  end
+
+  defp wait_for_socket(socket, tries) do
+    cond do
+      File.exists?(socket) -> :ok
+      tries == 0 -> raise "tundra_server did not start"
+      true -> Process.sleep(20) && wait_for_socket(socket, tries - 1)
+    end
+  end
+
+  # Creates n devices one after another in a fresh process and returns the
+  # rate; the process then exits, and the devices are gone before it returns.
+  defp elixir_loop(n, opts) do
+    task =
+      Task.async(fn ->
+        started = System.monotonic_time(:microsecond)
+
+        for i <- 1..n do
+          {:ok, _} = Tundra.create(address(201, i), [prefix: 32] ++ opts)
+        end
+
+        n / ((System.monotonic_time(:microsecond) - started) / 1.0e6)
+      end)
+
+    rate = Task.await(task, 60_000)
+    await_no_devices()
+    rate
+  end
+
+  defp address(first, i), do: "10.#{first}.#{div(i, 256)}.#{rem(i, 256)}"
+
+  defp fleet(n, rounds) do
+    results = for _ <- 1..rounds, do: fleet_once(n)
+
+    row = %{
+      section: :fleet,
+      count: n,
+      bring_up_ms: Stats.median(Enum.map(results, & &1.bring_up_ms)),
+      bytes_per_device: Stats.median(Enum.map(results, & &1.bytes_per_device)),
+      owner_bytes: Stats.median(Enum.map(results, & &1.owner_bytes)),
+      teardown_per_second: Stats.median(Enum.map(results, & &1.teardown_per_second)),
+      worst_heartbeat_ms: Enum.max(Enum.map(results, & &1.worst_heartbeat_ms))
+    }
+
+    IO.puts(
+      "  #{n} owners: up in #{row.bring_up_ms} ms, #{row.bytes_per_device} B/device " <>
+        "(owner process #{row.owner_bytes} B of it), teardown #{round(row.teardown_per_second)}/s, " <>
+        "worst heartbeat delay #{row.worst_heartbeat_ms} ms"
+    )
+
+    row
+  end
+
+  defp fleet_once(n) do
+    parent = self()
+    :erlang.garbage_collect()
+    memory_before = :erlang.memory(:total)
+    started = System.monotonic_time(:microsecond)
+
+    owners =
+      for i <- 1..n do
+        spawn(fn ->
+          {:ok, _} = Tundra.create(address(96, i), prefix: 32)
+          send(parent, :created)
+          receive do: (:exit -> :ok)
+        end)
+      end
+
+    for _ <- owners, do: receive(do: (:created -> :ok))
+    up = System.monotonic_time(:microsecond)
+    memory_after = :erlang.memory(:total)
+
+    owner_bytes = owners |> Enum.map(&elem(Process.info(&1, :memory), 1)) |> Stats.median()
+
+    heartbeat = spawn(fn -> heartbeat(System.monotonic_time(:microsecond), 0) end)
+    Process.sleep(50)
+    teardown_started = System.monotonic_time(:microsecond)
+    Enum.each(owners, &send(&1, :exit))
+    await_no_devices()
+    teardown_done = System.monotonic_time(:microsecond)
+    send(heartbeat, {:report, self()})
+    worst = receive do: ({:worst, w} -> w)
+
+    %{
+      bring_up_ms: div(up - started, 1000),
+      bytes_per_device: div(memory_after - memory_before, n),
+      owner_bytes: owner_bytes,
+      teardown_per_second: n / ((teardown_done - teardown_started) / 1.0e6),
+      worst_heartbeat_ms: Float.round(worst / 1000, 2)
+    }
+  end
+
+  # Wakes every millisecond and records how much later than asked it ran.
+  defp heartbeat(last, worst) do
+    receive do
+      {:report, to} -> send(to, {:worst, worst})
+    after
+      1 ->
+        now = System.monotonic_time(:microsecond)
+        heartbeat(now, max(worst, now - last - 1000))
+    end
+  end
+
+  def tun_count do
+    "/sys/class/net"
+    |> File.ls!()
+    |> Enum.count(&File.exists?("/sys/class/net/#{&1}/tun_flags"))
+  end
+
+  defp await_no_devices(tries \\ 6000) do
+    cond do
+      tun_count() == 0 -> :ok
+      tries == 0 -> raise "devices did not go away"
+      true -> Process.sleep(5) && await_no_devices(tries - 1)
+    end
+  end
+end

@@ -1,0 +1,174 @@
+defmodule TundraBench.Reflector do
+  @moduledoc false
+  # Reflector packets/s and ping latency: the Elixir reflector
+  # (TundraExamples.UdpReflector, TundraExamples.EchoResponder) against
+  # the raw Rust reflector, measured alternately in the same run.
+
+  alias TundraBench.{Native, Stats}
+  alias TundraExamples.{EchoResponder, UdpReflector}
+
+  @families [
+    {"IPv4",
+     %{
+       raw: {"10.61.0.1", "10.61.0.2"},
+       elixir: {"10.61.1.1", "10.61.1.2"},
+       echo: {"10.61.2.1", "10.61.2.2"}
+     }, 32},
+    {"IPv6",
+     %{
+       raw: {"fd00:61::1", "fd00:61::2"},
+       elixir: {"fd00:61:1::1", "fd00:61:1::2"},
+       echo: {"fd00:61:2::1", "fd00:61:2::2"}
+     }, 128}
+  ]
+
+  @payloads [64, 1400]
+  @window 64
+
+  def run(opts) do
+    for {family, addrs, prefix} <- @families do
+      raw = start_raw(addrs.raw, prefix)
+      elixir = start_elixir(addrs.elixir, prefix, &UdpReflector.serve/1)
+      echo = start_elixir(addrs.echo, prefix, &EchoResponder.serve/1)
+      # Whose CPU time a side's packets cost: the raw reflector process, or
+      # this whole VM (its schedulers, poller and any busy-waiting).
+      os_pids = %{raw: raw |> elem(0) |> Port.info(:os_pid) |> elem(1), elixir: System.pid()}
+
+      try do
+        pps =
+          for payload <- @payloads do
+            pps_row(family, payload, addrs, os_pids, opts)
+          end
+
+        pps ++ [latency_row(family, addrs, opts)]
+      after
+        Native.stop(raw)
+        GenServer.stop(elixir)
+        GenServer.stop(echo)
+      end
+    end
+    |> List.flatten()
+  end
+
+  defp start_raw({address, peer}, prefix) do
+    Native.start([
+      Native.path("tundra_bench"),
+      "reflect",
+      "--address",
+      address,
+      "--dstaddr",
+      peer,
+      "--prefix",
+      "#{prefix}"
+    ])
+  end
+
+  # The serving process owns the device; stopping it removes the device.
+  defp start_elixir({address, peer}, prefix, serve) do
+    {:ok, {dev, _name}} = Tundra.create(address, dstaddr: peer, prefix: prefix)
+    {:ok, pid} = serve.(dev)
+    pid
+  end
+
+  defp pps_row(family, payload, addrs, os_pids, opts) do
+    samples =
+      for round <- 1..opts[:rounds] do
+        sides = if rem(round, 2) == 1, do: [:raw, :elixir], else: [:elixir, :raw]
+        Map.new(sides, fn side -> {side, loadgen(addrs[side], payload, os_pids[side], opts)} end)
+      end
+
+    median = fn side, key -> Stats.median(Enum.map(samples, & &1[side][key])) end
+    raw = median.(:raw, :pps)
+    elixir = median.(:elixir, :pps)
+    raw_cpu = median.(:raw, :cpu_us)
+    elixir_cpu = median.(:elixir, :cpu_us)
+
+    IO.puts(
+      "  reflector #{family} #{payload} B: raw #{round(raw)} pps (#{raw_cpu} µs CPU/packet), " <>
+        "Elixir #{round(elixir)} pps (#{elixir_cpu} µs CPU/packet)"
+    )
+
+    %{
+      section: :reflector,
+      family: family,
+      payload: payload,
+      raw: raw,
+      elixir: elixir,
+      ratio: Stats.ratio(elixir, raw),
+      raw_cpu_us: raw_cpu,
+      elixir_cpu_us: elixir_cpu,
+      samples: samples
+    }
+  end
+
+  # One loadgen run against a side: its packets/s, and the CPU time the
+  # reflecting process spent per packet meanwhile (µs).
+  defp loadgen({address, peer}, payload, os_pid, opts) do
+    cpu_before = Stats.cpu_seconds(os_pid)
+
+    result =
+      Native.run([
+        Native.path("tundra_bench"),
+        "loadgen",
+        "--from",
+        address,
+        "--to",
+        peer,
+        "--payload",
+        "#{payload}",
+        "--window",
+        "#{@window}",
+        "--seconds",
+        "#{opts[:seconds]}"
+      ])
+
+    cpu = Stats.cpu_seconds(os_pid) - cpu_before
+    %{pps: result["pps"], cpu_us: Float.round(cpu * 1.0e6 / max(result["all_received"], 1), 2)}
+  end
+
+  defp latency_row(family, addrs, opts) do
+    flag = if family == "IPv6", do: "-6", else: "-4"
+    count = opts[:pings]
+
+    samples =
+      for round <- 1..opts[:rounds], reduce: %{raw: [], elixir: []} do
+        acc ->
+          sides = if rem(round, 2) == 1, do: [:raw, :echo], else: [:echo, :raw]
+
+          Enum.reduce(sides, acc, fn side, acc ->
+            {_, peer} = addrs[side]
+            key = if side == :echo, do: :elixir, else: :raw
+            Map.update!(acc, key, &(&1 ++ ping(flag, peer, count)))
+          end)
+      end
+
+    row = %{
+      section: :latency,
+      family: family,
+      count: length(samples.raw),
+      raw_p50: Stats.percentile(samples.raw, 50),
+      raw_p99: Stats.percentile(samples.raw, 99),
+      elixir_p50: Stats.percentile(samples.elixir, 50),
+      elixir_p99: Stats.percentile(samples.elixir, 99),
+      lost: opts[:rounds] * count * 2 - length(samples.raw) - length(samples.elixir)
+    }
+
+    IO.puts(
+      "  ping #{family}: raw p50 #{row.raw_p50} ms p99 #{row.raw_p99} ms, " <>
+        "Elixir p50 #{row.elixir_p50} ms p99 #{row.elixir_p99} ms"
+    )
+
+    row
+  end
+
+  # Round-trip times (ms) of `count` echo requests, 2 ms apart.
+  defp ping(flag, peer, count) do
+    {out, _status} =
+      System.cmd("ping", [flag, "-n", "-c", "#{count}", "-i", "0.002", "-W", "1", peer],
+        stderr_to_stdout: true
+      )
+
+    Regex.scan(~r/time=([0-9.]+) ms/, out)
+    |> Enum.map(fn [_, t] -> t |> Float.parse() |> elem(0) end)
+  end
+end

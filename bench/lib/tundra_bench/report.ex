@@ -1,0 +1,166 @@
+defmodule TundraBench.Report do
+  @moduledoc false
+  # The results table: printed, and written as Markdown to bench/results/
+  # with a description of the machine it ran on.
+
+  @results Path.expand("../../results", __DIR__)
+
+  def write(rows, opts) do
+    text = markdown(rows, opts)
+    File.mkdir_p!(@results)
+    stamp = Calendar.strftime(DateTime.utc_now(), "%Y-%m-%d-%H%M")
+    path = Path.join(@results, "#{stamp}.md")
+    File.write!(path, text)
+    File.write!(Path.join(@results, "latest.md"), text)
+    IO.puts("\n" <> text)
+    IO.puts("written to #{Path.relative_to_cwd(path)} and bench/results/latest.md")
+  end
+
+  def markdown(rows, opts) do
+    """
+    # Tundra benchmark results
+
+    #{DateTime.utc_now() |> DateTime.truncate(:second) |> DateTime.to_iso8601()}, `#{opts[:command]}`
+
+    ## Machine
+
+    #{machine()}
+
+    Every comparison ran both sides in this one invocation, alternating which
+    went first, #{opts[:rounds]} rounds each; the tables give the medians. Ratios are
+    Elixir/Tundra over raw Rust (higher is better for rates).
+
+    #{sections(rows)}
+    """
+  end
+
+  defp sections(rows) do
+    [
+      reflector(for r <- rows, r.section == :reflector, do: r),
+      latency(for r <- rows, r.section == :latency, do: r),
+      creation(rows),
+      tunnel(for r <- rows, r.section == :tunnel, do: r)
+    ]
+    |> Enum.reject(&(&1 == ""))
+    |> Enum.join("\n")
+  end
+
+  defp reflector([]), do: ""
+
+  defp reflector(rows) do
+    """
+    ## Reflector packets/s (UDP, window of 64 in flight; target ratio ≥ 0.85)
+
+    | family | payload | raw Rust pps | Elixir pps | ratio | raw CPU µs/packet | Elixir CPU µs/packet |
+    |---|---:|---:|---:|---:|---:|---:|
+    #{Enum.map_join(rows, "\n", &"| #{&1.family} | #{&1.payload} B | #{int(&1.raw)} | #{int(&1.elixir)} | #{ratio(&1.ratio, 0.85)} | #{&1.raw_cpu_us} | #{&1.elixir_cpu_us} |")}
+
+    CPU µs/packet: CPU time (user + system) of the reflecting process per
+    packet reflected: the raw reflector's process, or the whole Elixir VM.
+    The load generator shares the machine's cores with the reflector, so
+    packets/s is capped by whichever of the two saturates first.
+    """
+  end
+
+  defp latency([]), do: ""
+
+  defp latency(rows) do
+    """
+    ## Ping round trip (ms)
+
+    | family | pings per side | raw p50 | raw p99 | Elixir p50 | Elixir p99 | lost |
+    |---|---:|---:|---:|---:|---:|---:|
+    #{Enum.map_join(rows, "\n", &"| #{&1.family} | #{&1.count} | #{&1.raw_p50} | #{&1.raw_p99} | #{&1.elixir_p50} | #{&1.elixir_p99} | #{&1.lost} |")}
+    """
+  end
+
+  defp creation(rows) do
+    direct = Enum.find(rows, &(&1.section == :create_direct))
+    server = Enum.find(rows, &(&1.section == :create_server))
+    fleet = Enum.find(rows, &(&1.section == :fleet))
+
+    if direct == nil and server == nil and fleet == nil do
+      ""
+    else
+      """
+      ## Creation and teardown
+
+      | measure | raw Rust | Elixir/Tundra | ratio or target |
+      |---|---:|---:|---:|
+      #{direct && "| devices created/s, direct, one after another (#{direct.count}) | #{int(direct.raw)} | #{int(direct.elixir)} | #{ratio(direct.ratio, 0.7)} |"}
+      #{server && "| devices created/s through tundra_server (#{server.count}) | | #{int(server.elixir)} | #{target(server.elixir >= 500, "≥ 500/s")} |"}
+      #{fleet && fleet_rows(fleet)}
+      """
+      |> String.replace(~r/\n\n+/, "\n")
+    end
+  end
+
+  defp fleet_rows(f) do
+    """
+    | #{f.count} owners each creating a device at once: time until all up | | #{f.bring_up_ms} ms | |
+    | VM memory per live device, incl. its owner process | | #{f.bytes_per_device} B | |
+    | of which the owner process | | #{f.owner_bytes} B | |
+    | teardown rate, #{f.count} owners exiting at once | | #{int(f.teardown_per_second)}/s | #{target(f.teardown_per_second >= 1000, "≥ 1000/s")} |
+    | worst delay of a 1 ms heartbeat during teardown | | #{f.worst_heartbeat_ms} ms | #{target(f.worst_heartbeat_ms <= 5, "≤ 5 ms")} |
+    """
+    |> String.trim_trailing()
+  end
+
+  defp tunnel([]), do: ""
+
+  defp tunnel([t]) do
+    """
+    ## IP-over-UDP tunnel, iperf3 TCP through it (target ratio ≥ 0.7)
+
+    | raw Rust relays | Elixir ends (examples/udp_tunnel.exs) | ratio |
+    |---:|---:|---:|
+    | #{Float.round(t.raw, 1)} Mbit/s | #{Float.round(t.elixir, 1)} Mbit/s | #{ratio(t.ratio, 0.7)} |
+    """
+  end
+
+  defp int(nil), do: "-"
+  defp int(x), do: x |> round() |> Integer.to_string()
+
+  defp ratio(nil, _), do: "-"
+
+  defp ratio(r, goal),
+    do: "#{:erlang.float_to_binary(r, decimals: 2)} #{target(r >= goal, "≥ #{goal}")}"
+
+  defp target(true, text), do: "(#{text}: met)"
+  defp target(false, text), do: "(#{text}: **not met**)"
+
+  def machine do
+    cpu =
+      case File.read("/proc/cpuinfo") do
+        {:ok, info} ->
+          Regex.run(~r/model name\s*:\s*(.*)/, info, capture: :all_but_first)
+          |> List.wrap()
+          |> List.first()
+
+        _ ->
+          nil
+      end
+
+    mem =
+      case File.read("/proc/meminfo") do
+        {:ok, info} ->
+          [kb] = Regex.run(~r/MemTotal:\s*(\d+)/, info, capture: :all_but_first)
+          "#{div(String.to_integer(kb), 1024 * 1024)} GiB"
+
+        _ ->
+          "?"
+      end
+
+    {kernel, 0} = System.cmd("uname", ["-srm"])
+    {rustc, _} = System.cmd("rustc", ["--version"])
+
+    """
+    - CPU: #{cpu || "?"}, #{System.schedulers_online()} cores online
+    - memory: #{mem}
+    - kernel: #{String.trim(kernel)}
+    - Erlang/OTP #{System.otp_release()} (ERTS #{:erlang.system_info(:version)}), Elixir #{System.version()}
+    - #{String.trim(rustc)}
+    """
+    |> String.trim_trailing()
+  end
+end

@@ -1,0 +1,127 @@
+defmodule TundraBench.Tunnel do
+  @moduledoc false
+  # A real tunnel: two namespaces joined by a veth pair (the "internet"),
+  # one tunnel end in each, iperf3 TCP through the tunnel. Elixir ends
+  # (examples/udp_tunnel.exs, one VM per namespace) against raw Rust relays.
+
+  alias TundraBench.{Native, Stats}
+
+  @underlay {"192.168.250.1", "192.168.250.2"}
+  @overlay {"10.251.0.1", "10.251.0.2"}
+  @port 7000
+  @mtu 1400
+
+  def run(opts) do
+    suffix = System.unique_integer([:positive])
+    ns = {"tundra-bench-a-#{suffix}", "tundra-bench-b-#{suffix}"}
+
+    try do
+      make_namespaces(ns)
+
+      samples =
+        for round <- 1..opts[:rounds] do
+          sides = if rem(round, 2) == 1, do: [:raw, :elixir], else: [:elixir, :raw]
+          Map.new(sides, &{&1, measure(&1, ns, opts[:tunnel_seconds])})
+        end
+
+      raw = Stats.median(Enum.map(samples, & &1.raw))
+      elixir = Stats.median(Enum.map(samples, & &1.elixir))
+
+      IO.puts(
+        "  tunnel (iperf3 TCP): raw #{Float.round(raw, 1)} Mbit/s, Elixir #{Float.round(elixir, 1)} Mbit/s"
+      )
+
+      [%{section: :tunnel, raw: raw, elixir: elixir, ratio: Stats.ratio(elixir, raw)}]
+    after
+      {a, b} = ns
+      System.cmd("ip", ["netns", "del", a], stderr_to_stdout: true)
+      System.cmd("ip", ["netns", "del", b], stderr_to_stdout: true)
+    end
+  end
+
+  defp make_namespaces({a, b}) do
+    {ua, ub} = @underlay
+    veth = "tbv#{rem(System.unique_integer([:positive]), 100_000)}"
+
+    cmds = [
+      ~w(ip netns add #{a}),
+      ~w(ip netns add #{b}),
+      ~w(ip link add #{veth}a type veth peer name #{veth}b),
+      ~w(ip link set #{veth}a netns #{a}),
+      ~w(ip link set #{veth}b netns #{b}),
+      ~w(ip -n #{a} addr add #{ua}/30 dev #{veth}a),
+      ~w(ip -n #{b} addr add #{ub}/30 dev #{veth}b),
+      ~w(ip -n #{a} link set #{veth}a up),
+      ~w(ip -n #{b} link set #{veth}b up),
+      ~w(ip -n #{a} link set lo up),
+      ~w(ip -n #{b} link set lo up)
+    ]
+
+    for [exe | args] = cmd <- cmds do
+      {out, status} = System.cmd(exe, args, stderr_to_stdout: true)
+      if status != 0, do: raise("#{Enum.join(cmd, " ")}: #{out}")
+    end
+  end
+
+  # Starts both tunnel ends of one kind, runs iperf3 through them, stops them.
+  defp measure(kind, {a, b}, seconds) do
+    {ua, ub} = @underlay
+    {oa, ob} = @overlay
+
+    ends = [
+      start_end(kind, a, oa, ob, "#{ua}:#{@port}", "#{ub}:#{@port}"),
+      start_end(kind, b, ob, oa, "#{ub}:#{@port}", "#{ua}:#{@port}")
+    ]
+
+    try do
+      iperf(a, b, ob, seconds)
+    after
+      Enum.each(ends, &Native.stop/1)
+    end
+  end
+
+  defp start_end(:raw, ns, address, peer, local, remote) do
+    Native.start(
+      ~w(ip netns exec #{ns}) ++
+        [Native.path("tundra_bench"), "relay"] ++
+        ~w(--address #{address} --dstaddr #{peer} --prefix 32 --mtu #{@mtu} --bind #{local} --remote #{remote})
+    )
+  end
+
+  defp start_end(:elixir, ns, address, peer, local, remote) do
+    Native.start(
+      ~w(ip netns exec #{ns} mix run examples/udp_tunnel.exs) ++
+        ~w(--address #{address} --peer #{peer} --mtu #{@mtu} --local #{local} --remote #{remote}),
+      60_000
+    )
+  end
+
+  # Mbit/s that the iperf3 server in b received from the client in a.
+  defp iperf(a, b, server_addr, seconds) do
+    server =
+      Port.open({:spawn_executable, System.find_executable("ip")}, [
+        :binary,
+        :exit_status,
+        :stderr_to_stdout,
+        args: ~w(netns exec #{b} iperf3 --server --one-off --bind #{server_addr})
+      ])
+
+    Process.sleep(300)
+
+    {out, status} =
+      System.cmd(
+        "ip",
+        ~w(netns exec #{a} iperf3 --client #{server_addr} --time #{seconds} --connect-timeout 3000 --json),
+        stderr_to_stdout: true
+      )
+
+    # --one-off makes it exit after the test; stop it anyway if the client failed.
+    with {:os_pid, pid} <- Port.info(server, :os_pid),
+         do: System.cmd("kill", ["#{pid}"], stderr_to_stdout: true)
+
+    case Regex.run(~r/"sum_received":\s*\{[^}]*?"bits_per_second":\s*([0-9.e+]+)/s, out) do
+      [_, bps] when status == 0 -> elem(Float.parse(bps), 0) / 1.0e6
+      _ -> raise "iperf3 failed (#{status}): #{out}"
+    end
+  end
+end

@@ -1,0 +1,54 @@
+# Tundra's benchmark. Run it with `make bench` (scripts/bench), which builds
+# the Rust reference programs and runs this inside a network namespace of
+# its own; nothing here touches the host's interfaces.
+#
+#   make bench                          # everything, 3 rounds
+#   make bench ARGS="--only reflector --rounds 5"
+#
+# Sections: reflector (packets/s and ping latency), creation, tunnel.
+{opts, _, _} =
+  OptionParser.parse(System.argv(),
+    strict: [
+      only: :keep,
+      rounds: :integer,
+      seconds: :float,
+      pings: :integer,
+      create_count: :integer,
+      fleet: :integer,
+      tunnel_seconds: :integer,
+      no_write: :boolean
+    ]
+  )
+
+only = Keyword.get_values(opts, :only)
+
+opts =
+  Keyword.merge(
+    [
+      rounds: 3,
+      seconds: 2.0,
+      pings: 500,
+      create_count: 200,
+      fleet: 1000,
+      tunnel_seconds: 5,
+      command: Enum.join(["make bench" | System.argv()], " ")
+    ],
+    opts
+  )
+
+sections = [
+  {"reflector", &TundraBench.Reflector.run/1},
+  {"creation", &TundraBench.Creation.run/1},
+  {"tunnel", &TundraBench.Tunnel.run/1}
+]
+
+rows =
+  for {name, run} <- sections, only == [] or name in only, reduce: [] do
+    rows ->
+      IO.puts("== #{name}")
+      rows ++ run.(opts)
+  end
+
+if opts[:no_write],
+  do: IO.puts(TundraBench.Report.markdown(rows, opts)),
+  else: TundraBench.Report.write(rows, opts)
