@@ -6,9 +6,23 @@
 #   make bench ARGS="--only reflector --rounds 5"
 #
 # Sections: reflector (packets/s and ping latency), creation, tunnel.
-{opts, _, _} =
+usage = """
+usage: make bench ARGS="[options]"
+
+  --only SECTION        reflector, creation or tunnel (repeatable; default all)
+  --rounds N            rounds per comparison, alternating sides (3)
+  --seconds S           load generator run per reflector sample (2.0)
+  --pings N             pings per side and round (500)
+  --create-count N      devices per creation sample (200)
+  --fleet N             owners in the bring-up/teardown fleet (1000)
+  --tunnel-seconds N    iperf3 run per tunnel sample (5)
+  --no-write            print the table, do not write bench/results/
+"""
+
+{opts, rest, invalid} =
   OptionParser.parse(System.argv(),
     strict: [
+      help: :boolean,
       only: :keep,
       rounds: :integer,
       seconds: :float,
@@ -21,6 +35,20 @@
   )
 
 only = Keyword.get_values(opts, :only)
+known = ["reflector", "creation", "tunnel"]
+
+cond do
+  opts[:help] ->
+    IO.puts(usage)
+    System.halt(0)
+
+  rest != [] or invalid != [] or Enum.any?(only, &(&1 not in known)) ->
+    IO.puts(:stderr, "bad arguments: #{Enum.join(System.argv(), " ")}\n\n" <> usage)
+    System.halt(1)
+
+  true ->
+    :ok
+end
 
 opts =
   Keyword.merge(

@@ -126,7 +126,7 @@ defmodule TundraBench.Creation do
 
     IO.puts(
       "  #{n} owners: up in #{row.bring_up_ms} ms, #{row.bytes_per_device} B/device " <>
-        "(owner process #{row.owner_bytes} B of it), teardown #{round(row.teardown_per_second)}/s, " <>
+        "(an owner process #{row.owner_bytes} B), teardown #{round(row.teardown_per_second)}/s, " <>
         "worst heartbeat delay #{row.worst_heartbeat_ms} ms"
     )
 

@@ -98,8 +98,8 @@ defmodule TundraBench.Report do
   defp fleet_rows(f) do
     """
     | #{f.count} owners each creating a device at once: time until all up | | #{f.bring_up_ms} ms | |
-    | VM memory per live device, incl. its owner process | | #{f.bytes_per_device} B | |
-    | of which the owner process | | #{f.owner_bytes} B | |
+    | VM memory per live device (growth of `:erlang.memory(:total)` over the devices) | | #{f.bytes_per_device} B | |
+    | size of one owner process (`Process.info/2` :memory; its heap may come from memory the VM already had, so it can exceed the growth above) | | #{f.owner_bytes} B | |
     | teardown rate, #{f.count} owners exiting at once | | #{int(f.teardown_per_second)}/s | #{target(f.teardown_per_second >= 1000, "≥ 1000/s")} |
     | worst delay of a 1 ms heartbeat during teardown | | #{f.worst_heartbeat_ms} ms | #{target(f.worst_heartbeat_ms <= 5, "≤ 5 ms")} |
     """
