@@ -11,10 +11,19 @@ pub enum Framing {
     Raw,
     /// Linux `struct tun_pi`: 2 bytes flags, 2 bytes EtherType (big endian).
     LinuxPacketInfo,
+    /// macOS utun: the packet's address family as a 4-byte big-endian
+    /// integer (Darwin's `AF_INET` or `AF_INET6`).
+    AddressFamily,
 }
 
 const ETH_P_IP: u16 = 0x0800;
 const ETH_P_IPV6: u16 = 0x86DD;
+
+/// Darwin's address family numbers, which utun headers carry. Written out
+/// rather than taken from `libc` so that Linux builds (and tests) use the
+/// Darwin values too: Linux's `AF_INET6` is 10, Darwin's 30.
+pub const DARWIN_AF_INET: u32 = 2;
+pub const DARWIN_AF_INET6: u32 = 30;
 
 /// Largest header any framing adds.
 pub const MAX_HEADER_LEN: usize = 4;
@@ -24,7 +33,7 @@ impl Framing {
     pub fn header_len(self) -> usize {
         match self {
             Framing::Raw => 0,
-            Framing::LinuxPacketInfo => 4,
+            Framing::LinuxPacketInfo | Framing::AddressFamily => 4,
         }
     }
 
@@ -41,6 +50,10 @@ impl Framing {
                 let [hi, lo] = proto.to_be_bytes();
                 [0, 0, hi, lo]
             }
+            Framing::AddressFamily => match packet.first().map(|b| b >> 4) {
+                Some(6) => DARWIN_AF_INET6.to_be_bytes(),
+                _ => DARWIN_AF_INET.to_be_bytes(),
+            },
         }
     }
 }
@@ -61,5 +74,14 @@ mod tests {
         assert_eq!(Framing::LinuxPacketInfo.header_len(), 4);
         assert_eq!(Framing::LinuxPacketInfo.header_for(&v4), [0, 0, 0x08, 0x00]);
         assert_eq!(Framing::LinuxPacketInfo.header_for(&v6), [0, 0, 0x86, 0xDD]);
+    }
+
+    #[test]
+    fn utun_header_is_the_darwin_address_family() {
+        let v4 = [0x45u8, 0, 0, 20];
+        let v6 = [0x60u8, 0, 0, 0];
+        assert_eq!(Framing::AddressFamily.header_len(), 4);
+        assert_eq!(Framing::AddressFamily.header_for(&v4), [0, 0, 0, 2]);
+        assert_eq!(Framing::AddressFamily.header_for(&v6), [0, 0, 0, 30]);
     }
 }

@@ -1,5 +1,5 @@
 //! Shared core of Tundra: the validated description of a TUN device, the one
-//! errno-to-name mapping, packet framing, closing device fds off-thread, and
+//! errno-to-name mapping, packet framing (and utun's structs), closing device fds off-thread, and
 //! the per-OS code that creates, configures and inspects devices.
 //!
 //! Used by the NIF (`tundra_nif`) for direct creation and by the privileged
@@ -11,8 +11,10 @@ pub mod closer;
 pub mod config;
 pub mod errno;
 pub mod framing;
+pub mod legacy;
 pub mod platform;
 pub mod protocol;
+pub mod utun;
 
 pub use config::{prefix_from_netmask, ConfigError, DeviceConfig};
 pub use framing::Framing;

@@ -1,25 +1,17 @@
 //! Who may use the server: root, or a member of its group (primary or
-//! supplementary), judged from the peer's SO_PEERCRED credentials.
+//! supplementary), judged from the credentials the kernel gives for the
+//! peer of the connection.
 
 use std::os::unix::net::UnixStream;
 
-use nix::sys::socket::{getsockopt, sockopt::PeerCredentials};
-use nix::unistd::{getgrouplist, Gid, Group, User};
+use nix::unistd::{Gid, Group, User};
 
-#[derive(Debug, Clone, Copy)]
-pub struct Peer {
-    pub pid: i32,
-    pub uid: u32,
-    pub gid: u32,
-}
+use crate::platform;
+
+pub use crate::platform::Credentials as Peer;
 
 pub fn peer(stream: &UnixStream) -> nix::Result<Peer> {
-    let creds = getsockopt(stream, PeerCredentials)?;
-    Ok(Peer {
-        pid: creds.pid(),
-        uid: creds.uid(),
-        gid: creds.gid(),
-    })
+    platform::peer_credentials(stream)
 }
 
 /// Whether `peer` may create devices: uid 0, or `group` among the peer's
@@ -31,10 +23,7 @@ pub fn allowed(peer: &Peer, group: Gid) -> bool {
     let Ok(Some(user)) = User::from_uid(peer.uid.into()) else {
         return false;
     };
-    let Ok(name) = std::ffi::CString::new(user.name) else {
-        return false;
-    };
-    getgrouplist(&name, user.gid).is_ok_and(|groups| groups.contains(&group))
+    user.gid == group || platform::supplementary_member(&user, group)
 }
 
 /// The gid of group `name`, if it exists.

@@ -5,6 +5,7 @@
 
 mod access;
 mod args;
+mod platform;
 mod serve;
 
 use std::io;

@@ -3,17 +3,19 @@
 //! client sends can take the server down: every failure becomes an error
 //! reply or a closed connection, and one log line.
 
-use std::io::Write;
-use std::os::fd::AsRawFd;
+use std::io::{Read, Write};
+use std::os::fd::{AsFd, AsRawFd};
 use std::os::unix::net::UnixStream;
 use std::sync::Mutex;
 use std::time::Duration;
 
+use nix::fcntl::{fcntl, FcntlArg, OFlag};
 use nix::unistd::Gid;
 use sendfd::SendWithFd;
-use tundra_core::errno;
+use tundra_core::legacy::{self, LegacyError};
 use tundra_core::platform;
 use tundra_core::protocol::{self, FrameError, Reply, Request};
+use tundra_core::{errno, DeviceConfig, Framing};
 
 use crate::access::{self, Peer};
 
@@ -30,10 +32,16 @@ pub struct Context {
 
 fn log(peer: Option<&Peer>, device: &str, outcome: &str) {
     match peer {
-        Some(p) => eprintln!(
-            "tundra_server: uid={} pid={} device={device} {outcome}",
-            p.uid, p.pid
-        ),
+        Some(p) => match p.pid {
+            Some(pid) => eprintln!(
+                "tundra_server: uid={} pid={pid} device={device} {outcome}",
+                p.uid
+            ),
+            None => eprintln!(
+                "tundra_server: uid={} pid=? device={device} {outcome}",
+                p.uid
+            ),
+        },
         None => eprintln!("tundra_server: uid=? pid=? device={device} {outcome}"),
     }
 }
@@ -81,19 +89,23 @@ pub fn handle(mut stream: UnixStream, ctx: &Context) {
         );
     }
 
-    let request = protocol::read_payload(&mut stream).and_then(|p| protocol::decode::<Request>(&p));
+    // A current frame starts with MAGIC, a 0.x create request with its
+    // type, 0: the first four bytes tell the two apart.
+    let mut first = [0u8; 4];
+    if let Err(e) = stream.read_exact(&mut first) {
+        return log(Some(&peer), "-", &format!("dropped: {}", read_failure(&e)));
+    }
+    if first == legacy::CREATE_PREFIX {
+        return handle_legacy(stream, ctx, &peer, first);
+    }
+
+    let request = protocol::read_payload(&mut (&first[..]).chain(&mut stream))
+        .and_then(|p| protocol::decode::<Request>(&p));
     let config = match request {
         Ok(Request::Create(config)) => config,
         Err(FrameError::Io(e)) => {
             // Silent, slow or vanished client: drop it without a reply.
-            let why = match e.kind() {
-                std::io::ErrorKind::UnexpectedEof => "closed before a whole request",
-                std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut => {
-                    "no whole request before the deadline"
-                }
-                _ => errno::io_error_name(&e),
-            };
-            return log(Some(&peer), "-", &format!("dropped: {why}"));
+            return log(Some(&peer), "-", &format!("dropped: {}", read_failure(&e)));
         }
         Err(bad) => {
             reply(&mut stream, &Reply::Failed { errno: bad.errno() });
@@ -110,16 +122,7 @@ pub fn handle(mut stream: UnixStream, ctx: &Context) {
         );
     }
 
-    let created = {
-        let _guard = ctx.create_lock.lock().unwrap_or_else(|p| p.into_inner());
-        match platform::devices_owned_by(peer.uid) {
-            Ok(n) if n >= ctx.max_devices_per_uid => {
-                Err(std::io::Error::from_raw_os_error(libc::EDQUOT))
-            }
-            Ok(_) | Err(_) => platform::create_for(&config, Some(peer.uid)),
-        }
-    };
-    let device = match created {
+    let device = match create_within_limit(ctx, &peer, &config, platform::NATIVE_FRAMING) {
         Ok(device) => device,
         Err(e) => {
             reply(
@@ -147,14 +150,105 @@ pub fn handle(mut stream: UnixStream, ctx: &Context) {
             )
         }
     };
-    // The reply and the fd travel in one sendmsg; the server's own copy of
-    // the fd is closed when `device` drops, leaving the client's as the
-    // only one: the device lives exactly as long as the client holds it.
-    match stream.send_with_fd(&frame, &[device.fd.as_raw_fd()]) {
-        Ok(n) if n == frame.len() => log(Some(&peer), &device.name, "created"),
-        Ok(_) => log(Some(&peer), &device.name, "dropped: short write of reply"),
+    send_device(&stream, &peer, &device, &frame, "created");
+}
+
+/// Serves a 0.x create request (see `tundra_core::legacy`) as the 0.x
+/// server did: a device with the packet-information header, the 32-byte
+/// reply and its fd. 0.x had no error reply: a request that cannot be
+/// served is logged and its connection closed, which 0.x clients report
+/// as a failed create.
+fn handle_legacy(mut stream: UnixStream, ctx: &Context, peer: &Peer, first: [u8; 4]) {
+    let mut request = [0u8; legacy::REQUEST_LEN];
+    request[..4].copy_from_slice(&first);
+    if let Err(e) = stream.read_exact(&mut request[4..]) {
+        return log(
+            Some(peer),
+            "-",
+            &format!("0.x request dropped: {}", read_failure(&e)),
+        );
+    }
+    let config = match legacy::parse_request(&request) {
+        Ok(config) => config,
+        Err(LegacyError::Malformed) => return log(Some(peer), "-", "0.x request malformed"),
+        Err(LegacyError::Invalid(option)) => {
+            return log(
+                Some(peer),
+                "-",
+                &format!("0.x request: invalid option {}", option.option_name()),
+            )
+        }
+    };
+    let created = create_within_limit(ctx, peer, &config, Framing::LinuxPacketInfo)
+        .and_then(|device| blocking(&device).map(|()| device));
+    match created {
+        Ok(device) => {
+            let reply = legacy::encode_reply(&device.name);
+            send_device(&stream, peer, &device, &reply, "created (0.x client)");
+        }
         Err(e) => log(
-            Some(&peer),
+            Some(peer),
+            "tun%d",
+            &format!("0.x request failed: {}", errno::io_error_name(&e)),
+        ),
+    }
+}
+
+/// Clears O_NONBLOCK: 0.x clients got blocking fds, and the flag belongs
+/// to the open file the client shares.
+fn blocking(device: &platform::Device) -> std::io::Result<()> {
+    let flags = OFlag::from_bits_retain(fcntl(device.fd.as_fd(), FcntlArg::F_GETFL)?);
+    fcntl(
+        device.fd.as_fd(),
+        FcntlArg::F_SETFL(flags - OFlag::O_NONBLOCK),
+    )?;
+    Ok(())
+}
+
+/// Why reading a request failed, for the log.
+fn read_failure(e: &std::io::Error) -> &'static str {
+    match e.kind() {
+        std::io::ErrorKind::UnexpectedEof => "closed before a whole request",
+        std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut => {
+            "no whole request before the deadline"
+        }
+        _ => errno::io_error_name(e),
+    }
+}
+
+/// Creates `config` for `peer` unless the peer already holds its limit of
+/// devices (EDQUOT). Where the OS cannot count a user's devices, the
+/// limit is not applied.
+fn create_within_limit(
+    ctx: &Context,
+    peer: &Peer,
+    config: &DeviceConfig,
+    framing: Framing,
+) -> std::io::Result<platform::Device> {
+    let _guard = ctx.create_lock.lock().unwrap_or_else(|p| p.into_inner());
+    match platform::devices_owned_by(peer.uid) {
+        Ok(n) if n >= ctx.max_devices_per_uid => {
+            Err(std::io::Error::from_raw_os_error(libc::EDQUOT))
+        }
+        Ok(_) | Err(_) => platform::create_for(config, Some(peer.uid), framing),
+    }
+}
+
+/// Sends `reply` with the device's fd in one sendmsg. The server's own copy
+/// of the fd is closed when `device` drops, leaving the client's as the
+/// only one: the device lives exactly as long as the client holds it.
+fn send_device(
+    stream: &UnixStream,
+    peer: &Peer,
+    device: &platform::Device,
+    reply: &[u8],
+    outcome: &str,
+) {
+    match stream.send_with_fd(reply, &[device.fd.as_raw_fd()]) {
+        Ok(n) if n == reply.len() => log(Some(peer), &device.name, outcome),
+        Ok(_) => log(Some(peer), &device.name, "dropped: short write of reply"),
+        Err(e) => log(
+            Some(peer),
             &device.name,
             &format!("dropped: {}", errno::io_error_name(&e)),
         ),

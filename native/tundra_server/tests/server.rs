@@ -361,3 +361,96 @@ fn refuses_to_start_without_its_group_or_beside_a_live_server_and_replaces_stale
     );
     assert!(server.stop().success());
 }
+
+/// Builds the 0.x C test client in c_src_legacy/ with the system's `cc`.
+fn legacy_client() -> PathBuf {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../c_src_legacy");
+    let status = Command::new("make")
+        .arg("-s")
+        .arg("-C")
+        .arg(&dir)
+        .status()
+        .expect("run make (needs make and cc)");
+    assert!(status.success(), "building c_src_legacy failed");
+    dir.join("tundra_legacy_client")
+}
+
+#[test]
+fn a_0x_c_client_gets_a_device_with_the_packet_information_header() {
+    if !privileged_netns() {
+        return;
+    }
+    let client = legacy_client();
+    let server = Server::start("legacy", &[]);
+    let mut child = Command::new(&client)
+        .args([
+            server.socket.to_str().expect("utf-8 path"),
+            "fd00:95:50::2",
+            "fd00:95:50::1",
+            "ffff:ffff:ffff:ffff::",
+            "1400",
+        ])
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("start the 0.x client");
+    let mut stdout = std::io::BufReader::new(child.stdout.take().expect("stdout"));
+    let mut line = String::new();
+    std::io::BufRead::read_line(&mut stdout, &mut line).expect("read");
+    let name = line
+        .strip_prefix("device ")
+        .map(str::trim)
+        .unwrap_or_else(|| panic!("expected `device NAME`, got {line:?}"))
+        .to_string();
+
+    let sys = Path::new("/sys/class/net").join(&name);
+    let read = |file: &str| std::fs::read_to_string(sys.join(file)).expect(file);
+    assert_eq!(read("mtu").trim(), "1400");
+    let flags = u32::from_str_radix(read("tun_flags").trim().trim_start_matches("0x"), 16)
+        .expect("tun_flags");
+    assert_eq!(flags & libc::IFF_TUN as u32, libc::IFF_TUN as u32);
+    assert_eq!(
+        flags & libc::IFF_NO_PI as u32,
+        0,
+        "0.x devices carry tun_pi"
+    );
+
+    // The client answers one echo request, read and written with the
+    // 4-byte header; ping sees the answer.
+    let ping = Command::new("ping")
+        .args(["-6", "-n", "-c", "1", "-W", "5", "fd00:95:50::1"])
+        .output()
+        .expect("run ping");
+    assert!(ping.status.success(), "ping failed: {ping:?}");
+    let mut rest = String::new();
+    std::io::Read::read_to_string(&mut stdout, &mut rest).expect("read");
+    assert!(child.wait().expect("wait").success());
+    assert_eq!(rest.trim(), "pi flags=0x0000 proto=0x86dd");
+    // The client is gone, and with its fd the device.
+    let deadline = Instant::now() + TIMEOUT;
+    while sys.exists() {
+        assert!(Instant::now() < deadline, "{name} outlived its 0.x client");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+#[test]
+fn bad_0x_requests_are_closed_without_a_reply_and_current_clients_still_served() {
+    if !privileged_netns() {
+        return;
+    }
+    let server = Server::start("legacy-bad", &[]);
+    let request = |addr: &str, size: u64| {
+        let mut r = [0u8; 160];
+        r[8..16].copy_from_slice(&size.to_ne_bytes());
+        r[16..16 + addr.len()].copy_from_slice(addr.as_bytes());
+        r
+    };
+    for bad in [request("not an address", 152), request("fd00::2", 99)] {
+        let mut s = UnixStream::connect(&server.socket).expect("connect");
+        s.set_read_timeout(Some(TIMEOUT)).expect("timeout");
+        s.write_all(&bad).expect("write");
+        let mut buf = [0u8; 64];
+        assert_eq!(s.read(&mut buf).expect("closed, not timed out"), 0);
+    }
+    assert_served(&server.socket, 51);
+}

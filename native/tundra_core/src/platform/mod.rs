@@ -2,7 +2,13 @@
 //! same functions:
 //!
 //! - `create(&DeviceConfig) -> io::Result<Device>`: a configured device whose
-//!   fd is non-blocking and close-on-exec;
+//!   fd is non-blocking and close-on-exec, framed as `NATIVE_FRAMING`;
+//! - `create_for(&DeviceConfig, Option<u32>, Framing)`: the same for the
+//!   server, recording the owning uid where the OS can, in a given framing
+//!   (`EOPNOTSUPP` for one the OS does not have);
+//! - `devices_owned_by(uid) -> io::Result<usize>`: live devices of a uid
+//!   (for the server's per-user limit);
+//! - `set_nonblocking(BorrowedFd)`;
 //! - `inspect(BorrowedFd) -> io::Result<TunFd>`: whether an fd is a TUN
 //!   device, its interface name and framing (for adopting inherited fds);
 //! - `link_info(&str) -> io::Result<LinkInfo>`: MTU and addresses of an
@@ -16,10 +22,19 @@ use crate::Framing;
 #[cfg(target_os = "linux")]
 mod linux;
 #[cfg(target_os = "linux")]
-pub use linux::{create, create_for, devices_owned_by, inspect, link_info, set_nonblocking};
+pub use linux::{
+    create, create_for, devices_owned_by, inspect, link_info, set_nonblocking, NATIVE_FRAMING,
+};
 
-#[cfg(not(target_os = "linux"))]
-compile_error!("tundra_core supports Linux; other systems are not implemented yet");
+#[cfg(target_os = "macos")]
+mod macos;
+#[cfg(target_os = "macos")]
+pub use macos::{
+    create, create_for, devices_owned_by, inspect, link_info, set_nonblocking, NATIVE_FRAMING,
+};
+
+#[cfg(not(any(target_os = "linux", target_os = "macos")))]
+compile_error!("tundra_core supports Linux and macOS; other systems are not implemented");
 
 /// A created device: its fd (closing it removes the interface) and name.
 #[derive(Debug)]

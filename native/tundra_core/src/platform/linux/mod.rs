@@ -17,18 +17,31 @@ fn interface_index(name: &str) -> io::Result<u32> {
     Ok(nix::net::if_::if_nametoindex(name)?)
 }
 
+/// How this platform's devices frame packets unless asked otherwise.
+pub const NATIVE_FRAMING: Framing = Framing::Raw;
+
 /// Creates a TUN device and configures it as `config` says. On any failure
 /// the fd is dropped, which removes the half-made device.
 pub fn create(config: &DeviceConfig) -> io::Result<Device> {
-    create_for(config, None)
+    create_for(config, None, NATIVE_FRAMING)
 }
 
-/// Like `create`, recording `owner` as the device's owning uid.
-pub fn create_for(config: &DeviceConfig, owner: Option<u32>) -> io::Result<Device> {
+/// Like `create`, recording `owner` as the device's owning uid, with the
+/// given framing: `Raw`, or `LinuxPacketInfo` (0.x clients' devices).
+pub fn create_for(
+    config: &DeviceConfig,
+    owner: Option<u32>,
+    framing: Framing,
+) -> io::Result<Device> {
     config
         .validate()
         .map_err(|_| io::Error::from_raw_os_error(libc::EINVAL))?;
-    let (fd, name) = tun::open_device(config.name.as_deref().unwrap_or(""))?;
+    let packet_info = match framing {
+        Framing::Raw => false,
+        Framing::LinuxPacketInfo => true,
+        Framing::AddressFamily => return Err(io::Error::from_raw_os_error(libc::EOPNOTSUPP)),
+    };
+    let (fd, name) = tun::open_device(config.name.as_deref().unwrap_or(""), packet_info)?;
     if let Some(uid) = owner {
         tun::set_owner(std::os::fd::AsFd::as_fd(&fd), uid)?;
     }
@@ -41,11 +54,7 @@ pub fn create_for(config: &DeviceConfig, owner: Option<u32>) -> io::Result<Devic
     if let (Some(peer @ IpAddr::V6(_)), true) = (config.dstaddr, config.up) {
         rtnl.add_ipv6_peer_route(index, &peer)?;
     }
-    Ok(Device {
-        fd,
-        name,
-        framing: Framing::Raw,
-    })
+    Ok(Device { fd, name, framing })
 }
 
 /// What TUN device `fd` is attached to; `EINVAL` if it is not a TUN fd.

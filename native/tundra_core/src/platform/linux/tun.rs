@@ -9,15 +9,21 @@ use nix::sys::stat::Mode;
 use super::sys::{self, TunIfReq};
 use crate::Framing;
 
-/// Opens `/dev/net/tun` and attaches a new TUN device (raw IP packets, no
-/// packet-information header). `name` may be empty or contain `%d`.
-pub fn open_device(name: &str) -> io::Result<(OwnedFd, String)> {
+/// Opens `/dev/net/tun` and attaches a new TUN device: raw IP packets, or
+/// with `packet_info` the 4-byte `tun_pi` header before each (as 0.x
+/// made them). `name` may be empty or contain `%d`.
+pub fn open_device(name: &str, packet_info: bool) -> io::Result<(OwnedFd, String)> {
     let fd = open(
         "/dev/net/tun",
         OFlag::O_RDWR | OFlag::O_NONBLOCK | OFlag::O_CLOEXEC,
         Mode::empty(),
     )?;
-    let mut req = TunIfReq::new(name, sys::IFF_TUN | sys::IFF_NO_PI);
+    let flags = if packet_info {
+        sys::IFF_TUN
+    } else {
+        sys::IFF_TUN | sys::IFF_NO_PI
+    };
+    let mut req = TunIfReq::new(name, flags);
     // SAFETY: `fd` is an open /dev/net/tun descriptor and `req` is a valid,
     // properly sized `ifreq` that lives across the call; TUNSETIFF reads it
     // and writes the chosen name back into it.

@@ -1,0 +1,162 @@
+//! macOS: utun devices from the kernel control `com.apple.net.utun_control`,
+//! configured with interface ioctls. Mirrors the Linux module's functions.
+//!
+//! Not built or run by this project's CI (it runs on Linux): the packing
+//! of every struct is tested on Linux in `crate::utun`; the calls here are
+//! untested. utun fds carry a 4-byte address-family header
+//! (`Framing::AddressFamily`), which the NIF adds and removes.
+
+mod sys;
+
+use std::io;
+use std::net::IpAddr;
+use std::os::fd::{AsFd, BorrowedFd};
+
+use nix::fcntl::{fcntl, FcntlArg, FdFlag, OFlag};
+
+use super::{Device, InterfaceAddress, LinkInfo, TunFd};
+use crate::config::address_bits;
+use crate::utun::{self, AliasRequest};
+use crate::{DeviceConfig, Framing};
+
+/// utun devices always carry the address-family header.
+pub const NATIVE_FRAMING: Framing = Framing::AddressFamily;
+
+fn errno(code: i32) -> io::Error {
+    io::Error::from_raw_os_error(code)
+}
+
+/// Creates a utun device configured as `config` says; dropping the fd on
+/// any failure removes it again.
+pub fn create(config: &DeviceConfig) -> io::Result<Device> {
+    create_for(config, None, NATIVE_FRAMING)
+}
+
+/// Like `create`. macOS records no owner on a utun device, so `owner` is
+/// not kept (and `devices_owned_by` cannot count); only the native
+/// framing exists.
+pub fn create_for(
+    config: &DeviceConfig,
+    _owner: Option<u32>,
+    framing: Framing,
+) -> io::Result<Device> {
+    config.validate().map_err(|_| errno(libc::EINVAL))?;
+    if framing != NATIVE_FRAMING {
+        return Err(errno(libc::EOPNOTSUPP));
+    }
+    let unit = utun::unit_for_name(config.name.as_deref()).ok_or_else(|| errno(libc::EINVAL))?;
+
+    let fd = sys::socket(
+        libc::c_int::from(utun::AF_SYSTEM),
+        libc::SOCK_DGRAM,
+        utun::SYSPROTO_CONTROL,
+    )?;
+    let mut info = utun::ctl_info_request();
+    sys::ioctl(fd.as_fd(), utun::CTLIOCGINFO, &mut info)?;
+    sys::connect_control(fd.as_fd(), utun::ctl_id(&info), unit)?;
+    let name = sys::utun_ifname(fd.as_fd())?;
+    fcntl(fd.as_fd(), FcntlArg::F_SETFD(FdFlag::FD_CLOEXEC))?;
+    set_nonblocking(fd.as_fd())?;
+
+    let family = match config.address {
+        IpAddr::V4(_) => libc::AF_INET,
+        IpAddr::V6(_) => libc::AF_INET6,
+    };
+    let ctl = sys::socket(family, libc::SOCK_DGRAM, 0)?;
+    match utun::alias_request(&name, config).ok_or_else(|| errno(libc::EINVAL))? {
+        AliasRequest::V4(mut req) => sys::ioctl(ctl.as_fd(), utun::SIOCAIFADDR, &mut req)?,
+        AliasRequest::V6(mut req) => sys::ioctl(ctl.as_fd(), utun::SIOCAIFADDR_IN6, &mut req)?,
+    }
+    let mtu = i32::try_from(config.mtu).map_err(|_| errno(libc::EINVAL))?;
+    sys::ioctl(
+        ctl.as_fd(),
+        utun::SIOCSIFMTU,
+        &mut utun::ifreq_int(&name, mtu),
+    )?;
+    set_up(ctl.as_fd(), &name, config.up)?;
+    Ok(Device { fd, name, framing })
+}
+
+fn set_up(ctl: BorrowedFd<'_>, name: &str, up: bool) -> io::Result<()> {
+    let mut req = utun::ifreq_int(name, 0);
+    sys::ioctl(ctl, utun::SIOCGIFFLAGS, &mut req)?;
+    let flags = utun::ifreq_flags(&req);
+    let wanted = if up {
+        flags | utun::IFF_UP
+    } else {
+        flags & !utun::IFF_UP
+    };
+    if wanted != flags {
+        sys::ioctl(
+            ctl,
+            utun::SIOCSIFFLAGS,
+            &mut utun::ifreq_with_flags(name, wanted),
+        )?;
+    }
+    Ok(())
+}
+
+/// Whether `fd` is a utun control socket, and its interface name.
+pub fn inspect(fd: BorrowedFd<'_>) -> io::Result<TunFd> {
+    // Any fd that is not a connected utun socket fails this getsockopt.
+    let name = sys::utun_ifname(fd).map_err(|_| errno(libc::EINVAL))?;
+    Ok(TunFd {
+        name,
+        framing: NATIVE_FRAMING,
+    })
+}
+
+/// macOS keeps no owner on utun devices: counting is not possible.
+pub fn devices_owned_by(_uid: u32) -> io::Result<usize> {
+    Err(errno(libc::EOPNOTSUPP))
+}
+
+/// Puts `fd` into non-blocking mode.
+pub fn set_nonblocking(fd: BorrowedFd<'_>) -> io::Result<()> {
+    let flags = OFlag::from_bits_retain(fcntl(fd, FcntlArg::F_GETFL)?);
+    fcntl(fd, FcntlArg::F_SETFL(flags | OFlag::O_NONBLOCK))?;
+    Ok(())
+}
+
+/// MTU, state and addresses of the interface called `name`.
+pub fn link_info(name: &str) -> io::Result<LinkInfo> {
+    let index = nix::net::if_::if_nametoindex(name)?;
+    let ctl = sys::socket(libc::AF_INET, libc::SOCK_DGRAM, 0)?;
+    let mut req = utun::ifreq_int(name, 0);
+    sys::ioctl(ctl.as_fd(), utun::SIOCGIFMTU, &mut req)?;
+    let mtu = u32::try_from(utun::ifreq_mtu(&req)).map_err(|_| errno(libc::EIO))?;
+    let mut req = utun::ifreq_int(name, 0);
+    sys::ioctl(ctl.as_fd(), utun::SIOCGIFFLAGS, &mut req)?;
+    let up = utun::ifreq_flags(&req) & utun::IFF_UP != 0;
+
+    let mut addresses = Vec::new();
+    for ifa in nix::ifaddrs::getifaddrs()? {
+        if ifa.interface_name != name {
+            continue;
+        }
+        let ip = |s: Option<nix::sys::socket::SockaddrStorage>| -> Option<IpAddr> {
+            let s = s?;
+            if let Some(v4) = s.as_sockaddr_in() {
+                return Some(IpAddr::V4(v4.ip()));
+            }
+            s.as_sockaddr_in6().map(|v6| IpAddr::V6(v6.ip()))
+        };
+        let Some(address) = ip(ifa.address) else {
+            continue;
+        };
+        let prefix = ip(ifa.netmask)
+            .and_then(crate::prefix_from_netmask)
+            .unwrap_or_else(|| address_bits(&address));
+        addresses.push(InterfaceAddress {
+            address,
+            prefix,
+            peer: ip(ifa.destination),
+        });
+    }
+    Ok(LinkInfo {
+        index,
+        mtu,
+        up,
+        addresses,
+    })
+}

@@ -1,0 +1,25 @@
+//! macOS: getpeereid(3) (no pid), and the group's member list for
+//! membership (nix offers no getgrouplist there). Not built by this
+//! project's CI, which runs on Linux.
+
+use std::os::unix::net::UnixStream;
+
+use nix::unistd::{getpeereid, Gid, Group, User};
+
+use super::Credentials;
+
+pub fn peer_credentials(stream: &UnixStream) -> nix::Result<Credentials> {
+    let (uid, gid) = getpeereid(stream)?;
+    Ok(Credentials {
+        pid: None,
+        uid: uid.as_raw(),
+        gid: gid.as_raw(),
+    })
+}
+
+pub fn supplementary_member(user: &User, group: Gid) -> bool {
+    Group::from_gid(group)
+        .ok()
+        .flatten()
+        .is_some_and(|g| g.mem.iter().any(|member| *member == user.name))
+}
