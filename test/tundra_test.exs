@@ -101,6 +101,13 @@ defmodule TundraTest do
       assert_raise FunctionClauseError, fn -> Tundra.recv_many(fake, :all, :nowait) end
     end
 
+    test "send_many/3 takes a list of packets" do
+      fake = {:"$tundra", make_ref()}
+      assert_raise FunctionClauseError, fn -> Tundra.send_many(fake, "one packet") end
+      assert_raise FunctionClauseError, fn -> Tundra.send_many(fake, [], :soon) end
+      assert_raise ArgumentError, fn -> Tundra.send_many(fake, ["x"], :nowait) end
+    end
+
     test "a term that is not a device raises" do
       not_a_device = {:"$tundra", make_ref()}
       assert_raise ArgumentError, fn -> Tundra.recv(not_a_device, 1500, :nowait) end

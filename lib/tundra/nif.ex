@@ -15,6 +15,7 @@ defmodule Tundra.Nif do
   def recv(_ref, _length), do: :erlang.nif_error(:nif_not_loaded)
   def recv_many(_ref, _count), do: :erlang.nif_error(:nif_not_loaded)
   def send(_ref, _data), do: :erlang.nif_error(:nif_not_loaded)
+  def send_many(_ref, _packets), do: :erlang.nif_error(:nif_not_loaded)
   def cancel(_ref, _op), do: :erlang.nif_error(:nif_not_loaded)
   def close(_ref), do: :erlang.nif_error(:nif_not_loaded)
   def controlling_process(_ref, _pid), do: :erlang.nif_error(:nif_not_loaded)

@@ -193,6 +193,48 @@ defmodule Tundra.DeviceTest do
       assert Tundra.send(dev, [[], [""]]) == {:error, :einval}
     end
 
+    test "send_many/3 sends every packet in order, more than one batch too" do
+      {dev, _} = v4_device(26)
+
+      {:ok, sock} =
+        :gen_udp.open(0, [:binary, ip: {10, 99, 26, 2}, active: false, recbuf: 1_000_000])
+
+      {:ok, port} = :inet.port(sock)
+      payloads = for i <- 1..300, do: "packet #{i}"
+      packets = for p <- payloads, do: udp4({10, 99, 26, 1}, {10, 99, 26, 2}, 5000, port, p)
+      # Binaries and iodata mixed.
+      packets =
+        Enum.map(Enum.with_index(packets), fn
+          {<<head::binary-size(20), rest::binary>>, i} when rem(i, 2) == 0 -> [head, rest]
+          {packet, _} -> packet
+        end)
+
+      assert Tundra.send_many(dev, packets, :nowait) == :ok
+      got = for _ <- payloads, do: elem(:gen_udp.recv(sock, 0, 5_000), 1) |> elem(2)
+      assert got == payloads
+      assert Tundra.send_many(dev, [], 1_000) == :ok
+    end
+
+    test "send_many/3 stops at a packet the kernel refuses and returns the rest" do
+      {dev, _} = v4_device(27)
+      {sock, port} = udp_socket({10, 99, 27, 2})
+      good = fn p -> udp4({10, 99, 27, 1}, {10, 99, 27, 2}, 5000, port, p) end
+      bad = <<0, 1, 2, 3>>
+
+      assert Tundra.send_many(dev, [good.("one"), bad, good.("two")]) ==
+               {:error, {:einval, [bad, good.("two")]}}
+
+      assert {:ok, {_, 5000, "one"}} = :gen_udp.recv(sock, 0, 5_000)
+      assert Tundra.send_many(dev, [good.("two")], :nowait) == :ok
+      assert {:ok, {_, 5000, "two"}} = :gen_udp.recv(sock, 0, 5_000)
+
+      # A list element that is not iodata raises before anything is sent.
+      assert_raise ArgumentError, fn -> Tundra.send_many(dev, [good.("three"), :oops]) end
+      assert_raise ArgumentError, fn -> Tundra.send_many(dev, [good.("three") | "improper"]) end
+      assert :ok = Tundra.send(dev, good.("four"))
+      assert {:ok, {_, 5000, "four"}} = :gen_udp.recv(sock, 0, 5_000)
+    end
+
     test "recv_many/3 returns several queued packets in order, at most count" do
       {dev, _} = v4_device(18)
       # Settle the device first: nothing but our datagrams should queue.
@@ -275,13 +317,14 @@ defmodule Tundra.DeviceTest do
           Tundra.controlling_process(dev, self()),
           Tundra.cancel(dev, {:select_info, :recv, make_ref()}),
           Tundra.recv_many(dev, 8, :nowait),
+          Tundra.send_many(dev, ["x"], :nowait),
           Tundra.info(dev)
         })
       end)
 
       assert_receive {{:error, :not_owner}, {:error, :not_owner}, {:error, :not_owner},
                       {:error, :not_owner}, {:error, :not_owner}, {:error, :not_owner},
-                      {:ok, %{owner: owner}}},
+                      {:error, :not_owner}, {:ok, %{owner: owner}}},
                      5_000
 
       assert owner == self()
@@ -369,6 +412,7 @@ defmodule Tundra.DeviceTest do
       assert Tundra.close(dev) == {:error, :closed}
       assert Tundra.recv(dev, 1500, :nowait) == {:error, :closed}
       assert Tundra.recv_many(dev, 8, :nowait) == {:error, :closed}
+      assert Tundra.send_many(dev, ["x"], :nowait) == {:error, :closed}
       assert Tundra.send(dev, "x", :nowait) == {:error, :closed}
       assert Tundra.info(dev) == {:error, :closed}
       assert Tundra.controlling_process(dev, self()) == {:error, :closed}

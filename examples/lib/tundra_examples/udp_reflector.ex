@@ -4,7 +4,8 @@ defmodule TundraExamples.UdpReflector do
   came from: source and destination addresses and ports swapped, payload
   untouched. The benchmark's Elixir reflector, written the way the
   `Tundra` docs recommend: a process driven by select notifications that
-  drains the device whenever it is readable.
+  drains the device whenever it is readable, a batch at a time, and
+  answers each batch with one `Tundra.send_many/3`.
 
   Swapping leaves every checksum valid (the sums are order-independent),
   so the answer is built as iodata: a new header and the untouched rest of
@@ -64,7 +65,7 @@ defmodule TundraExamples.UdpReflector do
   defp drain(device) do
     case Tundra.recv_many(device, 64, :nowait) do
       {:ok, packets} ->
-        Enum.each(packets, &answer(device, &1))
+        send_answers(device, answers(packets))
         drain(device)
 
       {:select, _info} ->
@@ -72,7 +73,21 @@ defmodule TundraExamples.UdpReflector do
     end
   end
 
-  defp answer(device, packet) do
-    with {:ok, answer} <- turn_around(packet), do: Tundra.send(device, answer, :nowait)
+  defp answers([packet | rest]) do
+    case turn_around(packet) do
+      {:ok, answer} -> [answer | answers(rest)]
+      :ignore -> answers(rest)
+    end
+  end
+
+  defp answers([]), do: []
+
+  # A datagram the device cannot take now is dropped, as a router would;
+  # one the kernel refuses is skipped.
+  defp send_answers(device, answers) do
+    case Tundra.send_many(device, answers, :nowait) do
+      {:error, {_refused, [_ | rest]}} -> send_answers(device, rest)
+      _sent_or_full -> :ok
+    end
   end
 end

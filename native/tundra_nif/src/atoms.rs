@@ -7,6 +7,7 @@ rustler::atoms! {
     select_info,
     recv,
     send,
+    more,
     closed,
     not_owner,
     not_tun,

@@ -186,17 +186,31 @@ fn arm_select<'a>(
     owned: &mut resource::Owned,
     direction: Direction,
 ) -> Term<'a> {
+    match select_info(env, dev, owned, direction) {
+        Ok(info) => (atoms::select(), info).encode(env),
+        Err(failed) => failed,
+    }
+}
+
+/// Arms a select for `direction`: `Ok(select_info)`, or `Err({:error, :eio})`
+/// if the VM refused it.
+fn select_info<'a>(
+    env: Env<'a>,
+    dev: &resource::DeviceRef<'a>,
+    owned: &mut resource::Owned,
+    direction: Direction,
+) -> Result<Term<'a>, Term<'a>> {
     let handle = env.make_ref();
     let device = (atoms::dollar_tundra(), dev.term());
     let msg = (atoms::dollar_socket(), device, atoms::select(), handle).encode(env);
     if !owned.select(direction, msg) {
-        return error(env, atoms::eio());
+        return Err(error(env, atoms::eio()));
     }
     let op = match direction {
         Direction::Read => atoms::recv(),
         Direction::Write => atoms::send(),
     };
-    (atoms::select(), (atoms::select_info(), op, handle)).encode(env)
+    Ok((atoms::select_info(), op, handle).encode(env))
 }
 
 #[rustler::nif]
@@ -261,6 +275,51 @@ fn send<'a>(env: Env<'a>, dev: Term<'a>, data: Term<'a>) -> NifResult<Term<'a>> 
             arm_select(env, &dev, &mut owned, Direction::Write)
         }
         Err(err) => io_error(env, &err),
+    })
+}
+
+/// Most packets one `send_many` call writes; the Elixir side calls again
+/// for the rest (`{:more, rest}`), so a NIF call stays short.
+const MAX_SEND_BATCH: usize = 256;
+
+#[rustler::nif]
+fn send_many<'a>(env: Env<'a>, dev: Term<'a>, packets: Term<'a>) -> NifResult<Term<'a>> {
+    let dev = resource::get(env, dev).ok_or(rustler::Error::BadArg)?;
+    // Every packet of the batch is decoded before any is written, so a
+    // term that is not iodata raises with nothing sent. Each keeps the
+    // list cell it heads: the unsent rest, returned as it came.
+    let mut batch = Vec::with_capacity(64);
+    let mut rest = packets;
+    while batch.len() < MAX_SEND_BATCH {
+        let Ok((head, tail)) = rest.list_get_cell() else {
+            if rest.is_empty_list() {
+                break;
+            }
+            return Err(rustler::Error::BadArg);
+        };
+        batch.push((rest, packet::Outgoing::from_iodata(head)?));
+        rest = tail;
+    }
+    let mut owned = match dev.owned() {
+        Ok(owned) => owned,
+        Err(why) => return Ok(refused(env, why)),
+    };
+    for (unsent, data) in &batch {
+        match packet::write(owned.fd(), owned.framing(), data) {
+            Ok(()) => {}
+            Err(err) if err.kind() == io::ErrorKind::WouldBlock => {
+                return Ok(match select_info(env, &dev, &mut owned, Direction::Write) {
+                    Ok(info) => (atoms::select(), (info, *unsent)).encode(env),
+                    Err(failed) => failed,
+                });
+            }
+            Err(err) => return Ok(error(env, (errno_atom(env, &err), *unsent))),
+        }
+    }
+    Ok(if rest.is_empty_list() {
+        atoms::ok().encode(env)
+    } else {
+        (atoms::more(), rest).encode(env)
     })
 }
 
