@@ -8,6 +8,7 @@ mod args;
 mod platform;
 mod serve;
 
+use std::collections::HashMap;
 use std::io;
 use std::os::fd::AsFd;
 use std::os::unix::fs::{FileTypeExt, PermissionsExt};
@@ -132,7 +133,7 @@ fn run(options: &Options) -> Result<(), String> {
     let ctx = Arc::new(serve::Context {
         group,
         max_devices_per_uid: options.max_devices_per_uid,
-        create_lock: Mutex::new(()),
+        live_bound: Mutex::new(HashMap::new()),
     });
     let active = Arc::new(AtomicUsize::new(0));
     let result = accept_loop(&listener, &ctx, &active, options.max_clients);

@@ -3,6 +3,7 @@
 //! client sends can take the server down: every failure becomes an error
 //! reply or a closed connection, and one log line.
 
+use std::collections::HashMap;
 use std::io::{Read, Write};
 use std::os::fd::{AsFd, AsRawFd};
 use std::os::unix::net::UnixStream;
@@ -25,9 +26,12 @@ pub const DEADLINE: Duration = Duration::from_secs(2);
 pub struct Context {
     pub group: Gid,
     pub max_devices_per_uid: usize,
-    /// Serialises "count this user's devices, then create one", so
-    /// concurrent requests cannot overshoot the per-user limit.
-    pub create_lock: Mutex<()>,
+    /// Per uid, an upper bound on its live devices: the count found by the
+    /// last scan plus the devices made since. Devices only go away on
+    /// their own, so the bound never undercounts; the (linear) scan of the
+    /// system's devices runs only when the bound reaches the limit.
+    /// The lock also serialises "check the limit, then create".
+    pub live_bound: Mutex<HashMap<u32, usize>>,
 }
 
 fn log(peer: Option<&Peer>, device: &str, outcome: &str) {
@@ -225,13 +229,17 @@ fn create_within_limit(
     config: &DeviceConfig,
     framing: Framing,
 ) -> std::io::Result<platform::Device> {
-    let _guard = ctx.create_lock.lock().unwrap_or_else(|p| p.into_inner());
-    match platform::devices_owned_by(peer.uid) {
-        Ok(n) if n >= ctx.max_devices_per_uid => {
-            Err(std::io::Error::from_raw_os_error(libc::EDQUOT))
+    let mut bounds = ctx.live_bound.lock().unwrap_or_else(|p| p.into_inner());
+    let bound = bounds.entry(peer.uid).or_insert(0);
+    if *bound >= ctx.max_devices_per_uid {
+        *bound = platform::devices_owned_by(peer.uid).unwrap_or(0);
+        if *bound >= ctx.max_devices_per_uid {
+            return Err(std::io::Error::from_raw_os_error(libc::EDQUOT));
         }
-        Ok(_) | Err(_) => platform::create_for(config, Some(peer.uid), framing),
     }
+    let device = platform::create_for(config, Some(peer.uid), framing)?;
+    *bound += 1;
+    Ok(device)
 }
 
 /// Sends `reply` with the device's fd in one sendmsg. The server's own copy
