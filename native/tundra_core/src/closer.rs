@@ -4,9 +4,12 @@
 //! RCU grace period before that returns (tens of milliseconds). Done on a
 //! scheduler thread that would stall every process on it; done one after
 //! another it would cap teardown at a few dozen devices per second. The
-//! kernel batches unregistrations that overlap, so closes are handed to a
-//! small pool of threads that grows with the backlog (up to
-//! `MAX_CLOSERS`) and shrinks again when idle.
+//! kernel lets unregistrations that overlap share their waits (its RCU
+//! barriers), so closes are handed to a pool of threads that grows with
+//! the backlog (up to `MAX_CLOSERS`), from its own threads, and shrinks
+//! again when idle. Closer threads run at a lower priority where the OS
+//! allows one thread's to be lowered, so their kernel work yields to the
+//! VM's schedulers.
 
 use std::collections::VecDeque;
 use std::os::fd::OwnedFd;
@@ -16,7 +19,7 @@ use std::time::Duration;
 /// Upper bound on concurrent closing threads. Enough for closes to overlap
 /// well (teardown of a thousand devices at once), small enough to be a
 /// modest cost in threads.
-const MAX_CLOSERS: usize = 64;
+const MAX_CLOSERS: usize = 128;
 /// An idle closer thread exits after this long without work.
 const IDLE_TIMEOUT: Duration = Duration::from_secs(2);
 /// Closer threads only call close(2); they need little stack.
@@ -78,20 +81,27 @@ impl Drop for DeferredFd {
     }
 }
 
-/// Closes `fd` on a closer thread. Never blocks on the close itself.
+/// Closes `fd` on a closer thread. Never blocks on the close itself, and
+/// is cheap for the caller (a scheduler thread, in a resource's down or
+/// destructor callback): it starts a thread only when none exists; the
+/// pool grows from its own threads, which meet the backlog.
 pub fn close_later(fd: OwnedFd) {
     let closer = closer();
     let mut queue = closer.lock();
     queue.fds.push_back(fd);
-    if queue.idle >= queue.fds.len() {
-        closer.work.notify_one();
+    if queue.threads > 0 {
+        if queue.idle > 0 {
+            closer.work.notify_one();
+        }
         return;
-    }
-    if queue.threads >= MAX_CLOSERS {
-        return; // a busy closer will get to it
     }
     queue.threads += 1;
     drop(queue);
+    spawn_closer(closer);
+}
+
+/// Starts one more closer thread (already counted in `threads`).
+fn spawn_closer(closer: &'static Closer) {
     let spawned = std::thread::Builder::new()
         .name("tundra_closer".into())
         .stack_size(STACK_SIZE)
@@ -108,11 +118,21 @@ pub fn close_later(fd: OwnedFd) {
 }
 
 fn run_closer() {
+    crate::platform::deprioritize_thread();
     let closer = closer();
     let mut queue = closer.lock();
     loop {
         if let Some(fd) = queue.fds.pop_front() {
+            // More waiting than idle threads can take: add a thread, so
+            // that closes overlap (the kernel batches overlapping waits).
+            let grow = queue.fds.len() > queue.idle && queue.threads < MAX_CLOSERS;
+            if grow {
+                queue.threads += 1;
+            }
             drop(queue);
+            if grow {
+                spawn_closer(closer);
+            }
             drop(fd); // the slow part: the kernel unregisters the interface
             queue = closer.lock();
             continue;

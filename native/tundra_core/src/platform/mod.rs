@@ -9,6 +9,8 @@
 //! - `devices_owned_by(uid) -> io::Result<usize>`: live devices of a uid
 //!   (for the server's per-user limit);
 //! - `set_nonblocking(BorrowedFd)`;
+//! - `deprioritize_thread()`: lets the calling (closer) thread yield to the
+//!   VM's schedulers, where the OS can do that for one thread;
 //! - `inspect(BorrowedFd) -> io::Result<TunFd>`: whether an fd is a TUN
 //!   device, its interface name and framing (for adopting inherited fds);
 //! - `link_info(&str) -> io::Result<LinkInfo>`: MTU and addresses of an
@@ -23,14 +25,16 @@ use crate::Framing;
 mod linux;
 #[cfg(target_os = "linux")]
 pub use linux::{
-    create, create_for, devices_owned_by, inspect, link_info, set_nonblocking, NATIVE_FRAMING,
+    create, create_for, deprioritize_thread, devices_owned_by, inspect, link_info, set_nonblocking,
+    NATIVE_FRAMING,
 };
 
 #[cfg(target_os = "macos")]
 mod macos;
 #[cfg(target_os = "macos")]
 pub use macos::{
-    create, create_for, devices_owned_by, inspect, link_info, set_nonblocking, NATIVE_FRAMING,
+    create, create_for, deprioritize_thread, devices_owned_by, inspect, link_info, set_nonblocking,
+    NATIVE_FRAMING,
 };
 
 #[cfg(not(any(target_os = "linux", target_os = "macos")))]

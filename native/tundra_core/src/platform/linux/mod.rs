@@ -57,6 +57,13 @@ pub fn create_for(
     Ok(Device { fd, name, framing })
 }
 
+/// Makes the calling thread yield to the VM's own threads (nice 10): the
+/// closer threads' kernel work must not delay the schedulers.
+pub fn deprioritize_thread() {
+    // Best effort: a thread that keeps its priority still closes fds.
+    let _ = sys::set_thread_nice(10);
+}
+
 /// What TUN device `fd` is attached to; `EINVAL` if it is not a TUN fd.
 pub fn inspect(fd: BorrowedFd<'_>) -> io::Result<TunFd> {
     let (name, framing) = tun::inspect(fd)?;

@@ -49,6 +49,18 @@ impl TunIfReq {
     }
 }
 
+/// Lowers the calling thread's scheduling priority to `nice` (Linux keeps
+/// a nice value per thread, so this does not touch the rest of the VM).
+pub fn set_thread_nice(nice: i32) -> std::io::Result<()> {
+    // SAFETY: setpriority(2) takes plain integers; `who` 0 with
+    // PRIO_PROCESS names the calling thread on Linux.
+    let ret = unsafe { libc::setpriority(libc::PRIO_PROCESS, 0, nice) };
+    if ret < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(())
+}
+
 // TUNSETIFF reads the request and writes the chosen name back.
 nix::ioctl_readwrite_bad!(tunsetiff, libc::TUNSETIFF, TunIfReq);
 nix::ioctl_read_bad!(tungetiff, libc::TUNGETIFF, TunIfReq);

@@ -96,6 +96,10 @@ fn set_up(ctl: BorrowedFd<'_>, name: &str, up: bool) -> io::Result<()> {
     Ok(())
 }
 
+/// macOS has no per-thread nice value (setpriority would lower the whole
+/// VM); closer threads keep the default priority there.
+pub fn deprioritize_thread() {}
+
 /// Whether `fd` is a utun control socket, and its interface name.
 pub fn inspect(fd: BorrowedFd<'_>) -> io::Result<TunFd> {
     // Any fd that is not a connected utun socket fails this getsockopt.
