@@ -67,3 +67,21 @@ fn a_file_that_is_not_a_tun_device_is_refused() {
     let file = std::fs::File::open("/proc/self/stat").expect("open");
     assert!(platform::inspect(file.as_fd()).is_err());
 }
+
+#[test]
+fn devices_can_carry_the_packet_information_header_and_say_so() {
+    if !privileged_netns() {
+        return;
+    }
+    let config = DeviceConfig::new(ip("10.77.1.2"));
+    let dev = platform::create_for(&config, None, Framing::LinuxPacketInfo).expect("create");
+    assert_eq!(dev.framing, Framing::LinuxPacketInfo);
+    let inspected = platform::inspect(dev.fd.as_fd()).expect("inspect");
+    assert_eq!(inspected.framing, Framing::LinuxPacketInfo);
+    // utun's framing does not exist on Linux.
+    let refused = platform::create_for(&config, None, Framing::AddressFamily);
+    assert_eq!(
+        refused.expect_err("no utun framing").raw_os_error(),
+        Some(libc::EOPNOTSUPP)
+    );
+}

@@ -66,7 +66,7 @@ pub fn deprioritize_thread() {
 
 /// What TUN device `fd` is attached to; `EINVAL` if it is not a TUN fd.
 pub fn inspect(fd: BorrowedFd<'_>) -> io::Result<TunFd> {
-    let (name, framing) = tun::inspect(fd)?;
+    let (framing, name) = tun::inspect(fd)?;
     Ok(TunFd { name, framing })
 }
 

@@ -44,7 +44,7 @@ pub fn set_owner(fd: BorrowedFd<'_>, uid: u32) -> io::Result<()> {
 
 /// Whether `fd` is attached to a TUN (not TAP) device, and if so its name
 /// and framing. `ENOTTY`/`EINVAL`/`EBADFD` mean "not a TUN fd".
-pub fn inspect(fd: BorrowedFd<'_>) -> io::Result<(String, Framing)> {
+pub fn inspect(fd: BorrowedFd<'_>) -> io::Result<(Framing, String)> {
     let mut req = TunIfReq::new("", 0);
     // SAFETY: `req` is a valid, properly sized `ifreq` that TUNGETIFF fills
     // in; on an fd that is not a TUN device the ioctl fails without writing.
@@ -52,12 +52,23 @@ pub fn inspect(fd: BorrowedFd<'_>) -> io::Result<(String, Framing)> {
     if req.flags & sys::IFF_TUN == 0 || req.flags & sys::IFF_TAP != 0 {
         return Err(io::Error::from_raw_os_error(libc::EINVAL));
     }
-    let framing = if req.flags & sys::IFF_NO_PI != 0 {
-        Framing::Raw
-    } else {
-        Framing::LinuxPacketInfo
-    };
-    Ok((req.name(), framing))
+    let name = req.name();
+    Ok((framing_of(&name), name))
+}
+
+/// The framing of TUN device `name`. TUNGETIFF cannot say: the kernel
+/// ORs IFF_NOFILTER, which has IFF_NO_PI's value, into the flags it
+/// reports for every fd without a socket filter. The device's
+/// `tun_flags` in sysfs are its own. A device sysfs does not show (one in
+/// another network namespace than this process's /sys) counts as raw.
+fn framing_of(name: &str) -> Framing {
+    let flags = std::fs::read_to_string(format!("/sys/class/net/{name}/tun_flags"))
+        .ok()
+        .and_then(|text| i64::from_str_radix(text.trim().trim_start_matches("0x"), 16).ok());
+    match flags {
+        Some(flags) if flags & i64::from(sys::IFF_NO_PI) == 0 => Framing::LinuxPacketInfo,
+        _ => Framing::Raw,
+    }
 }
 
 /// Puts `fd` into non-blocking mode (it stays close-on-exec as it was).
