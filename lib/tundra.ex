@@ -279,6 +279,11 @@ defmodule Tundra do
   packets were read, those packets are returned; a lasting error comes
   with the next call.
 
+  The packets of one call are parts of one binary (read from the kernel
+  straight into it, with no copy per packet): keeping any of them keeps
+  that call's batch in memory. `:binary.copy/1` a packet you keep for
+  long.
+
   ## Errors
 
     * `{:invalid_count, count}` - `count` is not positive.

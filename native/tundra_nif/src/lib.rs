@@ -242,19 +242,15 @@ fn recv_many<'a>(env: Env<'a>, dev: Term<'a>, count: usize) -> NifResult<Term<'a
         Ok(owned) => owned,
         Err(why) => return Ok(refused(env, why)),
     };
-    let count = count.min(MAX_BATCH);
-    let mut packets = Vec::with_capacity(count.min(64));
-    while packets.len() < count {
-        match packet::read(env, owned.fd(), owned.framing(), usize::MAX) {
-            Ok(bin) => packets.push(bin.to_term(env)),
-            Err(_) if !packets.is_empty() => break,
+    Ok(
+        match packet::read_batch(env, owned.fd(), owned.framing(), count.min(MAX_BATCH)) {
+            Ok(packets) => (atoms::ok(), packets).encode(env),
             Err(err) if err.kind() == io::ErrorKind::WouldBlock => {
-                return Ok(arm_select(env, &dev, &mut owned, Direction::Read))
+                arm_select(env, &dev, &mut owned, Direction::Read)
             }
-            Err(err) => return Ok(io_error(env, &err)),
-        }
-    }
-    Ok((atoms::ok(), packets).encode(env))
+            Err(err) => io_error(env, &err),
+        },
+    )
 }
 
 /// Most packets one `recv_many` call reads, so that a call on a flooded
