@@ -57,11 +57,11 @@ pub fn create_for(
     Ok(Device { fd, name, framing })
 }
 
-/// Makes the calling thread yield to the VM's own threads (nice 10): the
-/// closer threads' kernel work must not delay the schedulers.
+/// Makes the calling thread yield to the VM's own threads (SCHED_IDLE):
+/// the closer threads' kernel work must not delay the schedulers.
 pub fn deprioritize_thread() {
     // Best effort: a thread that keeps its priority still closes fds.
-    let _ = sys::set_thread_nice(10);
+    let _ = sys::set_thread_sched_idle();
 }
 
 /// What TUN device `fd` is attached to; `EINVAL` if it is not a TUN fd.

@@ -49,12 +49,14 @@ impl TunIfReq {
     }
 }
 
-/// Lowers the calling thread's scheduling priority to `nice` (Linux keeps
-/// a nice value per thread, so this does not touch the rest of the VM).
-pub fn set_thread_nice(nice: i32) -> std::io::Result<()> {
-    // SAFETY: setpriority(2) takes plain integers; `who` 0 with
-    // PRIO_PROCESS names the calling thread on Linux.
-    let ret = unsafe { libc::setpriority(libc::PRIO_PROCESS, 0, nice) };
+/// Puts the calling thread in the SCHED_IDLE class: it runs only when no
+/// ordinary thread wants its CPU (Linux schedules threads one by one, so
+/// this does not touch the rest of the VM).
+pub fn set_thread_sched_idle() -> std::io::Result<()> {
+    let param = libc::sched_param { sched_priority: 0 };
+    // SAFETY: `param` is a valid sched_param alive for the call; pid 0
+    // names the calling thread, and SCHED_IDLE needs no privilege.
+    let ret = unsafe { libc::sched_setscheduler(0, libc::SCHED_IDLE, &param) };
     if ret < 0 {
         return Err(std::io::Error::last_os_error());
     }

@@ -96,8 +96,9 @@ fn set_up(ctl: BorrowedFd<'_>, name: &str, up: bool) -> io::Result<()> {
     Ok(())
 }
 
-/// macOS has no per-thread nice value (setpriority would lower the whole
-/// VM); closer threads keep the default priority there.
+/// macOS has no per-thread scheduling class like Linux's SCHED_IDLE
+/// (setpriority would lower the whole VM); closer threads keep the
+/// default priority there.
 pub fn deprioritize_thread() {}
 
 /// Whether `fd` is a utun control socket, and its interface name.
