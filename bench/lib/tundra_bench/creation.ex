@@ -126,6 +126,16 @@ defmodule TundraBench.Creation do
   defp fleet(n, rounds) do
     results = for _ <- 1..rounds, do: fleet_once(n)
 
+    # The raw reference for teardown: the same number of fds closed at once
+    # from as many threads as Tundra's closer pool may use.
+    raw_teardown =
+      for _ <- 1..rounds do
+        command = ["create-loop", "--count", "#{n}", "--first-octet", "96"]
+        result = Native.run([Native.path("tundra_bench") | command])
+        await_no_devices()
+        result["close_per_second"]
+      end
+
     row = %{
       section: :fleet,
       count: n,
@@ -133,12 +143,14 @@ defmodule TundraBench.Creation do
       bytes_per_device: Stats.median(Enum.map(results, & &1.bytes_per_device)),
       owner_bytes: Stats.median(Enum.map(results, & &1.owner_bytes)),
       teardown_per_second: Stats.median(Enum.map(results, & &1.teardown_per_second)),
-      worst_heartbeat_ms: Enum.max(Enum.map(results, & &1.worst_heartbeat_ms))
+      worst_heartbeat_ms: Enum.max(Enum.map(results, & &1.worst_heartbeat_ms)),
+      raw_teardown_per_second: Stats.median(raw_teardown)
     }
 
     IO.puts(
       "  #{n} owners: up in #{row.bring_up_ms} ms, #{row.bytes_per_device} B/device " <>
-        "(an owner process #{row.owner_bytes} B), teardown #{round(row.teardown_per_second)}/s, " <>
+        "(an owner process #{row.owner_bytes} B), teardown #{round(row.teardown_per_second)}/s " <>
+        "(raw Rust #{round(row.raw_teardown_per_second)}/s), " <>
         "worst heartbeat delay #{row.worst_heartbeat_ms} ms"
     )
 

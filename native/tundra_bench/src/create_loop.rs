@@ -1,6 +1,7 @@
 //! Creates and configures `--count` devices one after another, as the NIF's
-//! direct path does (same `tundra_core` calls), keeping them all open, and
-//! prints the rate. The devices go when the process exits.
+//! direct path does (same `tundra_core` calls), keeping them all open, then
+//! closes them all at once from `--close-threads` threads (128, as many as
+//! Tundra's closer pool may use), and prints both rates.
 
 use std::net::{IpAddr, Ipv4Addr};
 use std::time::Instant;
@@ -9,12 +10,11 @@ use tundra_core::DeviceConfig;
 
 use crate::args::Args;
 
-const CLOSE_THREADS: usize = 32;
-
 pub fn run(args: &Args) -> Result<(), String> {
     let count: u32 = args.get("count")?;
     // Addresses 10.<first>.x.y/32, one per device, as the Elixir loop uses.
     let first: u8 = args.get_or("first-octet", 201)?;
+    let close_threads: usize = args.get_or("close-threads", 128)?;
     let mut devices = Vec::with_capacity(count as usize);
     let started = Instant::now();
     for i in 0..count {
@@ -25,19 +25,22 @@ pub fn run(args: &Args) -> Result<(), String> {
         devices.push(device);
     }
     let seconds = started.elapsed().as_secs_f64();
+    let closing = Instant::now();
+    close_all(devices, close_threads.max(1));
+    let close_seconds = closing.elapsed().as_secs_f64();
     println!(
-        "count={count} seconds={seconds:.4} per_second={:.1}",
-        f64::from(count) / seconds
+        "count={count} seconds={seconds:.4} per_second={:.1} close_seconds={close_seconds:.4} close_per_second={:.1}",
+        f64::from(count) / seconds,
+        f64::from(count) / close_seconds
     );
-    close_all(devices);
     Ok(())
 }
 
-/// Closes the devices in parallel (not timed): the kernel takes tens of
-/// milliseconds per interface, which overlap across threads, as the NIF's
-/// closer pool does. Left to process exit they would close one by one.
-fn close_all(devices: Vec<tundra_core::platform::Device>) {
-    let per_thread = devices.len().div_ceil(CLOSE_THREADS).max(1);
+/// Closes the devices from `threads` threads at once: the kernel takes
+/// about a millisecond of waiting per interface, which overlapping closes
+/// share. close(2) of a TUN fd returns once its interface is gone.
+fn close_all(devices: Vec<tundra_core::platform::Device>, threads: usize) {
+    let per_thread = devices.len().div_ceil(threads).max(1);
     let mut devices = devices;
     std::thread::scope(|scope| {
         while !devices.is_empty() {
