@@ -27,8 +27,9 @@ defmodule TundraBench.Report do
     #{machine()}
 
     Every comparison ran both sides in this one invocation, alternating which
-    went first, #{opts[:rounds]} rounds each; the tables give the medians. Ratios are
-    Elixir/Tundra over raw Rust (higher is better for rates).
+    went first, #{opts[:rounds]} rounds each (direct creation: #{2 * opts[:rounds]}, after an
+    uncounted warm-up of each side); the tables give the medians. Ratios
+    are Elixir/Tundra over raw Rust (higher is better for rates).
 
     #{sections(rows)}
     """
