@@ -12,49 +12,48 @@
 //! kernel work yields to the VM's schedulers; under a load that leaves no
 //! CPU idle, closing slows down rather than the VM.
 
-use std::collections::VecDeque;
 use std::os::fd::OwnedFd;
-use std::sync::{Condvar, Mutex, MutexGuard, OnceLock};
+use std::sync::atomic::{AtomicUsize, Ordering::SeqCst};
+use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender};
+use std::sync::{Mutex, OnceLock};
 use std::time::Duration;
 
 /// Upper bound on concurrent closing threads. Enough for closes to overlap
 /// well (teardown of a thousand devices at once), small enough to be a
 /// modest cost in threads.
 const MAX_CLOSERS: usize = 128;
-/// An idle closer thread exits after this long without work.
-const IDLE_TIMEOUT: Duration = Duration::from_secs(2);
+/// An idle closer thread exits after this long without work. Idle threads
+/// queue for the receiver and only the one holding it times out, so a
+/// large pool shrinks by one thread per timeout.
+const IDLE_TIMEOUT: Duration = Duration::from_millis(200);
 /// Closer threads only call close(2); they need little stack.
 const STACK_SIZE: usize = 64 * 1024;
 
-struct Queue {
-    fds: VecDeque<OwnedFd>,
-    threads: usize,
-    idle: usize,
-}
-
+/// The pool. Callers only send on the channel and touch atomics: a
+/// scheduler thread never waits for a lock a (low-priority, possibly
+/// preempted) closer holds. The receiver's lock is shared by closers only.
 struct Closer {
-    queue: Mutex<Queue>,
-    work: Condvar,
+    sender: Sender<OwnedFd>,
+    receiver: Mutex<Receiver<OwnedFd>>,
+    /// Fds sent and not yet taken by a closer.
+    queued: AtomicUsize,
+    /// Closer threads alive, and how many of them are closing an fd now.
+    threads: AtomicUsize,
+    busy: AtomicUsize,
 }
 
 fn closer() -> &'static Closer {
     static CLOSER: OnceLock<Closer> = OnceLock::new();
-    CLOSER.get_or_init(|| Closer {
-        queue: Mutex::new(Queue {
-            fds: VecDeque::new(),
-            threads: 0,
-            idle: 0,
-        }),
-        work: Condvar::new(),
+    CLOSER.get_or_init(|| {
+        let (sender, receiver) = mpsc::channel();
+        Closer {
+            sender,
+            receiver: Mutex::new(receiver),
+            queued: AtomicUsize::new(0),
+            threads: AtomicUsize::new(0),
+            busy: AtomicUsize::new(0),
+        }
     })
-}
-
-impl Closer {
-    fn lock(&self) -> MutexGuard<'_, Queue> {
-        // A closer thread cannot panic while holding the lock (it only pops
-        // and pushes), so poisoning carries no broken invariant.
-        self.queue.lock().unwrap_or_else(|p| p.into_inner())
-    }
 }
 
 /// An fd that is closed on a closer thread when dropped, so no code path —
@@ -82,23 +81,27 @@ impl Drop for DeferredFd {
     }
 }
 
-/// Closes `fd` on a closer thread. Never blocks on the close itself, and
-/// is cheap for the caller (a scheduler thread, in a resource's down or
-/// destructor callback): it starts a thread only when none exists; the
-/// pool grows from its own threads, which meet the backlog.
+/// Closes `fd` on a closer thread. Never blocks, and is cheap for the
+/// caller (a scheduler thread, in a resource's down or destructor
+/// callback): it queues the fd and starts a thread only when none is
+/// alive; the pool grows from its own threads, which meet the backlog.
 pub fn close_later(fd: OwnedFd) {
     let closer = closer();
-    let mut queue = closer.lock();
-    queue.fds.push_back(fd);
-    if queue.threads > 0 {
-        if queue.idle > 0 {
-            closer.work.notify_one();
-        }
+    closer.queued.fetch_add(1, SeqCst);
+    if let Err(mpsc::SendError(fd)) = closer.sender.send(fd) {
+        // The receiver lives in a static and is never dropped; should the
+        // send fail anyway, closing here beats leaking the fd.
+        closer.queued.fetch_sub(1, SeqCst);
+        drop(fd);
         return;
     }
-    queue.threads += 1;
-    drop(queue);
-    spawn_closer(closer);
+    if closer
+        .threads
+        .compare_exchange(0, 1, SeqCst, SeqCst)
+        .is_ok()
+    {
+        spawn_closer(closer);
+    }
 }
 
 /// Starts one more closer thread (already counted in `threads`).
@@ -110,45 +113,65 @@ fn spawn_closer(closer: &'static Closer) {
     if spawned.is_err() {
         // No thread could be made (the system is out of them). Leaking fds
         // would be worse than a slow close here, so close one ourselves.
-        let mut queue = closer.lock();
-        queue.threads -= 1;
-        let fd = queue.fds.pop_front();
-        drop(queue);
-        drop(fd);
+        closer.threads.fetch_sub(1, SeqCst);
+        take_and_close(closer, Duration::ZERO);
     }
+}
+
+/// Takes one queued fd (waiting up to `wait`) and closes it; false if none
+/// came.
+fn take_and_close(closer: &'static Closer, wait: Duration) -> bool {
+    let next = {
+        // A closer cannot panic while holding the lock (it only receives),
+        // so poisoning carries no broken invariant.
+        let receiver = closer.receiver.lock().unwrap_or_else(|p| p.into_inner());
+        receiver.recv_timeout(wait)
+    };
+    let fd = match next {
+        Ok(fd) => fd,
+        Err(RecvTimeoutError::Timeout | RecvTimeoutError::Disconnected) => return false,
+    };
+    closer.queued.fetch_sub(1, SeqCst);
+    let busy = closer.busy.fetch_add(1, SeqCst) + 1;
+    // More waiting and no other closer free to take it: add a thread, so
+    // that closes overlap (the kernel shares overlapping waits).
+    let threads = closer.threads.load(SeqCst);
+    if closer.queued.load(SeqCst) > 0
+        && busy >= threads
+        && threads < MAX_CLOSERS
+        && closer
+            .threads
+            .compare_exchange(threads, threads + 1, SeqCst, SeqCst)
+            .is_ok()
+    {
+        spawn_closer(closer);
+    }
+    drop(fd); // the slow part: the kernel unregisters the interface
+    closer.busy.fetch_sub(1, SeqCst);
+    true
 }
 
 fn run_closer() {
     crate::platform::deprioritize_thread();
     let closer = closer();
-    let mut queue = closer.lock();
     loop {
-        if let Some(fd) = queue.fds.pop_front() {
-            // More waiting than idle threads can take: add a thread, so
-            // that closes overlap (the kernel batches overlapping waits).
-            let grow = queue.fds.len() > queue.idle && queue.threads < MAX_CLOSERS;
-            if grow {
-                queue.threads += 1;
-            }
-            drop(queue);
-            if grow {
-                spawn_closer(closer);
-            }
-            drop(fd); // the slow part: the kernel unregisters the interface
-            queue = closer.lock();
+        if take_and_close(closer, IDLE_TIMEOUT) {
             continue;
         }
-        queue.idle += 1;
-        let (next, timeout) = closer
-            .work
-            .wait_timeout(queue, IDLE_TIMEOUT)
-            .unwrap_or_else(|p| p.into_inner());
-        queue = next;
-        queue.idle -= 1;
-        if timeout.timed_out() && queue.fds.is_empty() {
-            queue.threads -= 1;
-            return;
+        // Idle for a while: leave. An fd queued just as the last thread
+        // leaves is not stranded: its sender either saw no thread and
+        // started one, or queued it before this check and so is seen here.
+        let left = closer.threads.fetch_sub(1, SeqCst) - 1;
+        if left == 0
+            && closer.queued.load(SeqCst) > 0
+            && closer
+                .threads
+                .compare_exchange(0, 1, SeqCst, SeqCst)
+                .is_ok()
+        {
+            continue;
         }
+        return;
     }
 }
 
@@ -170,6 +193,6 @@ mod tests {
             let mut buf = [0u8; 1];
             assert_eq!(nix::unistd::read(r, &mut buf).expect("read"), 0);
         }
-        assert!(closer().lock().threads <= MAX_CLOSERS);
+        assert!(closer().threads.load(SeqCst) <= MAX_CLOSERS);
     }
 }
