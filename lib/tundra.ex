@@ -74,6 +74,14 @@ defmodule Tundra do
   privileged process and used by anyone it hands the file descriptor to
   (see `adopt/2`).
 
+  ## Platforms
+
+  Linux TUN devices, and macOS utun devices (written but not yet run on
+  macOS; see the README). The API is the same on both: packets are raw IP
+  packets, whatever header the platform's devices carry. On macOS an
+  interface name must be `utunN` or `utun%d` (the default); other names
+  give `{:error, :einval}`.
+
   ## Errors
 
   System failures are POSIX error atoms, as in `:socket`: `:eperm` or
