@@ -281,8 +281,9 @@ defmodule Tundra do
   It returns as soon as the device has no more packets waiting, so a
   reader that drains the device on each select notification makes one
   call per `count` packets instead of one per packet, which matters at
-  high packet rates. One call returns at most 1024 packets (a NIF call
-  must stay short), whatever `count` is. Timeouts, `:nowait`, select
+  high packet rates. One call returns at most 1024 packets, and about
+  192 KiB of them (a NIF call must stay short), whatever `count` is; the
+  rest come with the next call. Timeouts, `:nowait`, select
   messages and errors are those of `recv/3`. When a read fails after some
   packets were read, those packets are returned; a lasting error comes
   with the next call.
