@@ -162,4 +162,49 @@ defmodule Tundra.ServerTest do
     assert {:error, {:invalid_option, {:mtu, 1}}} =
              Tundra.create("10.93.7.2", mtu: 1, via: :server)
   end
+
+  # A 0.x client's create, made from Elixir with :socket: the 160-byte
+  # request, the 32-byte reply and the device fd (SCM_RIGHTS), which lands
+  # in this VM and is handed to adopt/2.
+  defp legacy_create(socket_path, addr, dstaddr) do
+    field = fn text -> text <> :binary.copy(<<0>>, 46 - byte_size(text)) end
+
+    request =
+      <<0::32-native, 0::32, 152::64-native, field.(addr)::binary, field.(dstaddr)::binary,
+        field.("")::binary, 0::16, 0::32-native>>
+
+    {:ok, sock} = :socket.open(:local, :stream, :default)
+    :ok = :socket.connect(sock, %{family: :local, path: socket_path})
+    :ok = :socket.send(sock, request)
+    {:ok, %{iov: [reply], ctrl: ctrl}} = :socket.recvmsg(sock, 32, 64, [], 5_000)
+    :socket.close(sock)
+
+    <<0::32-native, _::32, 24::64-native, name::binary-size(16)>> = reply
+    [%{level: :socket, type: :rights, data: <<fd::32-native, _::binary>>}] = ctrl
+    {fd, hd(:binary.split(name, <<0>>))}
+  end
+
+  test "a 0.x client's device (tun_pi header) works through adopt/2, one packet or many", ctx do
+    # One packet at a time: the echo responder answers ping.
+    {fd, name} = legacy_create(ctx.socket, "fd94:1::2", "fd94:1::1")
+    assert {:ok, {dev, ^name}} = Tundra.adopt(fd, dup: false)
+    {:ok, responder} = TundraExamples.EchoResponder.serve(dev)
+    assert {0, _} = ping("fd94:1::1", 2)
+    assert TundraExamples.EchoResponder.replies(responder) == 2
+
+    # Batches: the UDP reflector uses recv_many/3 and send_many/3.
+    {fd, name} = legacy_create(ctx.socket, "10.94.2.2", "10.94.2.1")
+    assert {:ok, {dev, ^name}} = Tundra.adopt(fd, dup: false)
+    {:ok, _reflector} = TundraExamples.UdpReflector.serve(dev)
+
+    {:ok, sock} =
+      :gen_udp.open(0, [:binary, ip: {10, 94, 2, 2}, active: false, recbuf: 1_000_000])
+
+    for i <- 1..10, do: :ok = :gen_udp.send(sock, {10, 94, 2, 1}, 9000, "pi #{i}")
+
+    for i <- 1..10 do
+      assert {:ok, {{10, 94, 2, 1}, 9000, got}} = :gen_udp.recv(sock, 0, 5_000)
+      assert got == "pi #{i}"
+    end
+  end
 end
