@@ -1,6 +1,6 @@
 //! Creates and configures `--count` devices one after another, as the NIF's
 //! direct path does (same `tundra_core` calls), keeping them all open, then
-//! closes them all at once from `--close-threads` threads (128, as many as
+//! closes them all at once from `--close-threads` threads (512, as many as
 //! Tundra's closer pool may use), and prints both rates.
 
 use std::net::{IpAddr, Ipv4Addr};
@@ -14,7 +14,7 @@ pub fn run(args: &Args) -> Result<(), String> {
     let count: u32 = args.get("count")?;
     // Addresses 10.<first>.x.y/32, one per device, as the Elixir loop uses.
     let first: u8 = args.get_or("first-octet", 201)?;
-    let close_threads: usize = args.get_or("close-threads", 128)?;
+    let close_threads: usize = args.get_or("close-threads", 512)?;
     let mut devices = Vec::with_capacity(count as usize);
     let started = Instant::now();
     for i in 0..count {
