@@ -75,7 +75,7 @@ pub fn create(socket: &Path, config: &DeviceConfig, timeout: Duration) -> io::Re
         Reply::Created { name } => {
             let fd = fd.ok_or_else(|| io::Error::from_raw_os_error(libc::EPROTO))?;
             fcntl(fd.as_fd(), FcntlArg::F_SETFD(FdFlag::FD_CLOEXEC))?;
-            platform::set_nonblocking(fd.as_fd())?;
+            platform::set_nonblocking(fd.as_fd(), true)?;
             // Trust, but verify: it must be the TUN device the reply names.
             let tun = platform::inspect(fd.as_fd())?;
             if tun.name != name {

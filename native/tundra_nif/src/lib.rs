@@ -163,7 +163,7 @@ fn adopt(env: Env, fd: RawFd, dup: bool) -> Term {
         // TUN fd, which nothing else in the VM owns.
         unsafe { OwnedFd::from_raw_fd(fd) }
     };
-    if let Err(err) = platform::set_nonblocking(owned.as_fd()) {
+    if let Err(err) = platform::set_nonblocking(owned.as_fd(), true) {
         drop(DeferredFd::new(owned));
         return io_error(env, &err);
     }

@@ -10,7 +10,6 @@ use std::os::unix::net::UnixStream;
 use std::sync::Mutex;
 use std::time::Duration;
 
-use nix::fcntl::{fcntl, FcntlArg, OFlag};
 use nix::unistd::Gid;
 use sendfd::SendWithFd;
 use tundra_core::legacy::{self, LegacyError};
@@ -184,7 +183,9 @@ fn handle_legacy(mut stream: UnixStream, ctx: &Context, peer: &Peer, first: [u8;
         }
     };
     let created = create_within_limit(ctx, peer, &config, Framing::LinuxPacketInfo)
-        .and_then(|device| blocking(&device).map(|()| device));
+        // 0.x clients got blocking fds, and the flag belongs to the open
+        // file the client shares.
+        .and_then(|device| platform::set_nonblocking(device.fd.as_fd(), false).map(|()| device));
     match created {
         Ok(device) => {
             let reply = legacy::encode_reply(&device.name);
@@ -196,17 +197,6 @@ fn handle_legacy(mut stream: UnixStream, ctx: &Context, peer: &Peer, first: [u8;
             &format!("0.x request failed: {}", errno::io_error_name(&e)),
         ),
     }
-}
-
-/// Clears O_NONBLOCK: 0.x clients got blocking fds, and the flag belongs
-/// to the open file the client shares.
-fn blocking(device: &platform::Device) -> std::io::Result<()> {
-    let flags = OFlag::from_bits_retain(fcntl(device.fd.as_fd(), FcntlArg::F_GETFL)?);
-    fcntl(
-        device.fd.as_fd(),
-        FcntlArg::F_SETFL(flags - OFlag::O_NONBLOCK),
-    )?;
-    Ok(())
 }
 
 /// Why reading a request failed, for the log.

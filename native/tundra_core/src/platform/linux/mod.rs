@@ -11,8 +11,6 @@ use std::os::fd::BorrowedFd;
 use super::{Device, LinkInfo, TunFd};
 use crate::{DeviceConfig, Framing};
 
-pub use tun::set_nonblocking;
-
 fn interface_index(name: &str) -> io::Result<u32> {
     Ok(nix::net::if_::if_nametoindex(name)?)
 }

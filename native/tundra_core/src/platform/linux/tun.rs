@@ -3,7 +3,7 @@
 use std::io;
 use std::os::fd::{AsRawFd, BorrowedFd, OwnedFd};
 
-use nix::fcntl::{fcntl, open, FcntlArg, OFlag};
+use nix::fcntl::{open, OFlag};
 use nix::sys::stat::Mode;
 
 use super::sys::{self, TunIfReq};
@@ -69,11 +69,4 @@ fn framing_of(name: &str) -> Framing {
         Some(flags) if flags & i64::from(sys::IFF_NO_PI) == 0 => Framing::LinuxPacketInfo,
         _ => Framing::Raw,
     }
-}
-
-/// Puts `fd` into non-blocking mode (it stays close-on-exec as it was).
-pub fn set_nonblocking(fd: BorrowedFd<'_>) -> io::Result<()> {
-    let flags = OFlag::from_bits_retain(fcntl(fd, FcntlArg::F_GETFL)?);
-    fcntl(fd, FcntlArg::F_SETFL(flags | OFlag::O_NONBLOCK))?;
-    Ok(())
 }

@@ -12,7 +12,7 @@ use std::io;
 use std::net::IpAddr;
 use std::os::fd::{AsFd, BorrowedFd};
 
-use nix::fcntl::{fcntl, FcntlArg, FdFlag, OFlag};
+use nix::fcntl::{fcntl, FcntlArg, FdFlag};
 
 use super::{Device, InterfaceAddress, LinkInfo, TunFd};
 use crate::config::address_bits;
@@ -56,7 +56,7 @@ pub fn create_for(
     sys::connect_control(fd.as_fd(), utun::ctl_id(&info), unit)?;
     let name = sys::utun_ifname(fd.as_fd())?;
     fcntl(fd.as_fd(), FcntlArg::F_SETFD(FdFlag::FD_CLOEXEC))?;
-    set_nonblocking(fd.as_fd())?;
+    super::set_nonblocking(fd.as_fd(), true)?;
 
     let family = match config.address {
         IpAddr::V4(_) => libc::AF_INET,
@@ -114,13 +114,6 @@ pub fn inspect(fd: BorrowedFd<'_>) -> io::Result<TunFd> {
 /// macOS keeps no owner on utun devices: counting is not possible.
 pub fn devices_owned_by(_uid: u32) -> io::Result<usize> {
     Err(errno(libc::EOPNOTSUPP))
-}
-
-/// Puts `fd` into non-blocking mode.
-pub fn set_nonblocking(fd: BorrowedFd<'_>) -> io::Result<()> {
-    let flags = OFlag::from_bits_retain(fcntl(fd, FcntlArg::F_GETFL)?);
-    fcntl(fd, FcntlArg::F_SETFL(flags | OFlag::O_NONBLOCK))?;
-    Ok(())
 }
 
 /// MTU, state and addresses of the interface called `name`.
