@@ -59,20 +59,28 @@ pub fn read<'a>(
 /// about 190 KiB of packets per batch (64 of 1400 bytes, 1024 small ones).
 const BATCH_LEN: usize = 256 * 1024;
 
-/// Reads up to `count` whole packets into one binary, straight from the
-/// kernel (no copy through the scratch buffer, one allocation for the
-/// batch), and returns them as sub-binaries of it, shrunk to what was
-/// read. `Err` only when no packet was read; an error after some packets
-/// ends the batch, and the next read meets it again.
+/// Reads up to `count` whole packets into one binary, one allocation for
+/// the batch, and returns them as sub-binaries of it, shrunk to what was
+/// read. The first packet goes through the scratch buffer, so a call that
+/// finds nothing (the last of every drain) allocates nothing; the rest are
+/// read straight into the batch. `Err` only when no packet was read; an
+/// error after some packets ends the batch, and the next read meets it.
 pub fn read_batch<'a>(
     env: Env<'a>,
     fd: BorrowedFd,
     framing: Framing,
     count: usize,
 ) -> io::Result<Vec<Term<'a>>> {
-    let mut buf = OwnedBinary::new(BATCH_LEN);
+    let (mut buf, first) = SCRATCH.with_borrow_mut(|scratch| -> io::Result<_> {
+        let n = nix::unistd::read(fd, scratch)?;
+        let mut buf = OwnedBinary::new(BATCH_LEN);
+        buf.as_mut_slice()[..n].copy_from_slice(&scratch[..n]);
+        Ok((buf, n))
+    })?;
+    let header = framing.header_len().min(first);
     let mut spans = Vec::with_capacity(count.min(64));
-    let mut used = 0;
+    spans.push((header, first - header));
+    let mut used = first;
     while spans.len() < count && BATCH_LEN - used >= SCRATCH_LEN {
         match nix::unistd::read(fd, &mut buf.as_mut_slice()[used..]) {
             Ok(n) => {
@@ -80,7 +88,6 @@ pub fn read_batch<'a>(
                 spans.push((used + header, n - header));
                 used += n;
             }
-            Err(err) if spans.is_empty() => return Err(err.into()),
             Err(_) => break,
         }
     }
