@@ -43,8 +43,48 @@ pub fn create(socket: &Path, config: &DeviceConfig, timeout: Duration) -> io::Re
     stream.set_write_timeout(Some(timeout))?;
     let frame = protocol::encode(&Request::Create(config.clone()))
         .map_err(|e| io::Error::from_raw_os_error(e.errno()))?;
-    stream.write_all(&frame).map_err(timed_out)?;
+    let (reply, fd) = exchange(&mut stream, &frame)?;
 
+    match reply {
+        Reply::Created { name } => {
+            let fd = fd.ok_or_else(|| io::Error::from_raw_os_error(libc::EPROTO))?;
+            fcntl(fd.as_fd(), FcntlArg::F_SETFD(FdFlag::FD_CLOEXEC))?;
+            platform::set_nonblocking(fd.as_fd(), true)?;
+            // Trust, but verify: it must be the TUN device the reply names.
+            let tun = platform::inspect(fd.as_fd())?;
+            if tun.name != name {
+                return Err(io::Error::from_raw_os_error(libc::EPROTO));
+            }
+            Ok(Outcome::Created(Device {
+                fd,
+                name,
+                framing: tun.framing,
+            }))
+        }
+        Reply::Failed { errno } => Err(io::Error::from_raw_os_error(errno)),
+        Reply::Invalid { option } => Ok(Outcome::Invalid(option)),
+    }
+}
+
+/// Sends a request frame and reads the reply (and the fd with it, if any).
+///
+/// A server that refuses the peer (EACCES) replies and closes without
+/// reading the request, so the write may fail with EPIPE while that reply
+/// waits to be read: read it, and report the write's failure only if there
+/// is none.
+fn exchange(stream: &mut UnixStream, frame: &[u8]) -> io::Result<(Reply, Option<OwnedFd>)> {
+    let mut write_failure = None;
+    if let Err(e) = stream.write_all(frame) {
+        match e.kind() {
+            io::ErrorKind::BrokenPipe | io::ErrorKind::ConnectionReset => write_failure = Some(e),
+            _ => return Err(timed_out(e)),
+        }
+    }
+    read_reply(stream).map_err(|e| write_failure.unwrap_or(e))
+}
+
+/// Reads the reply frame, and the fd that comes with it, if any.
+fn read_reply(stream: &mut UnixStream) -> io::Result<(Reply, Option<OwnedFd>)> {
     // The reply and its fd come in one sendmsg; read it with room for the
     // largest frame, then finish a frame that arrived in pieces.
     let mut buf = vec![0u8; HEADER_LEN + MAX_PAYLOAD];
@@ -68,32 +108,43 @@ pub fn create(socket: &Path, config: &DeviceConfig, timeout: Duration) -> io::Re
             .read_exact(&mut buf[got..HEADER_LEN + len])
             .map_err(timed_out)?;
     }
-    let reply: Reply = protocol::decode(&buf[HEADER_LEN..HEADER_LEN + len])
+    let reply = protocol::decode(&buf[HEADER_LEN..HEADER_LEN + len])
         .map_err(|e| io::Error::from_raw_os_error(e.errno()))?;
-
-    match reply {
-        Reply::Created { name } => {
-            let fd = fd.ok_or_else(|| io::Error::from_raw_os_error(libc::EPROTO))?;
-            fcntl(fd.as_fd(), FcntlArg::F_SETFD(FdFlag::FD_CLOEXEC))?;
-            platform::set_nonblocking(fd.as_fd(), true)?;
-            // Trust, but verify: it must be the TUN device the reply names.
-            let tun = platform::inspect(fd.as_fd())?;
-            if tun.name != name {
-                return Err(io::Error::from_raw_os_error(libc::EPROTO));
-            }
-            Ok(Outcome::Created(Device {
-                fd,
-                name,
-                framing: tun.framing,
-            }))
-        }
-        Reply::Failed { errno } => Err(io::Error::from_raw_os_error(errno)),
-        Reply::Invalid { option } => Ok(Outcome::Invalid(option)),
-    }
+    Ok((reply, fd))
 }
 
 fn own_received(fd: RawFd) -> OwnedFd {
     // SAFETY: `fd` was just received with SCM_RIGHTS: the kernel installed
     // it in this process's table, and nothing else refers to it.
     unsafe { OwnedFd::from_raw_fd(fd) }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_reply_sent_before_the_server_closed_is_read_even_if_the_write_fails() {
+        let (mut client, mut server) = UnixStream::pair().expect("pair");
+        let refusal = protocol::encode(&Reply::Failed {
+            errno: libc::EACCES,
+        })
+        .expect("encode");
+        server.write_all(&refusal).expect("reply");
+        drop(server);
+        // Large enough that the write really meets the closed peer.
+        let request = vec![0u8; 64 * 1024];
+        match exchange(&mut client, &request) {
+            Ok((Reply::Failed { errno }, None)) => assert_eq!(errno, libc::EACCES),
+            other => panic!("expected the EACCES reply, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn without_a_reply_the_write_failure_is_reported() {
+        let (mut client, server) = UnixStream::pair().expect("pair");
+        drop(server);
+        let err = exchange(&mut client, b"request").expect_err("no server");
+        assert_eq!(err.kind(), io::ErrorKind::BrokenPipe);
+    }
 }
