@@ -1,39 +1,66 @@
 defmodule Mix.Tasks.Compile.TundraNative do
   @moduledoc false
-  # Builds the Rust NIF with cargo and installs it as priv/native/. No hex
-  # package (rustler's mix side included) is needed: cargo decides what to
-  # rebuild, so a second `mix compile` with nothing changed is a no-op
-  # cargo check of a second or less, and the library is copied only when
-  # it changed.
+  # Builds the Rust NIF with cargo and installs it into the app's build
+  # folder (`_build/ENV/lib/tundra/priv/native/`), where releases and
+  # `:code.priv_dir(:tundra)` find it. No hex package (rustler's mix side
+  # included) is needed. Cargo decides what to rebuild, so a `mix compile`
+  # with nothing changed is a no-op cargo check of a second or less, and
+  # the library is copied only when it changed.
+  #
+  # Environment: CARGO_TARGET_DIR (cargo's own; default native/target),
+  # TUNDRA_NIF_DEBUG=1 to build the NIF with debug info (for profilers).
   use Mix.Task.Compiler
 
   @crate "tundra_nif"
+  # The name `:erlang.load_nif/2` looks for on every Unix, macOS included.
+  @installed "lib#{@crate}.so"
 
   @impl true
   def run(_args) do
-    native = Path.expand("native", File.cwd!())
-    target = Path.join(native, "target")
+    installed = installed_path()
 
-    cargo_args = [
-      "build",
-      "--release",
-      "--quiet",
-      "-p",
-      @crate,
-      "--manifest-path",
-      Path.join(native, "Cargo.toml")
+    unless File.exists?(installed) do
+      Mix.shell().info("Compiling the Tundra NIF with cargo (the first build takes a minute)...")
+    end
+
+    build()
+    install(Path.join([target_dir(), "release", built_library(:os.type())]), installed)
+  end
+
+  @impl true
+  def clean, do: File.rm(installed_path())
+
+  @doc "The file cargo makes for the NIF on `os_type` (as `:os.type/0` says)."
+  def built_library({:unix, :darwin}), do: "lib#{@crate}.dylib"
+  def built_library({:unix, _}), do: "lib#{@crate}.so"
+
+  def built_library(other),
+    do: Mix.raise("Tundra supports Linux and macOS, not #{inspect(other)}")
+
+  defp installed_path, do: Path.join([Mix.Project.app_path(), "priv", "native", @installed])
+
+  defp native_dir, do: Path.expand("native", File.cwd!())
+
+  defp target_dir, do: System.get_env("CARGO_TARGET_DIR") || Path.join(native_dir(), "target")
+
+  defp build do
+    args =
+      ~w(build --release --quiet -p #{@crate} --manifest-path) ++
+        [Path.join(native_dir(), "Cargo.toml")]
+
+    opts = [
+      stderr_to_stdout: true,
+      # Cargo's output (warnings, and errors in full) goes to the terminal.
+      into: IO.stream(:stdio, :line),
+      env: [{"CARGO_TARGET_DIR", target_dir()} | debug_env()]
     ]
 
-    case System.cmd("cargo", cargo_args,
-           stderr_to_stdout: true,
-           env: [{"CARGO_TARGET_DIR", target}]
-         ) do
+    case System.cmd("cargo", args, opts) do
       {_, 0} ->
-        install(Path.join([target, "release", "lib#{@crate}.so"]))
+        :ok
 
-      {output, status} ->
-        Mix.shell().error(output)
-        Mix.raise("cargo build of #{@crate} failed (exit status #{status})")
+      {_, status} ->
+        Mix.raise("cargo build of #{@crate} failed (exit status #{status}); see above")
     end
   rescue
     e in ErlangError ->
@@ -42,12 +69,23 @@ defmodule Mix.Tasks.Compile.TundraNative do
       )
   end
 
-  defp install(built) do
-    dest = Path.join(["priv", "native", "lib#{@crate}.so"])
+  defp debug_env do
+    if System.get_env("TUNDRA_NIF_DEBUG") in ["1", "true"],
+      do: [{"CARGO_PROFILE_RELEASE_DEBUG", "1"}, {"CARGO_PROFILE_RELEASE_STRIP", "none"}],
+      else: []
+  end
 
+  defp install(built, dest) do
     if File.exists?(dest) and File.read!(dest) == File.read!(built) do
       {:noop, []}
     else
+      priv = Path.dirname(Path.dirname(dest))
+
+      # Mix links the build's priv/ to the project's priv/ when that exists;
+      # a link left from a priv/ since removed would make mkdir_p fail.
+      if match?({:ok, %{type: :symlink}}, File.lstat(priv)) and not File.exists?(priv),
+        do: File.rm!(priv)
+
       File.mkdir_p!(Path.dirname(dest))
       # Replace, never overwrite in place: a running VM may have it mapped.
       tmp = dest <> ".tmp"
