@@ -106,8 +106,72 @@ defmodule Tundra do
   @typedoc "How long a blocking call may wait, or `:nowait` not to wait."
   @type timeout_or_nowait :: non_neg_integer() | :infinity | :nowait
 
-  @typedoc "A POSIX error name, such as `:eperm`, `:ebusy` or `:enodev`."
-  @type posix :: atom()
+  @typedoc """
+  A POSIX error name, as `:socket` and `:inet` report system failures
+  (`:eperm`, `:ebusy`, `:enodev`, ...): `:inet.posix/0` and the few Linux
+  names it lacks (such as `:ebadfd`). `:unknown` stands for an errno
+  without a name.
+  """
+  @type posix ::
+          :inet.posix()
+          | :e2big
+          | :ebadfd
+          | :ecanceled
+          | :echild
+          | :edom
+          | :eidrm
+          | :eilseq
+          | :enetreset
+          | :enodata
+          | :enoexec
+          | :enomsg
+          | :enotempty
+          | :unknown
+
+  @typedoc "Why an option list was refused, before anything touched the system."
+  @type option_error ::
+          {:invalid_option, {atom(), term()}}
+          | {:unknown_option, atom()}
+          | {:conflicting_options, [atom(), ...]}
+
+  @typedoc "Why `create/2` failed."
+  @type create_error :: {:invalid_address, term()} | option_error() | posix()
+
+  @typedoc "Why `adopt/2` failed."
+  @type adopt_error :: :not_tun | option_error() | posix()
+
+  @typedoc "Why a call on a device was refused: not the caller's, or closed."
+  @type use_error :: :not_owner | :closed
+
+  @typedoc "Why `recv/3` failed."
+  @type recv_error :: {:invalid_length, integer()} | :timeout | use_error() | posix()
+
+  @typedoc "Why `recv_many/3` failed."
+  @type recv_many_error :: {:invalid_count, integer()} | :timeout | use_error() | posix()
+
+  @typedoc "Why `send/3` failed."
+  @type send_error :: :timeout | use_error() | posix()
+
+  @typedoc "Why `send_many/3` stopped: with the packets not sent, or before sending any."
+  @type send_many_error :: {:timeout | posix(), [iodata()]} | use_error()
+
+  @typedoc "One address of an interface, as `info/1` reports it."
+  @type interface_address :: %{
+          address: :inet.ip_address(),
+          prefix: 0..128,
+          dstaddr: :inet.ip_address() | nil
+        }
+
+  @typedoc "What `info/1` returns; see there."
+  @type info :: %{
+          name: String.t(),
+          index: pos_integer(),
+          mtu: pos_integer(),
+          up: boolean(),
+          owner: pid(),
+          fd: non_neg_integer(),
+          addresses: [interface_address()]
+        }
 
   @type create_option ::
           {:dstaddr, address()}
@@ -190,7 +254,7 @@ defmodule Tundra do
       {:error, {:unknown_option, :colour}}
   """
   @spec create(address(), [create_option()]) ::
-          {:ok, {device(), String.t()}} | {:error, term()}
+          {:ok, {device(), String.t()}} | {:error, create_error()}
   def create(address, opts \\ [])
       when (is_binary(address) or is_tuple(address)) and is_list(opts) do
     with {:ok, args} <- Options.create_args(address, opts) do
@@ -226,7 +290,7 @@ defmodule Tundra do
       regular file, a socket, a TAP device, an unattached `/dev/net/tun`).
   """
   @spec adopt(non_neg_integer(), dup: boolean()) ::
-          {:ok, {device(), String.t()}} | {:error, term()}
+          {:ok, {device(), String.t()}} | {:error, adopt_error()}
   def adopt(fd, opts \\ []) when is_integer(fd) and fd >= 0 and is_list(opts) do
     with {:ok, dup} <- Options.adopt_args(opts),
          {:ok, {ref, name}} <- Nif.adopt(fd, dup) do
@@ -258,7 +322,7 @@ defmodule Tundra do
       interface was deleted from outside).
   """
   @spec recv(device(), pos_integer(), timeout_or_nowait()) ::
-          {:ok, binary()} | {:select, select_info()} | {:error, term()}
+          {:ok, binary()} | {:select, select_info()} | {:error, recv_error()}
   def recv(device, length, timeout \\ :infinity)
 
   def recv({:"$tundra", ref}, length, _timeout)
@@ -271,7 +335,7 @@ defmodule Tundra do
   def recv({:"$tundra", ref} = device, length, timeout)
       when is_reference(ref) and is_integer(length) and
              (timeout == :infinity or (is_integer(timeout) and timeout >= 0)) do
-    blocking(device, timeout, fn -> Nif.recv(ref, length) end)
+    recv_until(device, length, deadline(timeout))
   end
 
   @doc """
@@ -299,7 +363,7 @@ defmodule Tundra do
     * `:timeout`, `:not_owner`, `:closed` and POSIX atoms as for `recv/3`.
   """
   @spec recv_many(device(), pos_integer(), timeout_or_nowait()) ::
-          {:ok, [binary(), ...]} | {:select, select_info()} | {:error, term()}
+          {:ok, [binary(), ...]} | {:select, select_info()} | {:error, recv_many_error()}
   def recv_many(device, count, timeout \\ :infinity)
 
   def recv_many({:"$tundra", ref}, count, _timeout)
@@ -312,7 +376,7 @@ defmodule Tundra do
   def recv_many({:"$tundra", ref} = device, count, timeout)
       when is_reference(ref) and is_integer(count) and
              (timeout == :infinity or (is_integer(timeout) and timeout >= 0)) do
-    blocking(device, timeout, fn -> Nif.recv_many(ref, count) end)
+    recv_many_until(device, count, deadline(timeout))
   end
 
   @doc """
@@ -341,7 +405,7 @@ defmodule Tundra do
   Data that is not iodata raises `ArgumentError`.
   """
   @spec send(device(), iodata(), timeout_or_nowait()) ::
-          :ok | {:select, select_info()} | {:error, term()}
+          :ok | {:select, select_info()} | {:error, send_error()}
   def send(device, data, timeout \\ :infinity)
 
   def send({:"$tundra", ref}, data, :nowait)
@@ -351,7 +415,7 @@ defmodule Tundra do
   def send({:"$tundra", ref} = device, data, timeout)
       when is_reference(ref) and (is_binary(data) or is_list(data)) and
              (timeout == :infinity or (is_integer(timeout) and timeout >= 0)) do
-    blocking(device, timeout, fn -> Nif.send(ref, data) end)
+    send_until(device, data, deadline(timeout))
   end
 
   @doc """
@@ -383,8 +447,7 @@ defmodule Tundra do
   @spec send_many(device(), [iodata()], timeout_or_nowait()) ::
           :ok
           | {:select, {select_info(), [iodata()]}}
-          | {:error, {atom(), [iodata()]}}
-          | {:error, term()}
+          | {:error, send_many_error()}
   def send_many(device, packets, timeout \\ :infinity)
 
   def send_many({:"$tundra", ref}, packets, :nowait) when is_reference(ref) and is_list(packets),
@@ -393,8 +456,7 @@ defmodule Tundra do
   def send_many({:"$tundra", ref} = device, packets, timeout)
       when is_reference(ref) and is_list(packets) and
              (timeout == :infinity or (is_integer(timeout) and timeout >= 0)) do
-    deadline = if timeout == :infinity, do: :infinity, else: now() + timeout
-    send_many_loop(device, packets, deadline)
+    send_many_until(device, packets, deadline(timeout))
   end
 
   defp send_many_nowait(ref, packets) do
@@ -404,15 +466,12 @@ defmodule Tundra do
     end
   end
 
-  defp send_many_loop({:"$tundra", ref} = device, packets, deadline) do
+  defp send_many_until({:"$tundra", ref} = device, packets, deadline) do
     case send_many_nowait(ref, packets) do
-      {:select, {{:select_info, _op, handle} = info, rest}} ->
-        receive do
-          {:"$socket", ^device, :select, ^handle} -> send_many_loop(device, rest, deadline)
-        after
-          remaining(deadline) ->
-            cancel(device, info)
-            {:error, {:timeout, rest}}
+      {:select, {info, rest}} ->
+        case await_select(device, info, deadline) do
+          :ok -> send_many_until(device, rest, deadline)
+          {:error, :timeout} -> {:error, {:timeout, rest}}
         end
 
       result ->
@@ -428,7 +487,7 @@ defmodule Tundra do
 
   Returns `:ok`, or `{:error, :not_owner}` / `{:error, :closed}`.
   """
-  @spec cancel(device(), select_info()) :: :ok | {:error, term()}
+  @spec cancel(device(), select_info()) :: :ok | {:error, use_error()}
   def cancel({:"$tundra", ref} = device, {:select_info, op, handle})
       when is_reference(ref) and op in [:recv, :send] and is_reference(handle) do
     with :ok <- Nif.cancel(ref, op) do
@@ -448,7 +507,7 @@ defmodule Tundra do
 
   Returns `:ok`, or `{:error, :not_owner}` / `{:error, :closed}`.
   """
-  @spec close(device()) :: :ok | {:error, term()}
+  @spec close(device()) :: :ok | {:error, use_error()}
   def close({:"$tundra", ref}) when is_reference(ref), do: Nif.close(ref)
 
   @doc """
@@ -459,7 +518,7 @@ defmodule Tundra do
   Returns `:ok`, or `{:error, reason}`: `:not_owner`, `:closed`, or
   `:esrch` when `pid` is not alive.
   """
-  @spec controlling_process(device(), pid()) :: :ok | {:error, term()}
+  @spec controlling_process(device(), pid()) :: :ok | {:error, use_error() | :esrch}
   def controlling_process({:"$tundra", ref}, pid) when is_reference(ref) and is_pid(pid),
     do: Nif.controlling_process(ref, pid)
 
@@ -479,32 +538,59 @@ defmodule Tundra do
   `:closed` for a closed device, `:enodev` if the interface was deleted
   from outside, or another POSIX atom.
   """
-  @spec info(device()) :: {:ok, map()} | {:error, term()}
+  @spec info(device()) :: {:ok, info()} | {:error, :closed | posix()}
   def info({:"$tundra", ref}) when is_reference(ref), do: Nif.info(ref)
 
-  # Runs a :nowait operation until it completes, waiting for its select
-  # notification in between, until `timeout` has passed.
-  defp blocking(device, timeout, operation) do
-    deadline = if timeout == :infinity, do: :infinity, else: now() + timeout
-    blocking_loop(device, deadline, operation)
-  end
-
-  defp blocking_loop(device, deadline, operation) do
-    case operation.() do
-      {:select, {:select_info, _op, handle} = info} ->
-        receive do
-          {:"$socket", ^device, :select, ^handle} ->
-            blocking_loop(device, deadline, operation)
-        after
-          remaining(deadline) ->
-            cancel(device, info)
-            {:error, :timeout}
-        end
+  # The blocking forms: the :nowait call, repeated after each select
+  # notification until it completes or the deadline passes. One loop per
+  # call keeps each function's result type its own.
+  defp recv_until({:"$tundra", ref} = device, length, deadline) do
+    case Nif.recv(ref, length) do
+      {:select, info} ->
+        with :ok <- await_select(device, info, deadline),
+             do: recv_until(device, length, deadline)
 
       result ->
         result
     end
   end
+
+  defp recv_many_until({:"$tundra", ref} = device, count, deadline) do
+    case Nif.recv_many(ref, count) do
+      {:select, info} ->
+        with :ok <- await_select(device, info, deadline),
+             do: recv_many_until(device, count, deadline)
+
+      result ->
+        result
+    end
+  end
+
+  defp send_until({:"$tundra", ref} = device, data, deadline) do
+    case Nif.send(ref, data) do
+      {:select, info} ->
+        with :ok <- await_select(device, info, deadline),
+             do: send_until(device, data, deadline)
+
+      result ->
+        result
+    end
+  end
+
+  # Waits for the notification of the select `info`; when the deadline
+  # passes first, cancels it (flushing a notification that raced in).
+  defp await_select(device, {:select_info, _op, handle} = info, deadline) do
+    receive do
+      {:"$socket", ^device, :select, ^handle} -> :ok
+    after
+      remaining(deadline) ->
+        _ = cancel(device, info)
+        {:error, :timeout}
+    end
+  end
+
+  defp deadline(:infinity), do: :infinity
+  defp deadline(timeout), do: now() + timeout
 
   defp now, do: System.monotonic_time(:millisecond)
 

@@ -10,14 +10,46 @@ defmodule Tundra.Nif do
     :erlang.load_nif(path, 0)
   end
 
+  @typep select :: {:select, Tundra.select_info()}
+  @typep refused :: Tundra.use_error()
+
+  @spec create(map()) ::
+          {:ok, {reference(), String.t()}}
+          | {:error, {:invalid_option, atom()} | Tundra.posix()}
   def create(_args), do: :erlang.nif_error(:nif_not_loaded)
+
+  @spec adopt(non_neg_integer(), boolean()) ::
+          {:ok, {reference(), String.t()}} | {:error, :not_tun | Tundra.posix()}
   def adopt(_fd, _dup), do: :erlang.nif_error(:nif_not_loaded)
+
+  @spec recv(reference(), pos_integer()) ::
+          {:ok, binary()} | select() | {:error, refused() | Tundra.posix()}
   def recv(_ref, _length), do: :erlang.nif_error(:nif_not_loaded)
+
+  @spec recv_many(reference(), pos_integer()) ::
+          {:ok, [binary(), ...]} | select() | {:error, refused() | Tundra.posix()}
   def recv_many(_ref, _count), do: :erlang.nif_error(:nif_not_loaded)
+
+  @spec send(reference(), iodata()) :: :ok | select() | {:error, refused() | Tundra.posix()}
   def send(_ref, _data), do: :erlang.nif_error(:nif_not_loaded)
+
+  # `{:more, rest}`: a batch was written and `rest` is still to go.
+  @spec send_many(reference(), [iodata()]) ::
+          :ok
+          | {:more, [iodata(), ...]}
+          | {:select, {Tundra.select_info(), [iodata(), ...]}}
+          | {:error, {Tundra.posix(), [iodata(), ...]} | refused()}
   def send_many(_ref, _packets), do: :erlang.nif_error(:nif_not_loaded)
+
+  @spec cancel(reference(), :recv | :send) :: :ok | {:error, refused()}
   def cancel(_ref, _op), do: :erlang.nif_error(:nif_not_loaded)
+
+  @spec close(reference()) :: :ok | {:error, refused()}
   def close(_ref), do: :erlang.nif_error(:nif_not_loaded)
+
+  @spec controlling_process(reference(), pid()) :: :ok | {:error, refused() | :esrch}
   def controlling_process(_ref, _pid), do: :erlang.nif_error(:nif_not_loaded)
+
+  @spec info(reference()) :: {:ok, Tundra.info()} | {:error, :closed | Tundra.posix()}
   def info(_ref), do: :erlang.nif_error(:nif_not_loaded)
 end

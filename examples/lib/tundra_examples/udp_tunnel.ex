@@ -63,7 +63,7 @@ defmodule TundraExamples.UdpTunnel do
 
   def handle_info({:udp, socket, ip, port, packet}, %{socket: socket, remote: {ip, port}} = state) do
     # A device that cannot take a packet now drops it, like a full queue.
-    Tundra.send(state.device, packet, :nowait)
+    _ = Tundra.send(state.device, packet, :nowait)
     {:noreply, state}
   end
 
