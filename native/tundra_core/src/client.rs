@@ -1,14 +1,17 @@
 //! Asking `tundra_server` for a device: connect, send a create request,
-//! receive the reply and the device fd (SCM_RIGHTS). Blocking, with a
-//! deadline on every step; the NIF runs it on a dirty I/O scheduler.
+//! receive the reply and the device fd (SCM_RIGHTS). Blocking, with one
+//! deadline for the whole exchange, connect included; the NIF runs it on
+//! a dirty I/O scheduler, which it therefore never holds for longer.
 
 use std::io::{self, Read, Write};
-use std::os::fd::{AsFd, FromRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::os::unix::net::UnixStream;
 use std::path::Path;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
+use nix::errno::Errno;
 use nix::fcntl::{fcntl, FcntlArg, FdFlag};
+use nix::sys::socket::{self, AddressFamily, SockFlag, SockType, UnixAddr};
 use sendfd::RecvWithFd;
 
 use crate::platform::{self, Device};
@@ -34,16 +37,57 @@ fn timed_out(e: io::Error) -> io::Error {
     }
 }
 
-/// Asks the server at `socket` to create `config`. Errors are errno-bearing
-/// `io::Error`s: ENOENT/ECONNREFUSED when no server listens, ETIMEDOUT past
-/// `timeout`, or the errno the server replied with (EACCES, EBUSY, ...).
+/// The end of an exchange; every blocking step gets what is left of it.
+#[derive(Clone, Copy)]
+struct Deadline(Instant);
+
+impl Deadline {
+    /// What is left, or ETIMEDOUT.
+    fn left(self) -> io::Result<Duration> {
+        self.0
+            .checked_duration_since(Instant::now())
+            .filter(|d| !d.is_zero())
+            .ok_or_else(|| io::Error::from_raw_os_error(libc::ETIMEDOUT))
+    }
+
+    /// Bounds the stream's next reads and writes by what is left.
+    fn apply(self, stream: &UnixStream) -> io::Result<()> {
+        let left = self.left()?;
+        stream.set_read_timeout(Some(left))?;
+        stream.set_write_timeout(Some(left))
+    }
+}
+
+/// Asks the server at `socket` to create `config`, within `timeout` in
+/// all. Errors are errno-bearing `io::Error`s: ENOENT/ECONNREFUSED when no
+/// server listens, ETIMEDOUT past `timeout` (a stopped or overloaded
+/// server), or the errno the server replied with (EACCES, EBUSY, ...;
+/// EAGAIN, "no connection free", only once retrying it used up `timeout`).
 pub fn create(socket: &Path, config: &DeviceConfig, timeout: Duration) -> io::Result<Outcome> {
-    let mut stream = UnixStream::connect(socket)?;
-    stream.set_read_timeout(Some(timeout))?;
-    stream.set_write_timeout(Some(timeout))?;
+    let deadline = Deadline(Instant::now() + timeout);
+    let mut pause = Duration::from_millis(5);
+    loop {
+        match create_once(socket, config, deadline) {
+            // The server had no connection slot free (for this user): it
+            // frees up as other requests finish, so try again while there
+            // is time.
+            Err(e) if e.raw_os_error() == Some(libc::EAGAIN) => match deadline.left() {
+                Ok(left) if left > pause => {
+                    std::thread::sleep(pause);
+                    pause = (pause * 2).min(Duration::from_millis(100));
+                }
+                _ => return Err(e),
+            },
+            result => return result,
+        }
+    }
+}
+
+fn create_once(socket: &Path, config: &DeviceConfig, deadline: Deadline) -> io::Result<Outcome> {
+    let mut stream = connect(socket, deadline)?;
     let frame = protocol::encode(&Request::Create(config.clone()))
         .map_err(|e| io::Error::from_raw_os_error(e.errno()))?;
-    let (reply, fd) = exchange(&mut stream, &frame)?;
+    let (reply, fd) = exchange(&mut stream, &frame, deadline)?;
 
     match reply {
         Reply::Created { name } => {
@@ -66,33 +110,70 @@ pub fn create(socket: &Path, config: &DeviceConfig, timeout: Duration) -> io::Re
     }
 }
 
+/// Connects to `socket` before `deadline`.
+///
+/// A blocking connect to a Unix socket whose listener's backlog is full
+/// waits, with no timeout, until the server accepts (a stopped server
+/// never does). Non-blocking, it fails with EAGAIN at once instead: retry
+/// until the deadline.
+fn connect(path: &Path, deadline: Deadline) -> io::Result<UnixStream> {
+    let addr = UnixAddr::new(path)?;
+    let fd = socket::socket(
+        AddressFamily::Unix,
+        SockType::Stream,
+        SockFlag::SOCK_CLOEXEC | SockFlag::SOCK_NONBLOCK,
+        None,
+    )?;
+    let mut pause = Duration::from_millis(1);
+    loop {
+        match socket::connect(fd.as_raw_fd(), &addr) {
+            Ok(()) => break,
+            Err(Errno::EAGAIN) => {
+                std::thread::sleep(pause.min(deadline.left()?));
+                pause = (pause * 2).min(Duration::from_millis(50));
+            }
+            Err(Errno::EINTR) => {}
+            Err(e) => return Err(e.into()),
+        }
+    }
+    platform::set_nonblocking(fd.as_fd(), false)?;
+    Ok(UnixStream::from(fd))
+}
+
 /// Sends a request frame and reads the reply (and the fd with it, if any).
 ///
 /// A server that refuses the peer (EACCES) replies and closes without
 /// reading the request, so the write may fail with EPIPE while that reply
 /// waits to be read: read it, and report the write's failure only if there
 /// is none.
-fn exchange(stream: &mut UnixStream, frame: &[u8]) -> io::Result<(Reply, Option<OwnedFd>)> {
+fn exchange(
+    stream: &mut UnixStream,
+    frame: &[u8],
+    deadline: Deadline,
+) -> io::Result<(Reply, Option<OwnedFd>)> {
     let mut write_failure = None;
+    deadline.apply(stream)?;
     if let Err(e) = stream.write_all(frame) {
         match e.kind() {
             io::ErrorKind::BrokenPipe | io::ErrorKind::ConnectionReset => write_failure = Some(e),
             _ => return Err(timed_out(e)),
         }
     }
-    read_reply(stream).map_err(|e| write_failure.unwrap_or(e))
+    read_reply(stream, deadline).map_err(|e| write_failure.unwrap_or(e))
 }
 
 /// Reads the reply frame, and the fd that comes with it, if any.
-fn read_reply(stream: &mut UnixStream) -> io::Result<(Reply, Option<OwnedFd>)> {
+fn read_reply(stream: &mut UnixStream, deadline: Deadline) -> io::Result<(Reply, Option<OwnedFd>)> {
     // The reply and its fd come in one sendmsg; read it with room for the
     // largest frame, then finish a frame that arrived in pieces.
     let mut buf = vec![0u8; HEADER_LEN + MAX_PAYLOAD];
     let mut fds: [RawFd; 1] = [-1];
+    deadline.apply(stream)?;
     let (mut got, nfds) = stream.recv_with_fd(&mut buf, &mut fds).map_err(timed_out)?;
     // Own the received fd at once, so every path below closes it.
     let fd = (nfds == 1 && fds[0] >= 0).then(|| own_received(fds[0]));
     if got < HEADER_LEN {
+        deadline.apply(stream)?;
         stream
             .read_exact(&mut buf[got..HEADER_LEN])
             .map_err(timed_out)?;
@@ -104,6 +185,7 @@ fn read_reply(stream: &mut UnixStream) -> io::Result<(Reply, Option<OwnedFd>)> {
     let len =
         protocol::parse_header(&header).map_err(|e| io::Error::from_raw_os_error(e.errno()))?;
     if got < HEADER_LEN + len {
+        deadline.apply(stream)?;
         stream
             .read_exact(&mut buf[got..HEADER_LEN + len])
             .map_err(timed_out)?;
@@ -123,6 +205,10 @@ fn own_received(fd: RawFd) -> OwnedFd {
 mod tests {
     use super::*;
 
+    fn soon() -> Deadline {
+        Deadline(Instant::now() + Duration::from_secs(5))
+    }
+
     #[test]
     fn a_reply_sent_before_the_server_closed_is_read_even_if_the_write_fails() {
         let (mut client, mut server) = UnixStream::pair().expect("pair");
@@ -134,7 +220,7 @@ mod tests {
         drop(server);
         // Large enough that the write really meets the closed peer.
         let request = vec![0u8; 64 * 1024];
-        match exchange(&mut client, &request) {
+        match exchange(&mut client, &request, soon()) {
             Ok((Reply::Failed { errno }, None)) => assert_eq!(errno, libc::EACCES),
             other => panic!("expected the EACCES reply, got {other:?}"),
         }
@@ -144,7 +230,7 @@ mod tests {
     fn without_a_reply_the_write_failure_is_reported() {
         let (mut client, server) = UnixStream::pair().expect("pair");
         drop(server);
-        let err = exchange(&mut client, b"request").expect_err("no server");
+        let err = exchange(&mut client, b"request", soon()).expect_err("no server");
         assert_eq!(err.kind(), io::ErrorKind::BrokenPipe);
     }
 }
