@@ -211,7 +211,8 @@ defmodule Tundra do
       back to `tundra_server` when that fails for lack of privilege;
       `:direct` and `:server` use only that path.
     * `:socket_path` - the server's socket (see "Privilege" above).
-    * `:timeout` - milliseconds the server may take to answer. Default: 5000.
+    * `:timeout` - milliseconds the whole exchange with the server may take,
+      connecting included. Default: 5000.
 
   ## Errors
 
@@ -224,12 +225,15 @@ defmodule Tundra do
       with characters the kernel refuses.
     * `{:unknown_option, key}` and `{:conflicting_options, [:netmask, :prefix]}`.
     * A POSIX atom for a system failure: `:eperm`/`:eacces` without
-      privilege (from the server: the caller is neither root nor in its
-      group), `:enoent` when no server listens on the socket (start
-      `tundra_server`) or `:econnrefused` when its socket is stale,
-      `:etimedout` when the server did not answer in time, `:edquot` when
-      the server's per-user device limit is reached, `:ebusy` when the named
-      interface exists and is in use, `:einval` when the kernel refuses.
+      privilege, `:ebusy` when an interface of that name exists (`create/2`
+      makes new interfaces only), `:einval` when the kernel refuses.
+    * From `tundra_server`: `:eacces` when the caller is neither root nor
+      in its group, or asks for addresses not delegated to it or a name
+      outside the server's prefix; `:eaddrinuse` when the addresses collide
+      with the host's; `:edquot` when its per-user device limit is reached;
+      `:enoent` when no server listens on the socket (start
+      `tundra_server`) or `:econnrefused` when its socket is stale;
+      `:etimedout` when the server did not answer within `:timeout`.
 
   ## Examples
 

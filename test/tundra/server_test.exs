@@ -14,7 +14,18 @@ defmodule Tundra.ServerTest do
     group = "tundratest#{n}"
     member = "tundram#{n}"
     outsider = "tundrao#{n}"
-    socket = "/tmp/tundra-test-#{n}.sock"
+    # The server wants a socket folder only root may write to.
+    dir = "/run/tundra-test-#{n}"
+    File.mkdir_p!(dir)
+    File.chmod!(dir, 0o755)
+    on_exit(fn -> File.rm_rf!(dir) end)
+    socket = Path.join(dir, "tundra.sock")
+    config = Path.join(dir, "server.conf")
+
+    # Members may use these ranges, and nothing else.
+    File.write!(config, """
+    allow group:#{group} 10.93.0.0/16 fd93::/16
+    """)
 
     on_exit(fn ->
       # --force: a second VM of the user may still be exiting.
@@ -29,13 +40,13 @@ defmodule Tundra.ServerTest do
     {_, 0} = System.cmd("useradd", nologin ++ ["-G", group, member], stderr_to_stdout: true)
     {_, 0} = System.cmd("useradd", nologin ++ [outsider], stderr_to_stdout: true)
 
-    server = start_server(socket, group)
+    server = start_server(socket, group, config)
     on_exit(fn -> stop_server(server) end)
 
     vm_root = SecondVM.prepare()
     on_exit(fn -> File.rm_rf!(vm_root) end)
 
-    %{socket: socket, member: member, outsider: outsider, vm: vm_root}
+    %{socket: socket, member: member, outsider: outsider, vm: vm_root, server: server}
   end
 
   defp server_binary do
@@ -64,22 +75,22 @@ defmodule Tundra.ServerTest do
 
   # Returns the server's OS pid: the port itself closes when the setup_all
   # process exits, before on_exit runs, so the pid is what stops it.
-  defp start_server(socket, group) do
+  defp start_server(socket, group, config) do
     port =
       Port.open({:spawn_executable, server_binary()}, [
         :binary,
         :exit_status,
         :stderr_to_stdout,
         {:line, 4096},
-        args: ["--socket", socket, "--group", group]
+        args: ["--socket", socket, "--group", group, "--config", config]
       ])
 
     {:os_pid, pid} = Port.info(port, :os_pid)
     assert eventually(fn -> File.exists?(socket) end), "tundra_server did not start"
-    {pid, socket}
+    {pid, socket, port}
   end
 
-  defp stop_server({pid, socket}) do
+  defp stop_server({pid, socket, _port}) do
     System.cmd("kill", ["-TERM", "#{pid}"], stderr_to_stdout: true)
     # On SIGTERM the server removes its socket and exits.
     assert eventually(fn -> not File.exists?(socket) end), "tundra_server left its socket"
@@ -138,6 +149,60 @@ defmodule Tundra.ServerTest do
                "RESULT {:error, :eacces}"
     after
       File.chmod!(ctx.socket, 0o660)
+    end
+  end
+
+  @outside_code ~S"""
+  [socket] = System.argv()
+  outside = Tundra.create("10.94.0.2", socket_path: socket)
+  inside = Tundra.create("10.93.11.2", dstaddr: "10.93.11.1", socket_path: socket)
+  IO.puts("RESULT " <> inspect({outside, elem(inside, 0)}))
+  """
+
+  test "a member gets only addresses delegated to its group", ctx do
+    assert SecondVM.run(ctx.vm, ctx.member, @outside_code, "RESULT", [ctx.socket]) ==
+             "RESULT {{:error, :eacces}, :ok}"
+  end
+
+  test "create/2 gives up at its timeout when the server is stopped, connect included",
+       %{server: {pid, socket, _port}} do
+    # A stopped server accepts nothing: fill its queue of connections, so
+    # that a connect would wait for it (with no timeout, before).
+    System.cmd("kill", ["-STOP", "#{pid}"])
+    queued = fill_accept_queue(socket)
+
+    try do
+      tasks =
+        for n <- 1..12 do
+          Task.async(fn ->
+            Tundra.create("10.93.20.#{n}", via: :server, socket_path: socket, timeout: 1000)
+          end)
+        end
+
+      # Twelve calls at once: none may hold a dirty scheduler past its
+      # timeout (a bound on waiting here, not a timing assertion).
+      for task <- tasks do
+        assert Task.yield(task, 15_000) == {:ok, {:error, :etimedout}}
+      end
+
+      assert {:ok, _} = File.read("/proc/self/status")
+    after
+      Enum.each(queued, &:socket.close/1)
+      System.cmd("kill", ["-CONT", "#{pid}"])
+    end
+  end
+
+  defp fill_accept_queue(path, queued \\ []) do
+    {:ok, sock} = :socket.open(:local, :stream, :default)
+
+    case :socket.connect(sock, %{family: :local, path: path}, :nowait) do
+      :ok ->
+        if length(queued) > 10_000, do: flunk("the accept queue never filled")
+        fill_accept_queue(path, [sock | queued])
+
+      _full ->
+        :socket.close(sock)
+        queued
     end
   end
 

@@ -8,6 +8,8 @@ use std::net::IpAddr;
 
 use serde::{Deserialize, Serialize};
 
+use crate::cidr::Cidr;
+
 /// Smallest MTU an IPv4 interface may have (RFC 791).
 pub const MIN_MTU_V4: u32 = 68;
 /// Smallest MTU an IPv6 interface may have (RFC 8200); below it the kernel
@@ -134,6 +136,26 @@ impl DeviceConfig {
             name: None,
             up: true,
         }
+    }
+
+    /// The addresses a device made from this configuration takes: its own
+    /// address and its peer (each a host prefix), and the prefix the kernel
+    /// routes through it, which is the peer's prefix for IPv4
+    /// (`ip addr add A peer P/p` routes P/p) and the address's own for
+    /// IPv6 (A/p, besides P/128). Duplicates are left out.
+    pub fn claims(&self) -> Vec<Cidr> {
+        let mut claims = vec![Cidr::host(self.address)];
+        claims.extend(self.dstaddr.map(Cidr::host));
+        let routed_from = match (self.address, self.dstaddr) {
+            (IpAddr::V4(_), Some(peer)) => peer,
+            _ => self.address,
+        };
+        if let Some(routed) = Cidr::new(routed_from, self.prefix) {
+            if !claims.contains(&routed) {
+                claims.push(routed);
+            }
+        }
+        claims
     }
 
     /// Checks every field; the error names the first offending option.
@@ -266,6 +288,33 @@ mod tests {
         c6.mtu = 1280;
         c6.prefix = 129;
         assert_eq!(c6.validate(), Err(ConfigError::Prefix));
+    }
+
+    #[test]
+    fn claims_are_the_address_the_peer_and_the_routed_prefix() {
+        let cidrs =
+            |list: &[&str]| -> Vec<Cidr> { list.iter().map(|c| c.parse().unwrap()).collect() };
+        let mut c = DeviceConfig::new(v4("10.60.0.2"));
+        assert_eq!(c.claims(), cidrs(&["10.60.0.2/32"]));
+        c.prefix = 24;
+        assert_eq!(c.claims(), cidrs(&["10.60.0.2/32", "10.60.0.0/24"]));
+        c.dstaddr = Some(v4("10.61.5.1"));
+        assert_eq!(
+            c.claims(),
+            cidrs(&["10.60.0.2/32", "10.61.5.1/32", "10.61.5.0/24"])
+        );
+        c.prefix = 32;
+        assert_eq!(c.claims(), cidrs(&["10.60.0.2/32", "10.61.5.1/32"]));
+
+        let mut c6 = DeviceConfig::new(v6("fd01::2"));
+        c6.dstaddr = Some(v6("fd05::1"));
+        c6.prefix = 64;
+        assert_eq!(
+            c6.claims(),
+            cidrs(&["fd01::2/128", "fd05::1/128", "fd01::/64"])
+        );
+        c6.prefix = 0;
+        assert!(c6.claims().contains(&"::/0".parse().unwrap()));
     }
 
     #[test]

@@ -5,6 +5,7 @@
 //! Used by the NIF (`tundra_nif`) for direct creation and by the privileged
 //! daemon (`tundra_server`), so both paths validate and configure identically.
 
+pub mod cidr;
 #[cfg(unix)]
 pub mod client;
 pub mod closer;
@@ -16,5 +17,6 @@ pub mod platform;
 pub mod protocol;
 pub mod utun;
 
+pub use cidr::Cidr;
 pub use config::{prefix_from_netmask, ConfigError, DeviceConfig};
 pub use framing::Framing;

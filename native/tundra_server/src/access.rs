@@ -1,10 +1,11 @@
 //! Who may use the server: root, or a member of its group (primary or
 //! supplementary), judged from the credentials the kernel gives for the
-//! peer of the connection.
+//! peer of the connection; and which groups a peer's delegations may come
+//! from.
 
 use std::os::unix::net::UnixStream;
 
-use nix::unistd::{Gid, Group, User};
+use nix::unistd::{Gid, Group, Uid, User};
 
 use crate::platform;
 
@@ -26,7 +27,23 @@ pub fn allowed(peer: &Peer, group: Gid) -> bool {
     user.gid == group || platform::supplementary_member(&user, group)
 }
 
-/// The gid of group `name`, if it exists.
-pub fn group_id(name: &str) -> Option<Gid> {
-    Group::from_name(name).ok().flatten().map(|g| g.gid)
+/// The groups whose delegations apply to `peer`: its primary group as the
+/// kernel reports it, and the user's groups in the user database.
+pub fn groups(peer: &Peer) -> Vec<u32> {
+    let mut groups = vec![peer.gid];
+    if let Ok(Some(user)) = User::from_uid(Uid::from_raw(peer.uid)) {
+        groups.extend(platform::user_groups(&user).iter().map(|g| g.as_raw()));
+    }
+    groups.sort_unstable();
+    groups.dedup();
+    groups
+}
+
+/// The gid of `group`: a group name, or a number (which need not be in
+/// the group database).
+pub fn group_id(group: &str) -> Option<Gid> {
+    if let Ok(gid) = group.parse::<u32>() {
+        return Some(Gid::from_raw(gid));
+    }
+    Group::from_name(group).ok().flatten().map(|g| g.gid)
 }

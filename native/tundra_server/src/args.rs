@@ -3,24 +3,37 @@
 use std::path::PathBuf;
 
 pub const USAGE: &str = "\
-usage: tundra_server [--socket PATH] [--group NAME] [--max-clients N]
+usage: tundra_server [--socket PATH] [--group NAME] [--config PATH]
+                     [--max-clients N] [--max-clients-per-uid N]
                      [--max-devices-per-uid N] [--help] [--version]
 
 Creates TUN devices for unprivileged Tundra clients that connect to PATH
 (default /var/run/tundra.sock) and are root or members of group NAME
-(default tundra). Runs in the foreground, logs to stderr, stops on
-SIGTERM or SIGINT.
+(default tundra). A member's device must use addresses the configuration
+delegates to the member or one of its groups. Runs in the foreground,
+logs to stderr, stops on SIGTERM or SIGINT.
 
-  --socket PATH            Unix socket to listen on
-  --group NAME             group whose members may create devices
+  --socket PATH            Unix socket to listen on; its folder must be
+                           writable by root only
+  --group NAME             group whose members may connect (or a gid)
+  --config PATH            delegations and name prefix (default
+                           /etc/tundra/server.conf; if that is missing,
+                           nothing is delegated and only root is served)
   --max-clients N          connections served at once (default 64)
+  --max-clients-per-uid N  of those, connections of one user (default 8)
   --max-devices-per-uid N  live devices one user may hold (default 256)";
+
+/// The configuration file read when `--config` is not given.
+pub const DEFAULT_CONFIG: &str = "/etc/tundra/server.conf";
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Options {
     pub socket: PathBuf,
     pub group: String,
+    /// `None`: the default file, which may be missing.
+    pub config: Option<PathBuf>,
     pub max_clients: usize,
+    pub max_clients_per_uid: usize,
     pub max_devices_per_uid: usize,
 }
 
@@ -35,7 +48,9 @@ pub fn parse(args: impl IntoIterator<Item = String>) -> Result<Command, String> 
     let mut options = Options {
         socket: PathBuf::from(tundra_core::client::DEFAULT_SOCKET),
         group: "tundra".into(),
+        config: None,
         max_clients: 64,
+        max_clients_per_uid: 8,
         max_devices_per_uid: 256,
     };
     let mut args = args.into_iter();
@@ -46,7 +61,11 @@ pub fn parse(args: impl IntoIterator<Item = String>) -> Result<Command, String> 
             "--version" | "-V" => return Ok(Command::Version),
             "--socket" => options.socket = PathBuf::from(value("--socket")?),
             "--group" => options.group = value("--group")?,
+            "--config" => options.config = Some(PathBuf::from(value("--config")?)),
             "--max-clients" => options.max_clients = count(&value("--max-clients")?)?,
+            "--max-clients-per-uid" => {
+                options.max_clients_per_uid = count(&value("--max-clients-per-uid")?)?
+            }
             "--max-devices-per-uid" => {
                 options.max_devices_per_uid = count(&value("--max-devices-per-uid")?)?
             }
@@ -85,13 +104,18 @@ mod tests {
             "wheel",
             "--max-clients",
             "3",
+            "--max-clients-per-uid",
+            "2",
+            "--config",
+            "/etc/t.conf",
         ]) else {
             panic!()
         };
         assert_eq!(
-            (o.socket, o.group, o.max_clients),
-            (PathBuf::from("/tmp/t.sock"), "wheel".into(), 3)
+            (o.socket, o.group, o.max_clients, o.max_clients_per_uid),
+            (PathBuf::from("/tmp/t.sock"), "wheel".into(), 3, 2)
         );
+        assert_eq!(o.config, Some(PathBuf::from("/etc/t.conf")));
     }
 
     #[test]

@@ -1,22 +1,29 @@
 //! `tundra_server`: creates TUN devices for unprivileged Tundra clients and
-//! hands them over a Unix socket (SCM_RIGHTS). It keeps no device state: a
-//! device lives as long as the fd its client holds. The wire protocol is
+//! hands them over a Unix socket (SCM_RIGHTS). A device lives as long as
+//! the fds its client holds; the server records what it made for each
+//! user (for limits) and removes devices a client made persistent once
+//! nobody holds them. Group membership grants only the address ranges the
+//! administrator delegated (`policy`). The wire protocol is
 //! `tundra_core::protocol`; see README.md beside this crate.
 
 mod access;
 mod args;
+mod log;
+mod made;
 mod platform;
+mod policy;
 mod serve;
+mod slots;
 
-use std::collections::HashMap;
-use std::io;
-use std::os::fd::AsFd;
-use std::os::unix::fs::{FileTypeExt, PermissionsExt};
+use std::io::{self, Write};
+use std::os::fd::{AsFd, AsRawFd};
+use std::os::unix::fs::{FileTypeExt, MetadataExt, PermissionsExt};
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::Path;
 use std::process::ExitCode;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
 use nix::sys::signal::{sigaction, SaFlags, SigAction, SigHandler, SigSet, Signal};
@@ -24,6 +31,9 @@ use nix::sys::stat::{umask, Mode};
 use nix::unistd::{chown, Gid, Uid};
 
 use args::{Command, Options};
+use log::log;
+use policy::{Policy, SystemNames};
+use slots::{Full, Slots};
 
 static STOP: AtomicBool = AtomicBool::new(false);
 
@@ -31,46 +41,84 @@ extern "C" fn on_signal(_: libc::c_int) {
     STOP.store(true, Ordering::SeqCst);
 }
 
+/// Writes to stderr directly, before serving starts (and the log thread
+/// with it); a failed write is ignored rather than a panic.
+fn say(text: &str) {
+    let _ = writeln!(io::stderr(), "tundra_server: {text}");
+}
+
 fn main() -> ExitCode {
     match args::parse(std::env::args().skip(1)) {
         Ok(Command::Help) => {
-            println!("{}", args::USAGE);
+            let _ = writeln!(io::stdout(), "{}", args::USAGE);
             ExitCode::SUCCESS
         }
         Ok(Command::Version) => {
-            println!("tundra_server {}", env!("CARGO_PKG_VERSION"));
+            let _ = writeln!(io::stdout(), "tundra_server {}", env!("CARGO_PKG_VERSION"));
             ExitCode::SUCCESS
         }
         Ok(Command::Serve(options)) => match run(&options) {
             Ok(()) => ExitCode::SUCCESS,
             Err(message) => {
-                eprintln!("tundra_server: {message}");
+                say(&message);
                 ExitCode::FAILURE
             }
         },
         Err(message) => {
-            eprintln!("tundra_server: {message}\n{}", args::USAGE);
+            say(&format!("{message}\n{}", args::USAGE));
             ExitCode::from(2)
         }
     }
 }
 
-/// Root, or CAP_NET_ADMIN (bit 12) in the effective capability set.
-fn privileged() -> bool {
-    if Uid::effective().is_root() {
-        return true;
+/// The delegations: from `--config`, or the default file if it exists.
+fn load_policy(options: &Options) -> Result<Policy, String> {
+    let path = options
+        .config
+        .clone()
+        .unwrap_or_else(|| args::DEFAULT_CONFIG.into());
+    match std::fs::read_to_string(&path) {
+        Ok(text) => {
+            Policy::parse(&text, &SystemNames).map_err(|e| format!("{}: {e}", path.display()))
+        }
+        Err(e) if e.kind() == io::ErrorKind::NotFound && options.config.is_none() => {
+            say(&format!(
+                "{} does not exist: nothing is delegated, only root is served",
+                path.display()
+            ));
+            Ok(Policy::default())
+        }
+        Err(e) => Err(format!("cannot read {}: {e}", path.display())),
     }
-    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("CapEff:"))
-        .and_then(|hex| u64::from_str_radix(hex.trim(), 16).ok())
-        .is_some_and(|caps| caps & (1 << 12) != 0)
+}
+
+/// The socket's folder and every folder above it must be writable by
+/// root only: otherwise another user could swap the path between bind and
+/// the chown/chmod below, and have them change a file of their choosing.
+fn check_socket_folder(path: &Path) -> Result<(), String> {
+    let parent = path
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    let folder = parent
+        .canonicalize()
+        .map_err(|e| format!("socket folder {}: {e}", parent.display()))?;
+    for dir in folder.ancestors() {
+        let meta = std::fs::metadata(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+        if meta.uid() != 0 || meta.mode() & 0o022 != 0 {
+            return Err(format!(
+                "{} may be written by users other than root: put the socket in a folder only root can write to (such as /run)",
+                dir.display()
+            ));
+        }
+    }
+    Ok(())
 }
 
 /// Binds `path` (mode 0660, owner root, group `gid`), replacing a stale
 /// socket file but never a live server's.
 fn listen(path: &Path, gid: Gid) -> Result<UnixListener, String> {
+    check_socket_folder(path)?;
     if let Ok(meta) = std::fs::symlink_metadata(path) {
         if !meta.file_type().is_socket() {
             return Err(format!("{} exists and is not a socket", path.display()));
@@ -83,7 +131,7 @@ fn listen(path: &Path, gid: Gid) -> Result<UnixListener, String> {
     }
     // Nobody else may connect in the instant between bind and chmod.
     let old_mask = umask(Mode::from_bits_truncate(0o177));
-    let bound = UnixListener::bind(path);
+    let bound = bind(path);
     umask(old_mask);
     let listener = bound.map_err(|e| format!("cannot listen on {}: {e}", path.display()))?;
     chown(path, Some(Uid::from_raw(0)), Some(gid))
@@ -91,6 +139,24 @@ fn listen(path: &Path, gid: Gid) -> Result<UnixListener, String> {
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o660))
         .map_err(|e| format!("chmod {}: {e}", path.display()))?;
     Ok(listener)
+}
+
+/// Connections waiting to be accepted. The accept loop takes them as fast
+/// as they come (refusing, without waiting, those beyond the slots), so a
+/// modest queue suffices; clients retry a full one until their deadline.
+const BACKLOG: i32 = 128;
+
+fn bind(path: &Path) -> nix::Result<UnixListener> {
+    use nix::sys::socket::{self, AddressFamily, Backlog, SockFlag, SockType, UnixAddr};
+    let fd = socket::socket(
+        AddressFamily::Unix,
+        SockType::Stream,
+        SockFlag::SOCK_CLOEXEC,
+        None,
+    )?;
+    socket::bind(fd.as_raw_fd(), &UnixAddr::new(path)?)?;
+    socket::listen(&fd, Backlog::new(BACKLOG)?)?;
+    Ok(UnixListener::from(fd))
 }
 
 fn install_signal_handlers() -> Result<(), String> {
@@ -104,7 +170,8 @@ fn install_signal_handlers() -> Result<(), String> {
         // async-signal-safe.
         unsafe { sigaction(signal, &action) }.map_err(|e| format!("sigaction: {e}"))?;
     }
-    // A client vanishing mid-reply must be an EPIPE, not the server's end.
+    // A client (or stderr's reader) vanishing must be an EPIPE, not the
+    // server's end.
     // SAFETY: ignoring a signal installs no code.
     unsafe { nix::sys::signal::signal(Signal::SIGPIPE, SigHandler::SigIgn) }
         .map_err(|e| format!("signal: {e}"))?;
@@ -118,35 +185,44 @@ fn run(options: &Options) -> Result<(), String> {
             options.group, options.group
         )
     })?;
-    if !privileged() {
+    if !platform::privileged() {
         return Err("needs root or CAP_NET_ADMIN to create devices".into());
     }
+    let policy = load_policy(options)?;
     install_signal_handlers()?;
     let listener = listen(&options.socket, group)?;
-    eprintln!(
-        "tundra_server: listening on {} (group {}, max {} clients, {} devices per uid)",
+    let records = Arc::new(made::Records::default());
+    made::start_reaper(Arc::clone(&records))
+        .map_err(|e| format!("cannot start the reaper: {e}"))?;
+    log!(
+        "listening on {} (group {}, {} delegations, names {}*, max {} clients, {} per uid, {} devices per uid)",
         options.socket.display(),
         options.group,
+        policy.delegations.len(),
+        policy.name_prefix,
         options.max_clients,
+        options.max_clients_per_uid,
         options.max_devices_per_uid
     );
     let ctx = Arc::new(serve::Context {
         group,
+        policy,
         max_devices_per_uid: options.max_devices_per_uid,
-        live_bound: Mutex::new(HashMap::new()),
+        records,
+        creating: Mutex::new(()),
     });
-    let active = Arc::new(AtomicUsize::new(0));
-    let result = accept_loop(&listener, &ctx, &active, options.max_clients);
+    let slots = Slots::new(options.max_clients, options.max_clients_per_uid);
+    let result = accept_loop(&listener, &ctx, &slots);
     let _ = std::fs::remove_file(&options.socket);
-    eprintln!("tundra_server: stopped");
+    log!("stopped");
+    log::flush(Duration::from_millis(500));
     result
 }
 
 fn accept_loop(
     listener: &UnixListener,
     ctx: &Arc<serve::Context>,
-    active: &Arc<AtomicUsize>,
-    max_clients: usize,
+    slots: &Arc<Slots>,
 ) -> Result<(), String> {
     while !STOP.load(Ordering::SeqCst) {
         let mut fds = [PollFd::new(listener.as_fd(), PollFlags::POLLIN)];
@@ -160,25 +236,42 @@ fn accept_loop(
             Ok((stream, _)) => stream,
             Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
             Err(e) => {
-                eprintln!("tundra_server: accept: {e}");
+                log!("accept: {e}");
                 continue;
             }
         };
-        if active.fetch_add(1, Ordering::SeqCst) >= max_clients {
-            active.fetch_sub(1, Ordering::SeqCst);
-            serve::refuse_busy(stream);
-            continue;
-        }
-        let (thread_ctx, thread_active) = (Arc::clone(ctx), Arc::clone(active));
+        let peer = match access::peer(&stream) {
+            Ok(peer) => peer,
+            Err(e) => {
+                serve::refuse_busy(stream, None, &format!("no peer credentials: {e}"));
+                continue;
+            }
+        };
+        let slot = match slots.take(peer.uid) {
+            Ok(slot) => slot,
+            Err(Full::User) => {
+                serve::refuse_busy(
+                    stream,
+                    Some(&peer),
+                    "this user's connections are all in use",
+                );
+                continue;
+            }
+            Err(Full::Server) => {
+                serve::refuse_busy(stream, Some(&peer), "too many clients");
+                continue;
+            }
+        };
+        let thread_ctx = Arc::clone(ctx);
         let spawned = std::thread::Builder::new()
             .name("tundra_client".into())
             .spawn(move || {
-                serve::handle(stream, &thread_ctx);
-                thread_active.fetch_sub(1, Ordering::SeqCst);
+                // Given back when the connection ends, however it ends.
+                let _slot = slot;
+                serve::handle(stream, peer, &thread_ctx);
             });
         if let Err(e) = spawned {
-            active.fetch_sub(1, Ordering::SeqCst);
-            eprintln!("tundra_server: cannot start a client thread: {e}");
+            log!("cannot start a client thread: {e}");
         }
     }
     Ok(())

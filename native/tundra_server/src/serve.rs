@@ -1,14 +1,13 @@
-//! One client connection: check the peer, read one bounded request under a
-//! deadline, validate it, create the device, reply with its fd. Nothing a
-//! client sends can take the server down: every failure becomes an error
-//! reply or a closed connection, and one log line.
+//! One client connection: check the peer, read one bounded request before
+//! one deadline, decide, create the device, reply with its fd. Every
+//! connection ends in one [`Outcome`], rendered (reply and log line) in
+//! one place; nothing a client sends can take the server down.
 
-use std::collections::HashMap;
-use std::io::{Read, Write};
+use std::io::{self, Read, Write};
 use std::os::fd::{AsFd, AsRawFd};
 use std::os::unix::net::UnixStream;
-use std::sync::Mutex;
-use std::time::Duration;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use nix::unistd::Gid;
 use sendfd::SendWithFd;
@@ -18,237 +17,334 @@ use tundra_core::protocol::{self, FrameError, Reply, Request};
 use tundra_core::{errno, DeviceConfig, Framing};
 
 use crate::access::{self, Peer};
+use crate::log::{log, Untrusted};
+use crate::made::{self, Made, Records};
+use crate::policy::{self, Policy};
 
-/// How long a client may take to send its request or take its reply.
+/// How long a client has for its whole request, from accept to the last
+/// byte (and the reply, at least a short while, to be taken).
 pub const DEADLINE: Duration = Duration::from_secs(2);
+const MIN_REPLY_TIME: Duration = Duration::from_millis(100);
 
 pub struct Context {
     pub group: Gid,
+    pub policy: Policy,
     pub max_devices_per_uid: usize,
-    /// Per uid, an upper bound on its live devices: the count found by the
-    /// last scan plus the devices made since. Devices only go away on
-    /// their own, so the bound never undercounts; the (linear) scan of the
-    /// system's devices runs only when the bound reaches the limit.
-    /// The lock also serialises "check the limit, then create".
-    pub live_bound: Mutex<HashMap<u32, usize>>,
+    pub records: Arc<Records>,
+    /// Held from the checks to the record of a new device, so that two
+    /// requests cannot both pass the conflict or limit checks.
+    pub creating: Mutex<()>,
 }
 
-fn log(peer: Option<&Peer>, device: &str, outcome: &str) {
-    match peer {
-        Some(p) => match p.pid {
-            Some(pid) => eprintln!(
-                "tundra_server: uid={} pid={pid} device={device} {outcome}",
-                p.uid
-            ),
-            None => eprintln!(
-                "tundra_server: uid={} pid=? device={device} {outcome}",
-                p.uid
-            ),
-        },
-        None => eprintln!("tundra_server: uid=? pid=? device={device} {outcome}"),
+/// How one connection ends.
+enum Outcome {
+    /// A device was made; `reply` goes out with its fd.
+    Served {
+        device: platform::Device,
+        reply: Vec<u8>,
+        note: &'static str,
+    },
+    /// Nothing was made. `answer` is sent if there is one (silent clients
+    /// and 0.x requests, which had no error reply, get none); `device` is
+    /// the name asked for, as the client wrote it.
+    Refused {
+        answer: Option<Reply>,
+        device: String,
+        why: String,
+    },
+}
+
+impl Outcome {
+    fn failed(errno: i32, device: &str, why: String) -> Outcome {
+        Outcome::Refused {
+            answer: Some(Reply::Failed { errno }),
+            device: device.into(),
+            why,
+        }
+    }
+
+    fn dropped(device: &str, why: String) -> Outcome {
+        Outcome::Refused {
+            answer: None,
+            device: device.into(),
+            why,
+        }
     }
 }
 
-fn reply(stream: &mut UnixStream, reply: &Reply) {
-    // A client that went away cannot be answered; nothing else to do.
-    if let Ok(frame) = protocol::encode(reply) {
-        let _ = stream.write_all(&frame);
+/// Why a device was not made: the errno to reply and what to log.
+struct Refusal {
+    errno: i32,
+    why: String,
+}
+
+impl Refusal {
+    fn new(errno: i32, why: impl Into<String>) -> Refusal {
+        Refusal {
+            errno,
+            why: why.into(),
+        }
+    }
+
+    fn io(e: &io::Error) -> Refusal {
+        Refusal::new(
+            e.raw_os_error().unwrap_or(libc::EIO),
+            format!("failed: {}", errno::io_error_name(e)),
+        )
     }
 }
 
-/// Refuses a connection accepted beyond the client limit.
-pub fn refuse_busy(mut stream: UnixStream) {
-    let _ = stream.set_write_timeout(Some(Duration::from_millis(100)));
-    reply(
-        &mut stream,
-        &Reply::Failed {
-            errno: libc::EAGAIN,
-        },
-    );
-    log(None, "-", "refused: too many clients");
+/// The point in time a connection's request must be complete by.
+#[derive(Clone, Copy)]
+struct Deadline(Instant);
+
+impl Deadline {
+    fn left(self) -> Option<Duration> {
+        self.0
+            .checked_duration_since(Instant::now())
+            .filter(|d| !d.is_zero())
+    }
 }
 
-pub fn handle(mut stream: UnixStream, ctx: &Context) {
-    if stream.set_read_timeout(Some(DEADLINE)).is_err()
-        || stream.set_write_timeout(Some(DEADLINE)).is_err()
-    {
-        return;
+/// Reads from the stream with each read bounded by what is left of the
+/// deadline, so a client trickling bytes cannot stretch its request.
+struct DeadlineReader<'a> {
+    stream: &'a UnixStream,
+    deadline: Deadline,
+}
+
+impl Read for DeadlineReader<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let left = self.deadline.left().ok_or(io::ErrorKind::TimedOut)?;
+        self.stream.set_read_timeout(Some(left))?;
+        (&*self.stream).read(buf)
     }
-    let peer = match access::peer(&stream) {
-        Ok(peer) => peer,
-        Err(e) => return log(None, "-", &format!("no peer credentials: {e}")),
-    };
-    if !access::allowed(&peer, ctx.group) {
-        reply(
-            &mut stream,
-            &Reply::Failed {
-                errno: libc::EACCES,
-            },
-        );
-        return log(
-            Some(&peer),
+}
+
+/// Serves one connection, which holds a slot until this returns.
+pub fn handle(stream: UnixStream, peer: Peer, ctx: &Context) {
+    let deadline = Deadline(Instant::now() + DEADLINE);
+    let outcome = serve(&stream, &peer, ctx, deadline);
+    render(&stream, &peer, outcome, deadline);
+}
+
+fn serve(stream: &UnixStream, peer: &Peer, ctx: &Context, deadline: Deadline) -> Outcome {
+    if !access::allowed(peer, ctx.group) {
+        return Outcome::failed(
+            libc::EACCES,
             "-",
-            "refused: not root and not in the group (eacces)",
+            "refused (eacces): not root and not in the group".into(),
         );
     }
-
+    let mut reader = DeadlineReader { stream, deadline };
     // A current frame starts with MAGIC, a 0.x create request with its
     // type, 0: the first four bytes tell the two apart.
     let mut first = [0u8; 4];
-    if let Err(e) = stream.read_exact(&mut first) {
-        return log(Some(&peer), "-", &format!("dropped: {}", read_failure(&e)));
+    if let Err(e) = reader.read_exact(&mut first) {
+        return Outcome::dropped("-", format!("dropped: {}", read_failure(&e)));
     }
     if first == legacy::CREATE_PREFIX {
-        return handle_legacy(stream, ctx, &peer, first);
+        return serve_legacy(&mut reader, first, peer, ctx);
     }
-
-    let request = protocol::read_payload(&mut (&first[..]).chain(&mut stream))
-        .and_then(|p| protocol::decode::<Request>(&p));
+    let request =
+        protocol::read_payload(&mut (&first[..]).chain(reader)).and_then(|p| protocol::decode(&p));
     let config = match request {
         Ok(Request::Create(config)) => config,
+        // Silent, slow or vanished client: dropped without a reply.
         Err(FrameError::Io(e)) => {
-            // Silent, slow or vanished client: drop it without a reply.
-            return log(Some(&peer), "-", &format!("dropped: {}", read_failure(&e)));
+            return Outcome::dropped("-", format!("dropped: {}", read_failure(&e)))
         }
-        Err(bad) => {
-            reply(&mut stream, &Reply::Failed { errno: bad.errno() });
-            return log(Some(&peer), "-", &format!("bad request: {bad:?}"));
-        }
+        Err(bad) => return Outcome::failed(bad.errno(), "-", format!("bad request: {bad:?}")),
     };
-    let wanted = config.name.clone().unwrap_or_else(|| "tun%d".into());
+    let wanted = config.name.clone().unwrap_or_else(|| "-".into());
     if let Err(option) = config.validate() {
-        reply(&mut stream, &Reply::Invalid { option });
-        return log(
-            Some(&peer),
-            &wanted,
-            &format!("invalid option {}", option.option_name()),
-        );
+        return Outcome::Refused {
+            answer: Some(Reply::Invalid { option }),
+            device: wanted,
+            why: format!("invalid option {}", option.option_name()),
+        };
     }
-
-    let device = match create_within_limit(ctx, &peer, &config, platform::NATIVE_FRAMING) {
-        Ok(device) => device,
-        Err(e) => {
-            reply(
-                &mut stream,
-                &Reply::Failed {
-                    errno: e.raw_os_error().unwrap_or(libc::EIO),
-                },
-            );
-            return log(
-                Some(&peer),
-                &wanted,
-                &format!("failed: {}", errno::io_error_name(&e)),
-            );
-        }
-    };
-    let frame = match protocol::encode(&Reply::Created {
-        name: device.name.clone(),
-    }) {
-        Ok(frame) => frame,
-        Err(bad) => {
-            return log(
-                Some(&peer),
-                &device.name,
-                &format!("cannot encode reply: {bad:?}"),
-            )
-        }
-    };
-    send_device(&stream, &peer, &device, &frame, "created");
+    match create(ctx, peer, config, platform::NATIVE_FRAMING) {
+        Ok(device) => match protocol::encode(&Reply::Created {
+            name: device.name.clone(),
+        }) {
+            Ok(reply) => Outcome::Served {
+                device,
+                reply,
+                note: "created",
+            },
+            Err(bad) => Outcome::dropped(&wanted, format!("cannot encode the reply: {bad:?}")),
+        },
+        Err(refused) => Outcome::failed(refused.errno, &wanted, refused.why),
+    }
 }
 
 /// Serves a 0.x create request (see `tundra_core::legacy`) as the 0.x
 /// server did: a device with the packet-information header, the 32-byte
 /// reply and its fd. 0.x had no error reply: a request that cannot be
 /// served is logged and its connection closed, which 0.x clients report
-/// as a failed create.
-fn handle_legacy(mut stream: UnixStream, ctx: &Context, peer: &Peer, first: [u8; 4]) {
+/// as a failed create. The same checks apply as to current requests.
+fn serve_legacy(reader: &mut impl Read, first: [u8; 4], peer: &Peer, ctx: &Context) -> Outcome {
     let mut request = [0u8; legacy::REQUEST_LEN];
     request[..4].copy_from_slice(&first);
-    if let Err(e) = stream.read_exact(&mut request[4..]) {
-        return log(
-            Some(peer),
-            "-",
-            &format!("0.x request dropped: {}", read_failure(&e)),
-        );
+    if let Err(e) = reader.read_exact(&mut request[4..]) {
+        return Outcome::dropped("-", format!("0.x request dropped: {}", read_failure(&e)));
     }
     let config = match legacy::parse_request(&request) {
         Ok(config) => config,
-        Err(LegacyError::Malformed) => return log(Some(peer), "-", "0.x request malformed"),
+        Err(LegacyError::Malformed) => {
+            return Outcome::dropped("-", "0.x request malformed".into())
+        }
         Err(LegacyError::Invalid(option)) => {
-            return log(
-                Some(peer),
+            return Outcome::dropped(
                 "-",
-                &format!("0.x request: invalid option {}", option.option_name()),
+                format!("0.x request: invalid option {}", option.option_name()),
             )
         }
     };
-    let created = create_within_limit(ctx, peer, &config, Framing::LinuxPacketInfo)
-        // 0.x clients got blocking fds, and the flag belongs to the open
-        // file the client shares.
-        .and_then(|device| platform::set_nonblocking(device.fd.as_fd(), false).map(|()| device));
+    let created = create(ctx, peer, config, Framing::LinuxPacketInfo).and_then(|device| {
+        // 0.x clients got blocking fds; the flag belongs to the open file
+        // the client shares.
+        platform::set_nonblocking(device.fd.as_fd(), false)
+            .map(|()| device)
+            .map_err(|e| Refusal::io(&e))
+    });
     match created {
-        Ok(device) => {
-            let reply = legacy::encode_reply(&device.name);
-            send_device(&stream, peer, &device, &reply, "created (0.x client)");
+        Ok(device) => Outcome::Served {
+            reply: legacy::encode_reply(&device.name).to_vec(),
+            device,
+            note: "created (0.x client)",
+        },
+        Err(refused) => Outcome::dropped("-", format!("0.x request {}", refused.why)),
+    }
+}
+
+/// Decides whether `peer` may have `config` and makes it. Root may ask
+/// for any addresses; anyone else only for delegated ones that collide
+/// with nothing in the namespace, up to its device limit. Every device is
+/// new (never an existing interface) and named under the name prefix.
+fn create(
+    ctx: &Context,
+    peer: &Peer,
+    mut config: DeviceConfig,
+    framing: Framing,
+) -> Result<platform::Device, Refusal> {
+    let name = ctx
+        .policy
+        .device_name(config.name.as_deref())
+        .map_err(|why| Refusal::new(libc::EACCES, format!("refused (eacces): {why}")))?;
+    config.name = Some(name);
+    if peer.uid == 0 {
+        return platform::create_for(&config, Some(peer.uid), framing).map_err(|e| Refusal::io(&e));
+    }
+    let claims = config.claims();
+    ctx.policy
+        .check_delegated(peer.uid, &access::groups(peer), &claims)
+        .map_err(|why| Refusal::new(libc::EACCES, format!("refused (eacces): {why}")))?;
+
+    let _creating = ctx.creating.lock().unwrap_or_else(|p| p.into_inner());
+    if ctx.records.count(peer.uid) >= ctx.max_devices_per_uid {
+        // The records may still hold devices that are gone: look first.
+        made::sweep(&ctx.records);
+        if ctx.records.count(peer.uid) >= ctx.max_devices_per_uid {
+            return Err(Refusal::new(
+                libc::EDQUOT,
+                format!(
+                    "refused (edquot): holds {} devices already",
+                    ctx.max_devices_per_uid
+                ),
+            ));
         }
-        Err(e) => log(
-            Some(peer),
-            "tun%d",
-            &format!("0.x request failed: {}", errno::io_error_name(&e)),
-        ),
+    }
+    let occupied = platform::occupied().map_err(|e| Refusal::io(&e))?;
+    if let Some(why) = policy::conflict(&config.address, &claims, &occupied) {
+        return Err(Refusal::new(
+            libc::EADDRINUSE,
+            format!("refused (eaddrinuse): {why}"),
+        ));
+    }
+    let device =
+        platform::create_for(&config, Some(peer.uid), framing).map_err(|e| Refusal::io(&e))?;
+    let index = nix::net::if_::if_nametoindex(device.name.as_str())
+        .map_err(|e| Refusal::io(&io::Error::from(e)))?;
+    ctx.records.add(
+        peer.uid,
+        Made {
+            index,
+            name: device.name.clone(),
+        },
+    );
+    Ok(device)
+}
+
+/// Sends what `outcome` says to send and logs its one line.
+fn render(stream: &UnixStream, peer: &Peer, outcome: Outcome, deadline: Deadline) {
+    // A request that made it in time still gets a moment for its reply.
+    let reply_time = deadline.left().unwrap_or_default().max(MIN_REPLY_TIME);
+    let _ = stream.set_write_timeout(Some(reply_time));
+    match outcome {
+        Outcome::Served {
+            device,
+            reply,
+            note,
+        } => {
+            // The server's own copy of the fd is closed when `device` drops,
+            // leaving the client's as the only one.
+            let result = match stream.send_with_fd(&reply, &[device.fd.as_raw_fd()]) {
+                Ok(n) if n == reply.len() => note.to_string(),
+                Ok(_) => "dropped: short write of the reply".into(),
+                Err(e) => format!("dropped: {}", errno::io_error_name(&e)),
+            };
+            log_request(peer, &device.name, &result);
+        }
+        Outcome::Refused {
+            answer,
+            device,
+            why,
+        } => {
+            if let Some(answer) = answer {
+                // A client that went away cannot be answered.
+                if let Ok(frame) = protocol::encode(&answer) {
+                    let _ = (&*stream).write_all(&frame);
+                }
+            }
+            log_request(peer, &device, &why);
+        }
+    }
+}
+
+fn log_request(peer: &Peer, device: &str, outcome: &str) {
+    let pid = peer.pid.map_or("?".to_string(), |pid| pid.to_string());
+    log!(
+        "uid={} pid={pid} device={} {outcome}",
+        peer.uid,
+        Untrusted(device)
+    );
+}
+
+/// Refuses a connection that gets no slot: one non-blocking write of the
+/// EAGAIN reply (the accept loop must never wait on a client), then close.
+pub fn refuse_busy(stream: UnixStream, peer: Option<&Peer>, why: &str) {
+    if stream.set_nonblocking(true).is_ok() {
+        if let Ok(frame) = protocol::encode(&Reply::Failed {
+            errno: libc::EAGAIN,
+        }) {
+            let _ = (&stream).write(&frame);
+        }
+    }
+    match peer {
+        Some(peer) => log_request(peer, "-", &format!("refused (eagain): {why}")),
+        None => log!("uid=? pid=? device=- refused (eagain): {why}"),
     }
 }
 
 /// Why reading a request failed, for the log.
-fn read_failure(e: &std::io::Error) -> &'static str {
+fn read_failure(e: &io::Error) -> &'static str {
     match e.kind() {
-        std::io::ErrorKind::UnexpectedEof => "closed before a whole request",
-        std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut => {
+        io::ErrorKind::UnexpectedEof => "closed before a whole request",
+        io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut => {
             "no whole request before the deadline"
         }
         _ => errno::io_error_name(e),
-    }
-}
-
-/// Creates `config` for `peer` unless the peer already holds its limit of
-/// devices (EDQUOT). Where the OS cannot count a user's devices, the
-/// limit is not applied.
-fn create_within_limit(
-    ctx: &Context,
-    peer: &Peer,
-    config: &DeviceConfig,
-    framing: Framing,
-) -> std::io::Result<platform::Device> {
-    let mut bounds = ctx.live_bound.lock().unwrap_or_else(|p| p.into_inner());
-    let bound = bounds.entry(peer.uid).or_insert(0);
-    if *bound >= ctx.max_devices_per_uid {
-        *bound = platform::devices_owned_by(peer.uid).unwrap_or(0);
-        if *bound >= ctx.max_devices_per_uid {
-            return Err(std::io::Error::from_raw_os_error(libc::EDQUOT));
-        }
-    }
-    let device = platform::create_for(config, Some(peer.uid), framing)?;
-    *bound += 1;
-    Ok(device)
-}
-
-/// Sends `reply` with the device's fd in one sendmsg. The server's own copy
-/// of the fd is closed when `device` drops, leaving the client's as the
-/// only one: the device lives exactly as long as the client holds it.
-fn send_device(
-    stream: &UnixStream,
-    peer: &Peer,
-    device: &platform::Device,
-    reply: &[u8],
-    outcome: &str,
-) {
-    match stream.send_with_fd(reply, &[device.fd.as_raw_fd()]) {
-        Ok(n) if n == reply.len() => log(Some(peer), &device.name, outcome),
-        Ok(_) => log(Some(peer), &device.name, "dropped: short write of reply"),
-        Err(e) => log(
-            Some(peer),
-            &device.name,
-            &format!("dropped: {}", errno::io_error_name(&e)),
-        ),
     }
 }

@@ -1,92 +1,22 @@
 //! Starts the real `tundra_server` binary on a temporary socket and talks to
 //! it as clients do, well-behaved and not. Needs root inside the test run's
-//! network namespace (scripts/test); the devices it makes live there.
+//! network namespace (scripts/test); the devices it makes live there. The
+//! clients here are root, which the delegation policy does not restrict;
+//! tests/trust.rs has unprivileged clients and the attacks on the policy.
 
 use std::io::{Read, Write};
 use std::net::IpAddr;
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use tundra_core::client::{self, Outcome};
 use tundra_core::protocol::{self, Reply, Request, MAGIC, VERSION};
 use tundra_core::{ConfigError, DeviceConfig};
 
-#[path = "../../tundra_core/tests/support/guard.rs"]
-mod guard;
-use guard::privileged_netns;
-
-const TIMEOUT: Duration = Duration::from_secs(5);
-
-struct Server {
-    child: Child,
-    socket: PathBuf,
-}
-
-impl Server {
-    fn start(name: &str, extra: &[&str]) -> Server {
-        Self::start_with(name, extra, &[])
-    }
-
-    /// Starts the server behind `wrapper` (e.g. `unshare --net ...`, giving
-    /// it a namespace of its own inside the test run's).
-    fn start_with(name: &str, extra: &[&str], wrapper: &[&str]) -> Server {
-        let socket =
-            std::env::temp_dir().join(format!("tundra-test-{name}-{}.sock", std::process::id()));
-        let _ = std::fs::remove_file(&socket);
-        let bin = env!("CARGO_BIN_EXE_tundra_server");
-        let mut command = match wrapper.split_first() {
-            Some((program, args)) => {
-                let mut c = Command::new(program);
-                c.args(args).arg(bin);
-                c
-            }
-            None => Command::new(bin),
-        };
-        let child = command
-            .args([
-                "--socket",
-                socket.to_str().expect("utf-8 path"),
-                "--group",
-                "root",
-            ])
-            .args(extra)
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("start tundra_server");
-        wait_listening(&socket);
-        Server { child, socket }
-    }
-
-    fn stop(mut self) -> std::process::ExitStatus {
-        nix::sys::signal::kill(
-            nix::unistd::Pid::from_raw(self.child.id() as i32),
-            nix::sys::signal::Signal::SIGTERM,
-        )
-        .expect("SIGTERM");
-        let status = self.child.wait().expect("wait");
-        assert!(!self.socket.exists(), "socket removed on SIGTERM");
-        status
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        let _ = std::fs::remove_file(&self.socket);
-    }
-}
-
-/// Waits until a server accepts connections on `socket`.
-fn wait_listening(socket: &Path) {
-    let deadline = Instant::now() + TIMEOUT;
-    while UnixStream::connect(socket).is_err() {
-        assert!(Instant::now() < deadline, "server did not start listening");
-        std::thread::sleep(Duration::from_millis(10));
-    }
-}
+mod support;
+use support::{privileged_netns, wait_listening, Server, TIMEOUT};
 
 fn config(n: u8) -> DeviceConfig {
     let mut c = DeviceConfig::new(IpAddr::from([10, 95, n, 2]));
@@ -121,7 +51,7 @@ fn a_valid_request_gets_a_working_device_that_lives_as_long_as_its_fd() {
     if !privileged_netns() {
         return;
     }
-    let server = Server::start("valid", &[]);
+    let server = Server::start("valid", "", &[]);
     let Ok(Outcome::Created(dev)) = create(&server.socket, &config(1)) else {
         panic!("create failed")
     };
@@ -149,7 +79,7 @@ fn invalid_configs_are_named_not_created() {
     if !privileged_netns() {
         return;
     }
-    let server = Server::start("invalid", &[]);
+    let server = Server::start("invalid", "", &[]);
     let mut bad = config(2);
     bad.mtu = 10;
     assert!(matches!(
@@ -163,7 +93,7 @@ fn garbage_oversized_and_wrong_versions_get_error_replies_while_others_are_serve
     if !privileged_netns() {
         return;
     }
-    let server = Server::start("garbage", &[]);
+    let server = Server::start("garbage", "", &[]);
     // A silent client holds a connection open the whole time.
     let _silent = UnixStream::connect(&server.socket).expect("connect");
 
@@ -200,7 +130,7 @@ fn silent_and_half_frame_clients_are_dropped_without_delaying_others() {
     if !privileged_netns() {
         return;
     }
-    let server = Server::start("silent", &[]);
+    let server = Server::start("silent", "", &[]);
     let mut silent = UnixStream::connect(&server.socket).expect("connect");
     let mut half = UnixStream::connect(&server.socket).expect("connect");
     half.write_all(&MAGIC[..3]).expect("write");
@@ -223,7 +153,7 @@ fn a_client_that_disconnects_mid_request_does_not_hurt_the_server() {
     if !privileged_netns() {
         return;
     }
-    let server = Server::start("disconnect", &[]);
+    let server = Server::start("disconnect", "", &[]);
     for _ in 0..10 {
         let frame = protocol::encode(&Request::Create(config(7))).expect("encode");
         let mut s = UnixStream::connect(&server.socket).expect("connect");
@@ -243,7 +173,11 @@ fn a_hundred_concurrent_clients_all_get_devices() {
     if !privileged_netns() {
         return;
     }
-    let server = Server::start("concurrent", &["--max-clients", "128"]);
+    let server = Server::start(
+        "concurrent",
+        "",
+        &["--max-clients", "128", "--max-clients-per-uid", "128"],
+    );
     let socket = server.socket.clone();
     let handles: Vec<_> = (0..100u8)
         .map(|i| {
@@ -269,89 +203,79 @@ fn a_hundred_concurrent_clients_all_get_devices() {
 }
 
 #[test]
-fn each_user_may_hold_only_so_many_devices() {
-    if !privileged_netns() {
-        return;
-    }
-    // All test clients are root, and other tests create devices at the same
-    // time; the server counts devices in its own network namespace, so it
-    // gets one of its own (inside the test run's) to count only these.
-    let server = Server::start_with(
-        "quota",
-        &["--max-devices-per-uid", "2"],
-        &[
-            "unshare",
-            "--net",
-            "--mount",
-            "sh",
-            "-c",
-            // /sys shows the namespace of whoever mounted it: remount it, as
-            // `ip netns exec` does, so the server sees its own devices.
-            "mount -t sysfs sysfs /sys && exec \"$0\" \"$@\"",
-        ],
-    );
-    let first = create(&server.socket, &config(9)).expect("first");
-    let _second = create(&server.socket, &config(10)).expect("second");
-    let third = create(&server.socket, &config(11));
-    assert_eq!(
-        third.expect_err("over the limit").raw_os_error(),
-        Some(libc::EDQUOT)
-    );
-    drop(first);
-    let deadline = Instant::now() + TIMEOUT;
-    loop {
-        match create(&server.socket, &config(12)) {
-            Ok(Outcome::Created(_)) => break,
-            _ => assert!(Instant::now() < deadline, "a freed slot was not reusable"),
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
-
-#[test]
-fn refuses_to_start_without_its_group_or_beside_a_live_server_and_replaces_stale_sockets() {
+fn refuses_to_start_without_its_group_or_a_safe_folder_or_beside_a_live_server() {
     if !privileged_netns() {
         return;
     }
     let bin = env!("CARGO_BIN_EXE_tundra_server");
-    let out = Command::new(bin)
-        .args([
-            "--socket",
-            "/tmp/tundra-nogroup.sock",
-            "--group",
-            "no-such-group-tundra",
-        ])
-        .output()
-        .expect("run");
-    assert!(!out.status.success());
-    assert!(String::from_utf8_lossy(&out.stderr).contains("does not exist"));
+    let refusal = |args: &[&str]| {
+        let out = Command::new(bin).args(args).output().expect("run");
+        assert!(!out.status.success(), "{args:?} started");
+        String::from_utf8_lossy(&out.stderr).into_owned()
+    };
+    let server = Server::start("twice", "", &[]);
+    let socket = server.socket.to_str().expect("path");
+    let config = server.dir.join("server.conf");
+    let config = config.to_str().expect("path");
+    let refusal_as_root = |socket: &str, config: &str| {
+        refusal(&["--socket", socket, "--group", "root", "--config", config])
+    };
 
-    let server = Server::start("twice", &[]);
-    let out = Command::new(bin)
-        .args([
-            "--socket",
-            server.socket.to_str().expect("path"),
-            "--group",
-            "root",
-        ])
-        .output()
-        .expect("run");
-    assert!(!out.status.success());
-    assert!(String::from_utf8_lossy(&out.stderr).contains("another server"));
+    let no_group = refusal(&["--socket", socket, "--group", "no-such-group-tundra"]);
+    assert!(no_group.contains("does not exist"), "{no_group}");
+    let twice = refusal_as_root(socket, config);
+    assert!(twice.contains("another server"), "{twice}");
+    // A folder others may write to (here the sticky, world-writable /tmp):
+    // the path could be swapped under the chown and chmod.
+    let unsafe_socket = std::env::temp_dir().join(format!("tundra-{}.sock", std::process::id()));
+    let unsafe_socket = unsafe_socket.to_str().expect("path");
+    let why = refusal_as_root(unsafe_socket, config);
+    assert!(
+        why.contains("may be written by users other than root"),
+        "{why}"
+    );
+    assert!(!Path::new(unsafe_socket).exists());
+    // A configuration that does not parse, or is missing when named.
+    let bad = server.dir.join("bad.conf");
+    std::fs::write(&bad, "allow uid:5 not-a-range\n").expect("write");
+    let other = server.dir.join("other.sock");
+    let other = other.to_str().expect("path");
+    let why = refusal_as_root(other, bad.to_str().expect("path"));
+    assert!(why.contains("line 1"), "{why}");
+    let why = refusal_as_root(other, "/nonexistent/tundra.conf");
+    assert!(why.contains("cannot read"), "{why}");
     assert!(server.stop().success());
 
     // A socket file nobody listens on is stale: replaced.
-    let stale = std::env::temp_dir().join(format!("tundra-stale-{}.sock", std::process::id()));
-    drop(std::os::unix::net::UnixListener::bind(&stale).expect("bind"));
-    assert!(stale.exists());
+    let mut stale = Server::start("stale", "", &[]);
+    let path = stale.socket.clone();
+    drop(UnixStream::connect(&path).expect("listening"));
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(stale.child.id() as i32),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .expect("kill");
+    stale.child.wait().expect("wait");
+    let dir = stale.dir.clone();
+    // Keep its folder (and the stale socket in it) for the next server.
+    std::mem::forget(stale);
+    assert!(path.exists(), "a killed server leaves its socket");
     let child = Command::new(bin)
-        .args(["--socket", stale.to_str().expect("path"), "--group", "root"])
+        .args([
+            "--socket",
+            path.to_str().expect("path"),
+            "--group",
+            "root",
+            "--config",
+        ])
+        .arg(dir.join("server.conf"))
         .stderr(Stdio::null())
         .spawn()
         .expect("start");
     let server = Server {
         child,
-        socket: stale,
+        dir,
+        socket: path,
     };
     wait_listening(&server.socket);
     let mode = std::fs::metadata(&server.socket).expect("meta");
@@ -381,7 +305,7 @@ fn a_0x_c_client_gets_a_device_with_the_packet_information_header() {
         return;
     }
     let client = legacy_client();
-    let server = Server::start("legacy", &[]);
+    let server = Server::start("legacy", "", &[]);
     let mut child = Command::new(&client)
         .args([
             server.socket.to_str().expect("utf-8 path"),
@@ -438,7 +362,7 @@ fn bad_0x_requests_are_closed_without_a_reply_and_current_clients_still_served()
     if !privileged_netns() {
         return;
     }
-    let server = Server::start("legacy-bad", &[]);
+    let server = Server::start("legacy-bad", "", &[]);
     let request = |addr: &str, size: u64| {
         let mut r = [0u8; 160];
         r[8..16].copy_from_slice(&size.to_ne_bytes());

@@ -23,3 +23,15 @@ pub fn supplementary_member(user: &User, group: Gid) -> bool {
         .flatten()
         .is_some_and(|g| g.mem.iter().any(|member| *member == user.name))
 }
+
+/// The user's primary group only: nix offers no getgrouplist on macOS, so
+/// delegations to supplementary groups do not apply there (the server
+/// serves only root on macOS for now; see README.md).
+pub fn user_groups(user: &User) -> Vec<Gid> {
+    vec![user.gid]
+}
+
+/// Root only (macOS has no per-thread capability sets to consult).
+pub fn privileged() -> bool {
+    nix::unistd::Uid::effective().is_root()
+}

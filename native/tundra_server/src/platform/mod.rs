@@ -3,17 +3,20 @@
 //! - `peer_credentials(&UnixStream) -> nix::Result<Credentials>`: who is at
 //!   the other end of a connection, as the kernel vouches;
 //! - `supplementary_member(&User, Gid) -> bool`: whether the user database
-//!   lists the user in the group.
+//!   lists the user in the group;
+//! - `user_groups(&User) -> Vec<Gid>`: the user's groups, as far as the OS
+//!   can list them;
+//! - `privileged() -> bool`: whether this process may create devices.
 
 #[cfg(target_os = "linux")]
 mod linux;
 #[cfg(target_os = "linux")]
-pub use linux::{peer_credentials, supplementary_member};
+pub use linux::{peer_credentials, privileged, supplementary_member, user_groups};
 
 #[cfg(target_os = "macos")]
 mod macos;
 #[cfg(target_os = "macos")]
-pub use macos::{peer_credentials, supplementary_member};
+pub use macos::{peer_credentials, privileged, supplementary_member, user_groups};
 
 /// A connected peer's identity.
 #[derive(Debug, Clone, Copy)]

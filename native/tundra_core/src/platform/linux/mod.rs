@@ -8,7 +8,7 @@ use std::io;
 use std::net::IpAddr;
 use std::os::fd::BorrowedFd;
 
-use super::{Device, LinkInfo, TunFd};
+use super::{Device, LinkInfo, Occupied, TunFd, TunLink};
 use crate::{DeviceConfig, Framing};
 
 fn interface_index(name: &str) -> io::Result<u32> {
@@ -68,22 +68,23 @@ pub fn inspect(fd: BorrowedFd<'_>) -> io::Result<TunFd> {
     Ok(TunFd { name, framing })
 }
 
-/// Number of TUN devices (in this network namespace) whose owner is `uid`.
-pub fn devices_owned_by(uid: u32) -> io::Result<usize> {
-    let mut count = 0;
-    for entry in std::fs::read_dir("/sys/class/net")? {
-        let path = entry?.path();
-        if !path.join("tun_flags").exists() {
-            continue;
-        }
-        // A device may vanish between listing and reading: not counted.
-        if let Ok(owner) = std::fs::read_to_string(path.join("owner")) {
-            if owner.trim().parse::<i64>().ok() == Some(i64::from(uid)) {
-                count += 1;
-            }
-        }
-    }
-    Ok(count)
+/// The addresses and routes of this network namespace.
+pub fn occupied() -> io::Result<Occupied> {
+    let mut rtnl = netlink::Rtnl::open()?;
+    Ok(Occupied {
+        addresses: rtnl.all_addresses()?,
+        routes: rtnl.all_routes()?,
+    })
+}
+
+/// The TUN devices of this network namespace.
+pub fn tun_links() -> io::Result<Vec<TunLink>> {
+    netlink::Rtnl::open()?.tun_links()
+}
+
+/// Deletes interface `index`.
+pub fn delete_link(index: u32) -> io::Result<()> {
+    netlink::Rtnl::open()?.delete_link(index)
 }
 
 /// MTU, state and addresses of the interface called `name`.

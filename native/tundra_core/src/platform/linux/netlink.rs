@@ -7,19 +7,20 @@ use std::net::IpAddr;
 
 use neli::consts::nl::{NlmF, Nlmsg};
 use neli::consts::rtnl::{
-    Ifa, IfaF, Iff, Ifla, RtAddrFamily, RtScope, RtTable, Rta, Rtm, RtmF, Rtn, Rtprot,
+    Ifa, IfaF, Iff, Ifla, IflaInfo, RtAddrFamily, RtScope, RtTable, Rta, Rtm, RtmF, Rtn, Rtprot,
 };
 use neli::consts::socket::NlFamily;
 use neli::nl::{NlPayload, Nlmsghdr, NlmsghdrBuilder};
 use neli::rtnl::{
-    Ifaddrmsg, IfaddrmsgBuilder, Ifinfomsg, IfinfomsgBuilder, RtattrBuilder, RtmsgBuilder,
+    Ifaddrmsg, IfaddrmsgBuilder, Ifinfomsg, IfinfomsgBuilder, RtattrBuilder, Rtmsg, RtmsgBuilder,
 };
 use neli::socket::synchronous::NlSocketHandle;
 use neli::types::{Buffer, RtBuffer};
 use neli::utils::Groups;
 
+use crate::cidr::Cidr;
 use crate::config::{address_bits, ip_from_bytes};
-use crate::platform::{InterfaceAddress, LinkInfo};
+use crate::platform::{InterfaceAddress, LinkInfo, TunLink};
 use crate::DeviceConfig;
 
 /// A connected NETLINK_ROUTE socket.
@@ -271,21 +272,11 @@ impl Rtnl {
         let mtu = mtu.ok_or_else(|| io::Error::from_raw_os_error(libc::EIO))?;
 
         let mut addresses = Vec::new();
-        self.dump(
-            Rtm::Getaddr,
-            IfaddrmsgBuilder::default()
-                .ifa_family(RtAddrFamily::Unspecified)
-                .ifa_prefixlen(0)
-                .ifa_scope(RtScope::Universe)
-                .ifa_index(0)
-                .build()
-                .map_err(protocol_error)?,
-            |a: &Ifaddrmsg| {
-                if *a.ifa_index() == index {
-                    addresses.extend(interface_address(a));
-                }
-            },
-        )?;
+        self.each_address(|a| {
+            if *a.ifa_index() == index {
+                addresses.extend(interface_address(a));
+            }
+        })?;
         Ok(LinkInfo {
             index,
             mtu,
@@ -293,6 +284,165 @@ impl Rtnl {
             addresses,
         })
     }
+
+    /// Dumps the addresses of every interface into `visit`.
+    fn each_address(&mut self, visit: impl FnMut(&Ifaddrmsg)) -> io::Result<()> {
+        let request = IfaddrmsgBuilder::default()
+            .ifa_family(RtAddrFamily::Unspecified)
+            .ifa_prefixlen(0)
+            .ifa_scope(RtScope::Universe)
+            .ifa_index(0)
+            .build()
+            .map_err(protocol_error)?;
+        self.dump(Rtm::Getaddr, request, visit)
+    }
+
+    /// Every address assigned to an interface of this network namespace.
+    pub fn all_addresses(&mut self) -> io::Result<Vec<IpAddr>> {
+        let mut addresses = Vec::new();
+        self.each_address(|a| addresses.extend(interface_address(a).map(|a| a.address)))?;
+        Ok(addresses)
+    }
+
+    /// The destination of every route of this network namespace, in every
+    /// table and of every type (unicast, local, broadcast, blackhole, ...).
+    pub fn all_routes(&mut self) -> io::Result<Vec<Cidr>> {
+        let request = RtmsgBuilder::default()
+            .rtm_family(RtAddrFamily::Unspecified)
+            .rtm_dst_len(0)
+            .rtm_src_len(0)
+            .rtm_tos(0)
+            .rtm_table(RtTable::Unspec)
+            .rtm_protocol(Rtprot::Unspec)
+            .rtm_scope(RtScope::Universe)
+            .rtm_type(Rtn::Unspec)
+            .build()
+            .map_err(protocol_error)?;
+        let mut routes = Vec::new();
+        self.dump(Rtm::Getroute, request, |r: &Rtmsg| {
+            routes.extend(route_destination(r));
+        })?;
+        Ok(routes)
+    }
+
+    /// Every TUN (and TAP) device of this network namespace, with how many
+    /// file descriptors hold it.
+    pub fn tun_links(&mut self) -> io::Result<Vec<TunLink>> {
+        // Asks the kernel to dump only links of kind "tun" (kernels before
+        // 4.15 ignore the filter; the kind is checked on each reply too).
+        let kind = RtattrBuilder::default()
+            .rta_type(IflaInfo::Kind)
+            .rta_payload(&b"tun\0"[..])
+            .build()
+            .map_err(protocol_error)?;
+        let linkinfo = RtattrBuilder::default()
+            .rta_type(Ifla::Linkinfo)
+            .rta_payload(Buffer::from(Vec::new()))
+            .build()
+            .map_err(protocol_error)?
+            .nest(&kind)
+            .map_err(protocol_error)?;
+        let mut attrs = RtBuffer::new();
+        attrs.push(linkinfo);
+        let request = IfinfomsgBuilder::default()
+            .ifi_family(RtAddrFamily::Unspecified)
+            .rtattrs(attrs)
+            .build()
+            .map_err(protocol_error)?;
+        let mut links = Vec::new();
+        self.dump(Rtm::Getlink, request, |l: &Ifinfomsg| {
+            links.extend(tun_link(l));
+        })?;
+        Ok(links)
+    }
+
+    /// Deletes interface `index`.
+    pub fn delete_link(&mut self, index: u32) -> io::Result<()> {
+        let index = i32::try_from(index).map_err(protocol_error)?;
+        let msg = IfinfomsgBuilder::default()
+            .ifi_family(RtAddrFamily::Unspecified)
+            .ifi_index(index)
+            .build()
+            .map_err(protocol_error)?;
+        self.change(Rtm::Dellink, NlmF::empty(), msg)
+    }
+}
+
+/// A route's destination prefix; the default route has length 0.
+fn route_destination(msg: &Rtmsg) -> Option<Cidr> {
+    let len = *msg.rtm_dst_len();
+    let dst = msg
+        .rtattrs()
+        .iter()
+        .find(|a| *a.rta_type() == Rta::Dst)
+        .and_then(|a| ip_from_bytes(a.rta_payload().as_ref()));
+    match (dst, msg.rtm_family()) {
+        (Some(dst), _) => Cidr::new(dst, len),
+        (None, RtAddrFamily::Inet) => Cidr::new(IpAddr::from([0u8; 4]), 0),
+        (None, RtAddrFamily::Inet6) => Cidr::new(IpAddr::from([0u8; 16]), 0),
+        (None, _) => None,
+    }
+}
+
+/// IFLA_TUN_* attributes inside IFLA_INFO_DATA (linux/if_link.h).
+const IFLA_TUN_PERSIST: u16 = 6;
+const IFLA_TUN_NUM_QUEUES: u16 = 8;
+const IFLA_TUN_NUM_DISABLED_QUEUES: u16 = 9;
+
+/// A link message as a `TunLink`, if it is a TUN/TAP device.
+///
+/// The kernel reports queue counts only for multi-queue devices. For the
+/// others the carrier tells: TUN turns it on when an fd attaches and off
+/// when the last one detaches (a holder may also turn it off itself, with
+/// TUNSETCARRIER).
+fn tun_link(msg: &Ifinfomsg) -> Option<TunLink> {
+    let attrs = msg.rtattrs().get_attr_handle();
+    let name = attrs
+        .get_attr_payload_as_with_len::<String>(Ifla::Ifname)
+        .ok()?;
+    let carrier = attrs.get_attr_payload_as::<u8>(Ifla::Carrier).ok()?;
+    let info = attrs
+        .get_nested_attributes::<IflaInfo>(Ifla::Linkinfo)
+        .ok()?;
+    let kind = info.get_attribute(IflaInfo::Kind)?.rta_payload().as_ref();
+    if kind.strip_suffix(b"\0").unwrap_or(kind) != b"tun" {
+        return None;
+    }
+    let data = info.get_attribute(IflaInfo::Data)?.rta_payload().as_ref();
+    let (mut persist, mut queues) = (false, None);
+    for (kind, payload) in nested_attributes(data) {
+        match kind {
+            IFLA_TUN_PERSIST => persist = payload.first().is_some_and(|&b| b != 0),
+            IFLA_TUN_NUM_QUEUES | IFLA_TUN_NUM_DISABLED_QUEUES => {
+                *queues.get_or_insert(0) += u32_payload(payload)?;
+            }
+            _ => {}
+        }
+    }
+    Some(TunLink {
+        index: u32::try_from(*msg.ifi_index()).ok()?,
+        name,
+        persist,
+        attached: queues.unwrap_or(u32::from(carrier != 0)),
+    })
+}
+
+fn u32_payload(payload: &[u8]) -> Option<u32> {
+    Some(u32::from_ne_bytes(payload.get(..4)?.try_into().ok()?))
+}
+
+/// The (type, payload) pairs of a buffer of netlink attributes: each is a
+/// native-endian u16 length (header included) and u16 type, its payload,
+/// and padding to 4 bytes. Stops at the first malformed one.
+fn nested_attributes(mut bytes: &[u8]) -> impl Iterator<Item = (u16, &[u8])> {
+    std::iter::from_fn(move || {
+        let len = usize::from(u16::from_ne_bytes(bytes.get(..2)?.try_into().ok()?));
+        let kind = u16::from_ne_bytes(bytes.get(2..4)?.try_into().ok()?);
+        let payload = bytes.get(4..len)?;
+        bytes = bytes.get(len.next_multiple_of(4)..).unwrap_or_default();
+        // NLA_F_NESTED and NLA_F_NET_BYTEORDER live in the type's top bits.
+        Some((kind & 0x3FFF, payload))
+    })
 }
 
 /// An address message as an `InterfaceAddress`: IFA_LOCAL is the address
@@ -320,4 +470,26 @@ fn interface_address(msg: &Ifaddrmsg) -> Option<InterfaceAddress> {
         prefix,
         peer,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn nested_attributes_are_walked_with_padding_and_stop_at_junk() {
+        let mut bytes = Vec::new();
+        for (kind, payload) in [(6u16, &[1u8][..]), (8, &3u32.to_ne_bytes()[..])] {
+            let len = 4 + payload.len();
+            bytes.extend_from_slice(&(len as u16).to_ne_bytes());
+            bytes.extend_from_slice(&kind.to_ne_bytes());
+            bytes.extend_from_slice(payload);
+            bytes.resize(bytes.len().next_multiple_of(4), 0);
+        }
+        let found: Vec<_> = nested_attributes(&bytes).collect();
+        assert_eq!(found, vec![(6, &[1u8][..]), (8, &3u32.to_ne_bytes()[..])]);
+        // A length past the end, or shorter than the header, ends the walk.
+        assert_eq!(nested_attributes(&[200, 0, 1, 0, 9]).count(), 0);
+        assert_eq!(nested_attributes(&[2, 0, 1, 0]).count(), 0);
+    }
 }

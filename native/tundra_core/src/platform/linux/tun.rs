@@ -11,7 +11,9 @@ use crate::Framing;
 
 /// Opens `/dev/net/tun` and attaches a new TUN device: raw IP packets, or
 /// with `packet_info` the 4-byte `tun_pi` header before each (as 0.x
-/// made them). `name` may be empty or contain `%d`.
+/// made them). `name` may be empty or contain `%d`. The device must be
+/// new (IFF_TUN_EXCL): a name that exists, even as an unattached
+/// persistent device, gives `EBUSY` instead of attaching to it.
 pub fn open_device(name: &str, packet_info: bool) -> io::Result<(OwnedFd, String)> {
     let fd = open(
         "/dev/net/tun",
@@ -19,9 +21,9 @@ pub fn open_device(name: &str, packet_info: bool) -> io::Result<(OwnedFd, String
         Mode::empty(),
     )?;
     let flags = if packet_info {
-        sys::IFF_TUN
+        sys::IFF_TUN | sys::IFF_TUN_EXCL
     } else {
-        sys::IFF_TUN | sys::IFF_NO_PI
+        sys::IFF_TUN | sys::IFF_NO_PI | sys::IFF_TUN_EXCL
     };
     let mut req = TunIfReq::new(name, flags);
     // SAFETY: `fd` is an open /dev/net/tun descriptor and `req` is a valid,

@@ -14,7 +14,7 @@ use std::os::fd::{AsFd, BorrowedFd};
 
 use nix::fcntl::{fcntl, FcntlArg, FdFlag};
 
-use super::{Device, InterfaceAddress, LinkInfo, TunFd};
+use super::{Device, InterfaceAddress, LinkInfo, Occupied, TunFd, TunLink};
 use crate::config::address_bits;
 use crate::utun::{self, AliasRequest};
 use crate::{DeviceConfig, Framing};
@@ -33,8 +33,7 @@ pub fn create(config: &DeviceConfig) -> io::Result<Device> {
 }
 
 /// Like `create`. macOS records no owner on a utun device, so `owner` is
-/// not kept (and `devices_owned_by` cannot count); only the native
-/// framing exists.
+/// not kept; only the native framing exists.
 pub fn create_for(
     config: &DeviceConfig,
     _owner: Option<u32>,
@@ -111,8 +110,18 @@ pub fn inspect(fd: BorrowedFd<'_>) -> io::Result<TunFd> {
     })
 }
 
-/// macOS keeps no owner on utun devices: counting is not possible.
-pub fn devices_owned_by(_uid: u32) -> io::Result<usize> {
+/// Not written for macOS yet (it would read the routing table with
+/// sysctl): the server serves only root there.
+pub fn occupied() -> io::Result<Occupied> {
+    Err(errno(libc::EOPNOTSUPP))
+}
+
+/// utun devices cannot outlive their fd, so the server has none to reap.
+pub fn tun_links() -> io::Result<Vec<TunLink>> {
+    Err(errno(libc::EOPNOTSUPP))
+}
+
+pub fn delete_link(_index: u32) -> io::Result<()> {
     Err(errno(libc::EOPNOTSUPP))
 }
 

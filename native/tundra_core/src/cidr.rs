@@ -1,0 +1,186 @@
+//! IP prefixes (`10.8.0.0/16`, `fd00::/64`): the address ranges the server
+//! delegates and the routes a device adds, compared as sets of addresses.
+#![forbid(unsafe_code)]
+
+use std::fmt;
+use std::net::IpAddr;
+use std::str::FromStr;
+
+use serde::{Deserialize, Serialize};
+
+use crate::config::address_bits;
+
+/// A prefix: an address with its low bits cleared, and a length.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct Cidr {
+    network: IpAddr,
+    len: u8,
+}
+
+/// The address as a 128-bit number, IPv4 in the high 32 bits so that
+/// prefix arithmetic is the same for both families.
+fn bits(addr: &IpAddr) -> u128 {
+    match addr {
+        IpAddr::V4(a) => u128::from(u32::from(*a)) << 96,
+        IpAddr::V6(a) => u128::from(*a),
+    }
+}
+
+fn mask(len: u8) -> u128 {
+    u128::MAX.checked_shl(128 - u32::from(len)).unwrap_or(0)
+}
+
+fn from_bits(value: u128, like: &IpAddr) -> IpAddr {
+    match like {
+        // The low 96 bits are zero for an IPv4 value; the shift keeps the top 32.
+        IpAddr::V4(_) => IpAddr::from(((value >> 96) as u32).to_be_bytes()),
+        IpAddr::V6(_) => IpAddr::from(value.to_be_bytes()),
+    }
+}
+
+impl Cidr {
+    /// The prefix of length `len` that contains `addr` (host bits cleared);
+    /// `None` if `len` is longer than the address.
+    pub fn new(addr: IpAddr, len: u8) -> Option<Cidr> {
+        let width = address_bits(&addr);
+        if len > width {
+            return None;
+        }
+        // In the 128-bit form an IPv4 prefix of `len` is `len` high bits.
+        let network = from_bits(bits(&addr) & mask(len), &addr);
+        Some(Cidr { network, len })
+    }
+
+    /// The single address `addr` (/32 or /128).
+    pub fn host(addr: IpAddr) -> Cidr {
+        Cidr {
+            network: addr,
+            len: address_bits(&addr),
+        }
+    }
+
+    pub fn network(&self) -> IpAddr {
+        self.network
+    }
+
+    pub fn prefix_len(&self) -> u8 {
+        self.len
+    }
+
+    /// Whether this prefix is all addresses of its family (a default route).
+    pub fn is_default(&self) -> bool {
+        self.len == 0
+    }
+
+    pub fn contains(&self, addr: &IpAddr) -> bool {
+        addr.is_ipv4() == self.network.is_ipv4()
+            && bits(addr) & mask(self.len) == bits(&self.network)
+    }
+
+    /// Whether every address of `other` is in this prefix.
+    pub fn covers(&self, other: &Cidr) -> bool {
+        self.len <= other.len && self.contains(&other.network)
+    }
+
+    /// Whether the two prefixes share an address (one covers the other).
+    pub fn overlaps(&self, other: &Cidr) -> bool {
+        self.covers(other) || other.covers(self)
+    }
+}
+
+impl fmt::Display for Cidr {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}/{}", self.network, self.len)
+    }
+}
+
+/// Why a prefix did not parse.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ParseCidrError;
+
+impl fmt::Display for ParseCidrError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("expected an address range such as 10.8.0.0/16 or fd00::/64")
+    }
+}
+
+impl std::error::Error for ParseCidrError {}
+
+impl FromStr for Cidr {
+    type Err = ParseCidrError;
+
+    /// `ADDRESS/LENGTH`, with no host bits set (`10.8.0.1/16` is refused:
+    /// a range is written as its network, so a typo cannot widen it).
+    fn from_str(text: &str) -> Result<Cidr, ParseCidrError> {
+        let (addr, len) = text.split_once('/').ok_or(ParseCidrError)?;
+        let addr: IpAddr = addr.parse().map_err(|_| ParseCidrError)?;
+        if len.is_empty() || !len.bytes().all(|b| b.is_ascii_digit()) {
+            return Err(ParseCidrError);
+        }
+        let len: u8 = len.parse().map_err(|_| ParseCidrError)?;
+        match Cidr::new(addr, len) {
+            Some(cidr) if cidr.network == addr => Ok(cidr),
+            _ => Err(ParseCidrError),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn c(text: &str) -> Cidr {
+        text.parse().expect(text)
+    }
+
+    fn ip(text: &str) -> IpAddr {
+        text.parse().expect(text)
+    }
+
+    #[test]
+    fn parses_networks_and_refuses_host_bits_and_junk() {
+        assert_eq!(c("10.8.0.0/16").to_string(), "10.8.0.0/16");
+        assert_eq!(c("fd00::/64").to_string(), "fd00::/64");
+        assert_eq!(c("0.0.0.0/0").prefix_len(), 0);
+        for bad in [
+            "10.8.0.1/16",
+            "10.8.0.0/33",
+            "fd00::/129",
+            "10.8.0.0",
+            "10.8.0.0/",
+            "10.8.0.0/+8",
+            "10.8.0.0/ 8",
+            "x/8",
+            "/8",
+        ] {
+            assert_eq!(bad.parse::<Cidr>(), Err(ParseCidrError), "{bad}");
+        }
+    }
+
+    #[test]
+    fn new_clears_host_bits() {
+        assert_eq!(Cidr::new(ip("10.8.3.7"), 16), Some(c("10.8.0.0/16")));
+        assert_eq!(Cidr::new(ip("10.8.3.7"), 0), Some(c("0.0.0.0/0")));
+        assert_eq!(Cidr::new(ip("fd00::1:2"), 64), Some(c("fd00::/64")));
+        assert_eq!(Cidr::new(ip("10.8.3.7"), 33), None);
+        assert_eq!(Cidr::host(ip("10.8.3.7")), c("10.8.3.7/32"));
+    }
+
+    #[test]
+    fn containment_and_overlap() {
+        let net = c("10.8.0.0/16");
+        assert!(net.contains(&ip("10.8.255.1")));
+        assert!(!net.contains(&ip("10.9.0.1")));
+        assert!(!net.contains(&ip("::a08:1")), "families never mix");
+        assert!(net.covers(&c("10.8.4.0/24")));
+        assert!(!net.covers(&c("10.0.0.0/8")));
+        assert!(net.overlaps(&c("10.0.0.0/8")));
+        assert!(net.overlaps(&c("10.8.4.4/32")));
+        assert!(!net.overlaps(&c("10.9.0.0/16")));
+        assert!(c("0.0.0.0/0").covers(&net));
+        assert!(!c("::/0").overlaps(&net));
+        assert!(c("fd00::/8").covers(&c("fd50::9/128")));
+        assert!(!c("fd00::/8").covers(&c("fe80::/64")));
+        assert!(c("0.0.0.0/0").is_default());
+    }
+}

@@ -1,0 +1,184 @@
+//! The server's log: one line per event on stderr, written by a thread of
+//! its own so that no serving thread ever waits for stderr (a full pipe, a
+//! stopped reader) or fails with it (a closed pipe: writes fail quietly).
+//!
+//! Lines are rate-limited (a burst, then a steady rate; what is left out is
+//! counted and reported with the next line that goes out), and text that
+//! came from a client is written through [`Untrusted`], which escapes it.
+#![forbid(unsafe_code)]
+
+use std::fmt;
+use std::io::Write;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::mpsc::{self, Receiver, SyncSender, TrySendError};
+use std::sync::{Mutex, OnceLock};
+use std::time::{Duration, Instant};
+
+/// Lines that may go out at once, and per second after that.
+const BURST: f64 = 200.0;
+const PER_SECOND: f64 = 50.0;
+/// Lines waiting for the writer; beyond this, lines are left out.
+const QUEUE: usize = 1024;
+
+struct Log {
+    queue: SyncSender<String>,
+    bucket: Mutex<Bucket>,
+    /// Lines left out since the last that went out.
+    left_out: AtomicU64,
+    queued: AtomicU64,
+    written: AtomicU64,
+}
+
+struct Bucket {
+    tokens: f64,
+    refilled: Instant,
+}
+
+impl Bucket {
+    /// Takes a token if there is one at time `now`.
+    fn take(&mut self, now: Instant) -> bool {
+        let earned = now.duration_since(self.refilled).as_secs_f64() * PER_SECOND;
+        self.tokens = (self.tokens + earned).min(BURST);
+        self.refilled = now;
+        if self.tokens >= 1.0 {
+            self.tokens -= 1.0;
+            true
+        } else {
+            false
+        }
+    }
+}
+
+static LOG: OnceLock<Log> = OnceLock::new();
+
+fn global() -> &'static Log {
+    LOG.get_or_init(|| {
+        let (queue, lines) = mpsc::sync_channel(QUEUE);
+        // Without a writer thread lines are queued and then left out; the
+        // server itself goes on either way.
+        let _ = std::thread::Builder::new()
+            .name("tundra_log".into())
+            .spawn(move || write_lines(lines));
+        Log {
+            queue,
+            bucket: Mutex::new(Bucket {
+                tokens: BURST,
+                refilled: Instant::now(),
+            }),
+            left_out: AtomicU64::new(0),
+            queued: AtomicU64::new(0),
+            written: AtomicU64::new(0),
+        }
+    })
+}
+
+fn write_lines(lines: Receiver<String>) {
+    let mut stderr = std::io::stderr();
+    for line in lines {
+        // A closed or broken stderr loses the line, nothing else.
+        let _ = stderr.write_all(line.as_bytes());
+        if let Some(log) = LOG.get() {
+            log.written.fetch_add(1, Relaxed);
+        }
+    }
+}
+
+/// Logs one line (prefixed with the server's name). Never blocks and never
+/// fails; rate-limited.
+pub fn line(args: fmt::Arguments) {
+    let log = global();
+    let admitted = log
+        .bucket
+        .lock()
+        .map(|mut bucket| bucket.take(Instant::now()))
+        .unwrap_or(false);
+    if !admitted {
+        log.left_out.fetch_add(1, Relaxed);
+        return;
+    }
+    let left_out = log.left_out.swap(0, Relaxed);
+    let mut text = String::new();
+    if left_out > 0 {
+        text.push_str(&format!(
+            "tundra_server: ({left_out} log lines left out: too many)\n"
+        ));
+    }
+    text.push_str(&format!("tundra_server: {args}\n"));
+    match log.queue.try_send(text) {
+        Ok(()) => {
+            log.queued.fetch_add(1, Relaxed);
+        }
+        Err(TrySendError::Full(_) | TrySendError::Disconnected(_)) => {
+            log.left_out.fetch_add(1 + left_out, Relaxed);
+        }
+    }
+}
+
+/// Waits up to `limit` for queued lines to be written (before exiting).
+pub fn flush(limit: Duration) {
+    let Some(log) = LOG.get() else {
+        return;
+    };
+    let deadline = Instant::now() + limit;
+    while log.written.load(Relaxed) < log.queued.load(Relaxed) && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
+/// `log!("uid={} ...", ...)`: one rate-limited line.
+macro_rules! log {
+    ($($arg:tt)*) => {
+        $crate::log::line(format_args!($($arg)*))
+    };
+}
+pub(crate) use log;
+
+/// Text a client chose (a device name, ...), displayed so that it cannot
+/// forge a line or a field: every byte outside printable ASCII, and the
+/// space, `\` and `=`, is written as `\xNN`.
+pub struct Untrusted<'a>(pub &'a str);
+
+impl fmt::Display for Untrusted<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for byte in self.0.bytes() {
+            if byte.is_ascii_graphic() && byte != b'\\' && byte != b'=' {
+                write!(f, "{}", char::from(byte))?;
+            } else {
+                write!(f, "\\x{byte:02x}")?;
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn untrusted_text_cannot_break_a_line_or_a_field() {
+        let forged = "tun0\n\u{1b}[31mtundra_server: uid=0 device=x created";
+        let shown = Untrusted(forged).to_string();
+        assert_eq!(
+            shown,
+            "tun0\\x0a\\x1b[31mtundra_server:\\x20uid\\x3d0\\x20device\\x3dx\\x20created"
+        );
+        assert!(shown.bytes().all(|b| b.is_ascii_graphic()));
+        assert_eq!(Untrusted("tun%d").to_string(), "tun%d");
+        assert_eq!(Untrusted("é").to_string(), "\\xc3\\xa9");
+    }
+
+    #[test]
+    fn the_bucket_admits_a_burst_then_a_rate() {
+        let start = Instant::now();
+        let mut bucket = Bucket {
+            tokens: BURST,
+            refilled: start,
+        };
+        let burst = (0..1000).filter(|_| bucket.take(start)).count();
+        assert_eq!(burst, BURST as usize);
+        let later = start + Duration::from_secs(2);
+        let refilled = (0..1000).filter(|_| bucket.take(later)).count();
+        assert_eq!(refilled, (2.0 * PER_SECOND) as usize);
+    }
+}

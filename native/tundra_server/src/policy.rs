@@ -1,0 +1,368 @@
+//! What the administrator delegated: which address ranges each user or
+//! group may put on a device, and the name prefix of server-made devices.
+//! Read once at start from the configuration file (see README.md):
+//!
+//! ```text
+//! # A member's device (its address, its peer and the prefix it routes)
+//! # must lie inside ranges delegated to the member or one of its groups.
+//! allow group:tundra 10.99.0.0/16 fd11:b7b7:4360::/48
+//! allow user:alice   10.60.0.0/24
+//! allow uid:1001     fd60::/64
+//! name-prefix tun
+//! ```
+#![forbid(unsafe_code)]
+
+use std::net::IpAddr;
+
+use nix::unistd::{Group, User};
+use tundra_core::config::valid_interface_name;
+use tundra_core::platform::Occupied;
+use tundra_core::Cidr;
+
+/// Name prefix of server-made devices unless configured otherwise.
+pub const DEFAULT_NAME_PREFIX: &str = "tun";
+
+/// Who a delegation is for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Principal {
+    Uid(u32),
+    Gid(u32),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Delegation {
+    pub to: Principal,
+    pub ranges: Vec<Cidr>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Policy {
+    pub delegations: Vec<Delegation>,
+    pub name_prefix: String,
+}
+
+impl Default for Policy {
+    /// Nothing delegated: only root is served.
+    fn default() -> Self {
+        Policy {
+            delegations: Vec::new(),
+            name_prefix: DEFAULT_NAME_PREFIX.into(),
+        }
+    }
+}
+
+/// Looks user and group names up; a seam so that parsing is testable
+/// without the system's user database.
+pub trait Names {
+    fn uid(&self, user: &str) -> Option<u32>;
+    fn gid(&self, group: &str) -> Option<u32>;
+}
+
+/// The system's user database.
+pub struct SystemNames;
+
+impl Names for SystemNames {
+    fn uid(&self, user: &str) -> Option<u32> {
+        User::from_name(user).ok().flatten().map(|u| u.uid.as_raw())
+    }
+    fn gid(&self, group: &str) -> Option<u32> {
+        Group::from_name(group)
+            .ok()
+            .flatten()
+            .map(|g| g.gid.as_raw())
+    }
+}
+
+impl Policy {
+    /// Parses a configuration file's text. Errors name the line.
+    pub fn parse(text: &str, names: &dyn Names) -> Result<Policy, String> {
+        let mut policy = Policy::default();
+        for (n, line) in text.lines().enumerate() {
+            let line = line.split('#').next().unwrap_or_default();
+            let mut words = line.split_whitespace();
+            let at = |what: String| format!("line {}: {what}", n + 1);
+            match words.next() {
+                None => {}
+                Some("allow") => {
+                    let who = words
+                        .next()
+                        .ok_or_else(|| at("allow needs a user or group".into()))?;
+                    let to = principal(who, names).map_err(at)?;
+                    let ranges = words
+                        .map(|w| w.parse::<Cidr>().map_err(|e| at(format!("{w:?}: {e}"))))
+                        .collect::<Result<Vec<_>, _>>()?;
+                    if ranges.is_empty() {
+                        return Err(at(format!("allow {who} names no address range")));
+                    }
+                    policy.delegations.push(Delegation { to, ranges });
+                }
+                Some("name-prefix") => {
+                    let prefix = words.next().unwrap_or_default();
+                    // Room is left for a number after the prefix.
+                    if prefix.len() > 12 || prefix.contains('%') || !valid_interface_name(prefix) {
+                        return Err(at(format!("{prefix:?} cannot start interface names")));
+                    }
+                    if let Some(extra) = words.next() {
+                        return Err(at(format!("unexpected {extra:?}")));
+                    }
+                    policy.name_prefix = prefix.into();
+                }
+                Some(other) => return Err(at(format!("unknown setting {other:?}"))),
+            }
+        }
+        Ok(policy)
+    }
+
+    /// The interface name to request for a device asked for as `requested`:
+    /// a name of its own under the prefix, or the prefix and a kernel-chosen
+    /// number. `Err` says why a name is refused.
+    pub fn device_name(&self, requested: Option<&str>) -> Result<String, String> {
+        match requested {
+            None => Ok(format!("{}%d", self.name_prefix)),
+            Some(name)
+                if name.len() > self.name_prefix.len() && name.starts_with(&self.name_prefix) =>
+            {
+                Ok(name.into())
+            }
+            Some(_) => Err(format!(
+                "names of server-made devices start with {:?}",
+                self.name_prefix
+            )),
+        }
+    }
+
+    /// The ranges delegated to `uid` or one of `groups`.
+    pub fn ranges_for<'a>(&'a self, uid: u32, groups: &'a [u32]) -> impl Iterator<Item = &'a Cidr> {
+        self.delegations
+            .iter()
+            .filter(move |d| match d.to {
+                Principal::Uid(u) => u == uid,
+                Principal::Gid(g) => groups.contains(&g),
+            })
+            .flat_map(|d| d.ranges.iter())
+    }
+
+    /// `Ok` if every claim lies inside one range delegated to `uid` or its
+    /// `groups`; otherwise names the first claim that does not.
+    pub fn check_delegated(&self, uid: u32, groups: &[u32], claims: &[Cidr]) -> Result<(), String> {
+        for claim in claims {
+            if !self
+                .ranges_for(uid, groups)
+                .any(|range| range.covers(claim))
+            {
+                return Err(if self.ranges_for(uid, groups).next().is_none() {
+                    format!(
+                        "nothing is delegated to uid {uid} or its groups (add an \"allow\" line to the server's configuration)"
+                    )
+                } else {
+                    format!("{claim} is not inside a range delegated to uid {uid} or its groups")
+                });
+            }
+        }
+        Ok(())
+    }
+}
+
+fn principal(text: &str, names: &dyn Names) -> Result<Principal, String> {
+    let (kind, name) = text
+        .split_once(':')
+        .ok_or_else(|| format!("{text:?}: expected user:NAME, group:NAME, uid:N or gid:N"))?;
+    let number = || {
+        name.parse::<u32>()
+            .map_err(|_| format!("{text:?}: not a number"))
+    };
+    match kind {
+        "user" => names
+            .uid(name)
+            .map(Principal::Uid)
+            .ok_or_else(|| format!("no user {name:?}")),
+        "group" => names
+            .gid(name)
+            .map(Principal::Gid)
+            .ok_or_else(|| format!("no group {name:?}")),
+        "uid" => number().map(Principal::Uid),
+        "gid" => number().map(Principal::Gid),
+        _ => Err(format!(
+            "{text:?}: expected user:NAME, group:NAME, uid:N or gid:N"
+        )),
+    }
+}
+
+/// `Some(why)` when a device claiming `claims` would collide with what the
+/// namespace already uses: its address assigned to an interface, or a
+/// claim overlapping a route other than a default route (in any table, so
+/// local addresses, other devices' peers and prefixes, and routed
+/// networks all count).
+pub fn conflict(address: &IpAddr, claims: &[Cidr], occupied: &Occupied) -> Option<String> {
+    if occupied.addresses.contains(address) {
+        return Some(format!("{address} is already assigned to an interface"));
+    }
+    claims.iter().find_map(|claim| {
+        occupied
+            .routes
+            .iter()
+            .find(|route| !route.is_default() && route.overlaps(claim))
+            .map(|route| format!("{claim} overlaps the existing route {route}"))
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    struct FakeNames;
+    impl Names for FakeNames {
+        fn uid(&self, user: &str) -> Option<u32> {
+            (user == "alice").then_some(1001)
+        }
+        fn gid(&self, group: &str) -> Option<u32> {
+            (group == "tundra").then_some(990)
+        }
+    }
+
+    fn cidrs(list: &[&str]) -> Vec<Cidr> {
+        list.iter().map(|c| c.parse().unwrap()).collect()
+    }
+
+    const CONFIG: &str = "
+        # comment
+        allow group:tundra 10.99.0.0/16 fd11:b7b7:4360::/48
+        allow user:alice 10.60.0.0/24   # trailing comment
+        allow uid:2000 10.70.0.0/24
+        name-prefix tnd
+    ";
+
+    #[test]
+    fn parses_delegations_by_name_and_number() {
+        let p = Policy::parse(CONFIG, &FakeNames).expect("parses");
+        assert_eq!(p.name_prefix, "tnd");
+        assert_eq!(
+            p.delegations,
+            vec![
+                Delegation {
+                    to: Principal::Gid(990),
+                    ranges: cidrs(&["10.99.0.0/16", "fd11:b7b7:4360::/48"])
+                },
+                Delegation {
+                    to: Principal::Uid(1001),
+                    ranges: cidrs(&["10.60.0.0/24"])
+                },
+                Delegation {
+                    to: Principal::Uid(2000),
+                    ranges: cidrs(&["10.70.0.0/24"])
+                },
+            ]
+        );
+        assert_eq!(Policy::parse("", &FakeNames), Ok(Policy::default()));
+    }
+
+    #[test]
+    fn the_shipped_default_delegates_the_readme_examples_to_the_group() {
+        let p = Policy::parse(include_str!("../server.conf"), &FakeNames).expect("parses");
+        assert_eq!(p.name_prefix, "tun");
+        let member = [990];
+        let mut v4 = tundra_core::DeviceConfig::new("10.99.0.2".parse().unwrap());
+        v4.dstaddr = Some("10.99.0.1".parse().unwrap());
+        let mut v6 = tundra_core::DeviceConfig::new("fd11:b7b7:4360::2".parse().unwrap());
+        v6.dstaddr = Some("fd11:b7b7:4360::1".parse().unwrap());
+        v6.prefix = 64;
+        for config in [v4, v6] {
+            assert_eq!(p.check_delegated(1234, &member, &config.claims()), Ok(()));
+            assert!(p.check_delegated(1234, &[], &config.claims()).is_err());
+        }
+    }
+
+    #[test]
+    fn bad_lines_are_named() {
+        for (text, wanted) in [
+            ("allow group:nobody 10.0.0.0/8", "line 1: no group"),
+            ("\nallow user:bob 10.0.0.0/8", "line 2: no user"),
+            ("allow uid:x 10.0.0.0/8", "not a number"),
+            ("allow alice 10.0.0.0/8", "expected user:NAME"),
+            ("allow uid:5", "names no address range"),
+            ("allow uid:5 10.0.0.1/8", "10.0.0.1/8"),
+            ("frobnicate", "unknown setting"),
+            ("name-prefix a%d", "cannot start"),
+            ("name-prefix", "cannot start"),
+            ("name-prefix tun extra", "unexpected"),
+        ] {
+            let err = Policy::parse(text, &FakeNames).expect_err(text);
+            assert!(err.contains(wanted), "{text:?}: {err}");
+        }
+    }
+
+    #[test]
+    fn names_must_carry_the_prefix() {
+        let p = Policy::default();
+        assert_eq!(p.device_name(None), Ok("tun%d".into()));
+        assert_eq!(p.device_name(Some("tunvpn%d")), Ok("tunvpn%d".into()));
+        assert_eq!(p.device_name(Some("tun-alice")), Ok("tun-alice".into()));
+        for bad in ["eth0", "wg0", "-", "123", "tun", "tu", "xtun0"] {
+            assert!(p.device_name(Some(bad)).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn every_claim_must_be_delegated_to_the_user_or_a_group() {
+        let p = Policy::parse(CONFIG, &FakeNames).unwrap();
+        let member = [990];
+        assert_eq!(
+            p.check_delegated(5, &member, &cidrs(&["10.99.1.2/32", "10.99.1.1/32"])),
+            Ok(())
+        );
+        assert_eq!(
+            p.check_delegated(1001, &[], &cidrs(&["10.60.0.2/32", "10.60.0.0/24"])),
+            Ok(())
+        );
+        // A prefix wider than the delegation, an address outside it, a
+        // peer outside it, another user's range, the default route.
+        for claims in [
+            &["10.60.0.2/32", "10.60.0.0/23"][..],
+            &["10.61.0.2/32"],
+            &["10.60.0.2/32", "10.50.0.9/32"],
+            &["10.70.0.2/32"],
+            &["10.60.0.2/32", "0.0.0.0/0"],
+        ] {
+            let err = p
+                .check_delegated(1001, &[], &cidrs(claims))
+                .expect_err("refused");
+            assert!(err.contains("not inside"), "{err}");
+        }
+        let err = p
+            .check_delegated(7, &[8], &cidrs(&["10.99.1.2/32"]))
+            .expect_err("nothing");
+        assert!(err.contains("nothing is delegated"), "{err}");
+    }
+
+    #[test]
+    fn conflicts_with_addresses_and_non_default_routes() {
+        let occupied = Occupied {
+            addresses: vec!["10.50.0.1".parse().unwrap()],
+            routes: cidrs(&[
+                "0.0.0.0/0",
+                "::/0",
+                "10.50.0.0/24",
+                "10.50.0.1/32",
+                "fd50::/64",
+            ]),
+        };
+        let free: IpAddr = "10.99.0.2".parse().unwrap();
+        assert_eq!(
+            conflict(&free, &cidrs(&["10.99.0.2/32", "10.99.0.1/32"]), &occupied),
+            None
+        );
+        let taken: IpAddr = "10.50.0.1".parse().unwrap();
+        assert!(conflict(&taken, &cidrs(&["10.50.0.1/32"]), &occupied).is_some());
+        for claims in [
+            &["10.99.0.2/32", "10.50.0.9/32"][..],
+            &["10.50.0.9/32"],
+            &["10.99.0.2/32", "10.0.0.0/8"],
+            &["fd99::2/128", "fd50::9/128"],
+        ] {
+            assert!(
+                conflict(&free, &cidrs(claims), &occupied).is_some(),
+                "{claims:?}"
+            );
+        }
+    }
+}

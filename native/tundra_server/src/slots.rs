@@ -1,0 +1,118 @@
+//! Connection slots: at most `total` connections are served at once, and
+//! at most `per_uid` of them for one user, so that one user's flood or
+//! trickle of connections cannot deny the others. A slot is a value whose
+//! drop gives it back, so every way a connection ends (a reply, an error,
+//! a panic unwinding its thread) returns it.
+#![forbid(unsafe_code)]
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, MutexGuard};
+
+pub struct Slots {
+    total: usize,
+    per_uid: usize,
+    taken: Mutex<Taken>,
+}
+
+#[derive(Default)]
+struct Taken {
+    all: usize,
+    by_uid: HashMap<u32, usize>,
+}
+
+/// Why no slot was given.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Full {
+    /// All slots are taken.
+    Server,
+    /// This user holds its share.
+    User,
+}
+
+/// A taken slot; dropping it gives it back.
+pub struct Slot {
+    slots: Arc<Slots>,
+    uid: u32,
+}
+
+impl Slots {
+    pub fn new(total: usize, per_uid: usize) -> Arc<Slots> {
+        Arc::new(Slots {
+            total,
+            per_uid: per_uid.min(total),
+            taken: Mutex::new(Taken::default()),
+        })
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Taken> {
+        // Only counters are updated under the lock; a poisoned one is sound.
+        self.taken.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    pub fn take(self: &Arc<Self>, uid: u32) -> Result<Slot, Full> {
+        let mut taken = self.lock();
+        let mine = taken.by_uid.get(&uid).copied().unwrap_or(0);
+        if mine >= self.per_uid {
+            return Err(Full::User);
+        }
+        if taken.all >= self.total {
+            return Err(Full::Server);
+        }
+        taken.all += 1;
+        taken.by_uid.insert(uid, mine + 1);
+        Ok(Slot {
+            slots: Arc::clone(self),
+            uid,
+        })
+    }
+
+    /// Connections being served now.
+    #[cfg(test)]
+    fn in_use(&self) -> usize {
+        self.lock().all
+    }
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        let mut taken = self.slots.lock();
+        taken.all = taken.all.saturating_sub(1);
+        if let Some(mine) = taken.by_uid.get_mut(&self.uid) {
+            *mine = mine.saturating_sub(1);
+            if *mine == 0 {
+                taken.by_uid.remove(&self.uid);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_user_gets_its_share_and_others_still_get_theirs() {
+        let slots = Slots::new(4, 2);
+        let a1 = slots.take(1).expect("first");
+        let _a2 = slots.take(1).expect("second");
+        assert_eq!(slots.take(1).err(), Some(Full::User));
+        let _b1 = slots.take(2).expect("another user");
+        let _c1 = slots.take(3).expect("a third");
+        assert_eq!(slots.take(4).err(), Some(Full::Server));
+        drop(a1);
+        assert!(slots.take(1).is_ok(), "given back on drop");
+    }
+
+    #[test]
+    fn a_panicking_holder_gives_its_slot_back() {
+        let slots = Slots::new(1, 1);
+        let slot = slots.take(7).expect("slot");
+        let joined = std::thread::spawn(move || {
+            let _slot = slot;
+            panic!("client thread failure");
+        })
+        .join();
+        assert!(joined.is_err());
+        assert_eq!(slots.in_use(), 0);
+    }
+}

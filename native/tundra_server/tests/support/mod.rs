@@ -1,0 +1,141 @@
+//! Shared by the server's integration tests: the real `tundra_server`
+//! binary started on a socket in a folder of its own under /run, with a
+//! configuration file and its log in that folder too.
+#![allow(dead_code)] // each test file uses its own part of this
+
+use std::fs::File;
+use std::os::unix::fs::PermissionsExt;
+use std::os::unix::net::UnixStream;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+#[path = "../../../tundra_core/tests/support/guard.rs"]
+mod guard;
+pub use guard::privileged_netns;
+
+/// Generous bound on waiting for something the test expects; never a
+/// measure of how fast it happens.
+pub const TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The gid the test servers admit (`--group`). It needs no entry in the
+/// group database: unprivileged test clients get it as their primary gid.
+pub const MEMBER_GID: u32 = 61000;
+
+pub struct Server {
+    pub child: Child,
+    pub dir: PathBuf,
+    pub socket: PathBuf,
+}
+
+/// How a test server's stderr is wired.
+pub enum Stderr {
+    /// To `server.log` in its folder (see `Server::log`).
+    File,
+    /// To a pipe, handed back to the test.
+    Piped,
+}
+
+impl Server {
+    /// Starts a server whose configuration file holds `config`.
+    pub fn start(name: &str, config: &str, extra: &[&str]) -> Server {
+        Self::start_with(name, config, extra, Stderr::File)
+    }
+
+    pub fn start_with(name: &str, config: &str, extra: &[&str], stderr: Stderr) -> Server {
+        let dir = PathBuf::from(format!("/run/tundra-test-{}-{name}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).expect("server folder");
+        // Root-owned and not writable by others, as the server demands;
+        // reachable by the unprivileged test clients.
+        std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+        let config_path = dir.join("server.conf");
+        std::fs::write(&config_path, config).expect("config");
+        let socket = dir.join("s.sock");
+        let stderr = match stderr {
+            Stderr::File => Stdio::from(File::create(dir.join("server.log")).expect("log file")),
+            Stderr::Piped => Stdio::piped(),
+        };
+        let child = Command::new(env!("CARGO_BIN_EXE_tundra_server"))
+            .args([
+                "--socket",
+                socket.to_str().expect("utf-8 path"),
+                "--group",
+                &MEMBER_GID.to_string(),
+                "--config",
+                config_path.to_str().expect("utf-8 path"),
+            ])
+            .args(extra)
+            .stderr(stderr)
+            .spawn()
+            .expect("start tundra_server");
+        let server = Server { child, dir, socket };
+        wait_listening(&server.socket);
+        server
+    }
+
+    /// What the server has logged so far.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.join("server.log")).unwrap_or_default()
+    }
+
+    pub fn stop(mut self) -> std::process::ExitStatus {
+        nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(self.child.id() as i32),
+            nix::sys::signal::Signal::SIGTERM,
+        )
+        .expect("SIGTERM");
+        let status = self.child.wait().expect("wait");
+        assert!(!self.socket.exists(), "socket removed on SIGTERM");
+        status
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// Waits until a server accepts connections on `socket`.
+pub fn wait_listening(socket: &Path) {
+    let deadline = Instant::now() + TIMEOUT;
+    while UnixStream::connect(socket).is_err() {
+        assert!(Instant::now() < deadline, "server did not start listening");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+/// Whether `done` became true within `TIMEOUT` (checked every 20 ms).
+pub fn eventually(mut done: impl FnMut() -> bool) -> bool {
+    let deadline = Instant::now() + TIMEOUT;
+    loop {
+        if done() {
+            return true;
+        }
+        if Instant::now() > deadline {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+pub fn interface_exists(name: &str) -> bool {
+    Path::new("/sys/class/net").join(name).exists()
+}
+
+/// Runs a command that must succeed (e.g. `ip`), returning its stdout.
+pub fn run(program: &str, args: &[&str]) -> String {
+    let out = Command::new(program)
+        .args(args)
+        .output()
+        .unwrap_or_else(|e| panic!("{program}: {e}"));
+    assert!(
+        out.status.success(),
+        "{program} {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}

@@ -1,0 +1,676 @@
+//! The server's trust model, attacked as a hostile member of its group
+//! would: each test is an attack that was really tried, against the real
+//! binary in the test run's network namespace. Members are unprivileged
+//! processes: this test binary run again as another uid (see
+//! `unprivileged_client`), by setpriv, with the server's group as its gid.
+#![cfg(target_os = "linux")]
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::IpAddr;
+use std::os::fd::AsRawFd;
+use std::os::unix::fs::PermissionsExt;
+use std::os::unix::net::UnixStream;
+use std::path::{Path, PathBuf};
+use std::process::{Child, ChildStdout, Command, Stdio};
+use std::sync::OnceLock;
+use std::time::Duration;
+
+use tundra_core::client::{self, Outcome};
+use tundra_core::protocol::{self, Reply, Request};
+use tundra_core::DeviceConfig;
+
+mod support;
+use support::{eventually, interface_exists, privileged_netns, run, Server, MEMBER_GID, TIMEOUT};
+
+/// Unprivileged members of the server's group, with no entry in the user
+/// database: delegations name them by uid.
+const ALICE: u32 = 61001;
+const BOB: u32 = 61002;
+
+// ---------------------------------------------------------------------
+// The unprivileged client: this binary, run again by `as_member`.
+
+/// Not a test: the entry point of the unprivileged client processes the
+/// tests start (run with `--ignored --exact`). It performs the action in
+/// TUNDRA_TEST_CLIENT, prints one `RESULT ...` line, and for actions that
+/// hold something, waits for its stdin to close before exiting.
+#[test]
+#[ignore = "the unprivileged client the other tests start; not a test by itself"]
+fn unprivileged_client() {
+    let Ok(action) = std::env::var("TUNDRA_TEST_CLIENT") else {
+        panic!("run only by the tests, with TUNDRA_TEST_CLIENT set");
+    };
+    let fields: Vec<&str> = action.split('|').collect();
+    let socket = Path::new(fields[1]);
+    let result = |text: String| {
+        println!("RESULT {text}");
+        std::io::stdout().flush().expect("flush");
+    };
+    let wait_for_stdin_to_close = || {
+        let mut rest = Vec::new();
+        let _ = std::io::stdin().read_to_end(&mut rest);
+    };
+    match fields[0] {
+        "create" => {
+            let config = device(fields[2], fields[3], fields[4], fields[5]);
+            result(describe(client::create(socket, &config, TIMEOUT)));
+        }
+        "legacy" => result(legacy_create(socket, fields[2], fields[3])),
+        "persist" => {
+            // Devices made persistent and given to another user with the
+            // ioctls any holder of the fd may use.
+            let count: u8 = fields[2].parse().expect("count");
+            let owner: libc::c_int = fields[3].parse().expect("owner");
+            let base: u8 = fields[4].parse().expect("base");
+            let mut held = Vec::new();
+            for i in 1..=count {
+                let addr = format!("10.{base}.{i}.2");
+                let peer = format!("10.{base}.{i}.1");
+                let Ok(Outcome::Created(dev)) =
+                    client::create(socket, &device(&addr, &peer, "", ""), TIMEOUT)
+                else {
+                    panic!("create {addr}");
+                };
+                let fd = dev.fd.as_raw_fd();
+                // SAFETY: `fd` is an attached TUN fd this process owns; both
+                // ioctls take an integer argument by value.
+                let persisted = unsafe { libc::ioctl(fd, libc::TUNSETPERSIST, 1) };
+                // SAFETY: as above.
+                let reowned = unsafe { libc::ioctl(fd, libc::TUNSETOWNER, owner) };
+                assert_eq!((persisted, reowned), (0, 0), "the ioctls need no privilege");
+                held.push(dev);
+            }
+            let names: Vec<_> = held.iter().map(|d| d.name.as_str()).collect();
+            result(format!("held {}", names.join(" ")));
+            wait_for_stdin_to_close();
+        }
+        "hold" => {
+            let n: usize = fields[2].parse().expect("count");
+            let held: Vec<_> = (0..n)
+                .filter_map(|_| UnixStream::connect(socket).ok())
+                .collect();
+            result(format!("holding {}", held.len()));
+            wait_for_stdin_to_close();
+        }
+        other => panic!("unknown action {other}"),
+    }
+}
+
+fn device(addr: &str, peer: &str, prefix: &str, name: &str) -> DeviceConfig {
+    let mut config = DeviceConfig::new(addr.parse().expect("address"));
+    if !peer.is_empty() {
+        config.dstaddr = Some(peer.parse().expect("peer"));
+    }
+    if !prefix.is_empty() {
+        config.prefix = prefix.parse().expect("prefix");
+    }
+    if !name.is_empty() {
+        config.name = Some(name.into());
+    }
+    config
+}
+
+fn describe(outcome: std::io::Result<Outcome>) -> String {
+    match outcome {
+        Ok(Outcome::Created(dev)) => format!("created {}", dev.name),
+        Ok(Outcome::Invalid(option)) => format!("invalid {}", option.option_name()),
+        Err(e) => format!("errno {}", tundra_core::errno::io_error_name(&e)),
+    }
+}
+
+/// A 0.x create request; `created NAME`, or `closed` (0.x has no error
+/// reply: a refused request's connection is closed).
+fn legacy_create(socket: &Path, addr: &str, peer: &str) -> String {
+    let mut request = [0u8; 160];
+    request[8..16].copy_from_slice(&152u64.to_ne_bytes());
+    request[16..16 + addr.len()].copy_from_slice(addr.as_bytes());
+    request[62..62 + peer.len()].copy_from_slice(peer.as_bytes());
+    let mut stream = UnixStream::connect(socket).expect("connect");
+    stream.set_read_timeout(Some(TIMEOUT)).expect("timeout");
+    stream.write_all(&request).expect("request");
+    let mut reply = [0u8; 32];
+    match stream.read_exact(&mut reply) {
+        Ok(()) => {
+            let name = &reply[16..];
+            let end = name.iter().position(|&b| b == 0).unwrap_or(name.len());
+            format!("created {}", String::from_utf8_lossy(&name[..end]))
+        }
+        Err(_) => "closed".into(),
+    }
+}
+
+/// A running unprivileged client.
+struct Member {
+    child: Child,
+    stdout: BufReader<ChildStdout>,
+}
+
+impl Member {
+    /// The client's `RESULT` line, without the prefix.
+    fn result(&mut self) -> String {
+        let mut line = String::new();
+        loop {
+            line.clear();
+            let n = self.stdout.read_line(&mut line).expect("client output");
+            assert!(n > 0, "the client ended without a result");
+            if let Some(result) = line.strip_prefix("RESULT ") {
+                return result.trim().to_string();
+            }
+        }
+    }
+
+    /// Closes its stdin (ending what it holds) and waits for it.
+    fn finish(mut self) {
+        drop(self.child.stdin.take());
+        assert!(self.child.wait().expect("wait").success());
+    }
+}
+
+/// This test binary, copied where an unprivileged user can run it (the
+/// checkout may be under a folder only root can enter).
+fn client_binary() -> &'static Path {
+    static COPY: OnceLock<PathBuf> = OnceLock::new();
+    COPY.get_or_init(|| {
+        remove_leftover_copies();
+        let dir = std::env::temp_dir().join(format!("tundra-test-client-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("client folder");
+        std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+        let copy = dir.join("client");
+        std::fs::copy(std::env::current_exe().expect("test binary"), &copy).expect("copy");
+        std::fs::set_permissions(&copy, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+        copy
+    })
+}
+
+/// Copies left by earlier runs whose process is gone (killed runs).
+fn remove_leftover_copies() {
+    let Ok(entries) = std::fs::read_dir(std::env::temp_dir()) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        let Some(pid) = name
+            .to_str()
+            .and_then(|n| n.strip_prefix("tundra-test-client-"))
+        else {
+            continue;
+        };
+        if !Path::new("/proc").join(pid).exists() {
+            let _ = std::fs::remove_dir_all(entry.path());
+        }
+    }
+}
+
+/// Starts the unprivileged client as `uid`, a member of the server's
+/// group, performing `action` (fields separated by `|`).
+fn as_member(uid: u32, action: &str) -> Member {
+    let mut child = Command::new("setpriv")
+        .arg(format!("--reuid={uid}"))
+        .arg(format!("--regid={MEMBER_GID}"))
+        .arg("--clear-groups")
+        .arg(client_binary())
+        .args(["--ignored", "--exact", "unprivileged_client", "--nocapture"])
+        .env("TUNDRA_TEST_CLIENT", action)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("setpriv (util-linux)");
+    let stdout = BufReader::new(child.stdout.take().expect("stdout"));
+    Member { child, stdout }
+}
+
+/// One create request as `uid`: `created NAME`, `errno NAME` or
+/// `invalid OPTION`. The device, if made, goes with the client.
+fn create_as(
+    uid: u32,
+    server: &Server,
+    addr: &str,
+    peer: &str,
+    prefix: &str,
+    name: &str,
+) -> String {
+    let socket = server.socket.display();
+    let mut member = as_member(
+        uid,
+        &format!("create|{socket}|{addr}|{peer}|{prefix}|{name}"),
+    );
+    let result = member.result();
+    member.finish();
+    result
+}
+
+fn legacy_as(uid: u32, server: &Server, addr: &str, peer: &str) -> String {
+    let mut member = as_member(
+        uid,
+        &format!("legacy|{}|{addr}|{peer}", server.socket.display()),
+    );
+    let result = member.result();
+    member.finish();
+    result
+}
+
+// ---------------------------------------------------------------------
+// A host with a real remote host behind a veth, and default routes
+// through it: what a member must not be able to hijack.
+
+struct RemoteHost {
+    netns: String,
+    link: String,
+}
+
+impl RemoteHost {
+    /// 10.50.0.1/24 and fd50::1/64 here, the remote host 10.50.0.9 and
+    /// fd50::9 in a namespace of its own, default routes through it.
+    fn new() -> RemoteHost {
+        let id = std::process::id();
+        let host = RemoteHost {
+            netns: format!("tundra-remote-{id}"),
+            link: format!("trh{id}"),
+        };
+        let peer = format!("trr{id}");
+        run("ip", &["netns", "add", &host.netns]);
+        run(
+            "ip",
+            &[
+                "link", "add", &host.link, "type", "veth", "peer", "name", &peer,
+            ],
+        );
+        run("ip", &["link", "set", &peer, "netns", &host.netns]);
+        let remote = |args: &[&str]| {
+            let mut all = vec!["netns", "exec", &host.netns, "ip"];
+            all.extend_from_slice(args);
+            run("ip", &all);
+        };
+        remote(&["addr", "add", "10.50.0.9/24", "dev", &peer]);
+        remote(&["addr", "add", "fd50::9/64", "dev", &peer, "nodad"]);
+        remote(&["link", "set", &peer, "up"]);
+        run("ip", &["addr", "add", "10.50.0.1/24", "dev", &host.link]);
+        run(
+            "ip",
+            &["addr", "add", "fd50::1/64", "dev", &host.link, "nodad"],
+        );
+        run("ip", &["link", "set", &host.link, "up"]);
+        run("ip", &["route", "add", "default", "via", "10.50.0.9"]);
+        run("ip", &["-6", "route", "add", "default", "via", "fd50::9"]);
+        host
+    }
+
+    /// The interface the host would send `addr`'s traffic through.
+    fn route_to(&self, addr: &str) -> String {
+        let out = run("ip", &["-o", "route", "get", addr]);
+        let words: Vec<&str> = out.split_whitespace().collect();
+        let dev = words
+            .iter()
+            .position(|w| *w == "dev")
+            .expect("dev in route");
+        words[dev + 1].to_string()
+    }
+}
+
+impl Drop for RemoteHost {
+    fn drop(&mut self) {
+        // Deleting the link removes its routes (the defaults included).
+        let _ = Command::new("ip")
+            .args(["link", "del", &self.link])
+            .status();
+        let _ = Command::new("ip")
+            .args(["netns", "del", &self.netns])
+            .status();
+    }
+}
+
+// ---------------------------------------------------------------------
+// The tests.
+
+#[test]
+fn delegated_requests_are_served_and_everything_else_refused_with_eacces() {
+    if !privileged_netns() {
+        return;
+    }
+    let config = format!("allow uid:{ALICE} 10.61.0.0/16 fd61::/48\n");
+    let server = Server::start("delegated", &config, &[]);
+
+    let v4 = create_as(ALICE, &server, "10.61.1.2", "10.61.1.1", "", "");
+    assert!(v4.starts_with("created tun"), "{v4}");
+    let v6 = create_as(ALICE, &server, "fd61::1:2", "fd61::1:1", "64", "tunalice%d");
+    assert!(v6.starts_with("created tunalice"), "{v6}");
+    // Outside the delegation, and a member with no delegation at all.
+    assert_eq!(
+        create_as(ALICE, &server, "10.62.0.2", "", "", ""),
+        "errno eacces"
+    );
+    assert_eq!(
+        create_as(ALICE, &server, "10.61.2.2", "10.62.2.1", "", ""),
+        "errno eacces"
+    );
+    assert_eq!(
+        create_as(BOB, &server, "10.61.3.2", "", "", ""),
+        "errno eacces"
+    );
+    assert!(server.log().contains("nothing is delegated to uid 61002"));
+
+    // 0.x requests go through the same checks.
+    let legacy = legacy_as(ALICE, &server, "10.61.4.2", "10.61.4.1");
+    assert!(legacy.starts_with("created tun"), "{legacy}");
+    assert_eq!(
+        legacy_as(ALICE, &server, "10.62.4.2", "10.62.4.1"),
+        "closed"
+    );
+    assert_eq!(legacy_as(BOB, &server, "fd61:4::2", ""), "closed");
+}
+
+#[test]
+fn peer_hijack_short_prefixes_and_address_theft_are_refused() {
+    if !privileged_netns() {
+        return;
+    }
+    let host = RemoteHost::new();
+    // A careless delegation that overlaps the host's own network: the
+    // conflict check must still protect it.
+    let config = format!("allow uid:{ALICE} 10.50.0.0/16 fd50::/16 10.63.0.0/16 fd63::/48\n");
+    let server = Server::start("hijack", &config, &[]);
+    assert_eq!(host.route_to("10.50.0.9"), host.link);
+
+    // Peer hijack: the remote host as the device's peer.
+    assert_eq!(
+        create_as(ALICE, &server, "10.50.7.2", "10.50.0.9", "", ""),
+        "errno eaddrinuse"
+    );
+    assert_eq!(
+        create_as(ALICE, &server, "fd50:7::2", "fd50::9", "", ""),
+        "errno eaddrinuse"
+    );
+    // ... or anything else outside the delegation, cloud metadata included.
+    assert_eq!(
+        create_as(ALICE, &server, "10.63.0.2", "169.254.169.254", "", ""),
+        "errno eacces"
+    );
+    // Short prefixes that would capture most of the host's traffic.
+    assert_eq!(
+        create_as(ALICE, &server, "200.0.0.1", "", "1", ""),
+        "errno eacces"
+    );
+    assert_eq!(
+        create_as(ALICE, &server, "10.63.0.2", "", "1", ""),
+        "errno eacces"
+    );
+    assert_eq!(
+        create_as(ALICE, &server, "fd63::2", "", "0", ""),
+        "errno eacces"
+    );
+    // A prefix inside the delegation that covers the host's network.
+    assert_eq!(
+        create_as(ALICE, &server, "10.50.200.2", "", "16", ""),
+        "errno eaddrinuse"
+    );
+    // Address theft: the routed remote host's address, or a local one.
+    assert_eq!(
+        create_as(ALICE, &server, "10.50.0.9", "", "", ""),
+        "errno eaddrinuse"
+    );
+    assert_eq!(
+        create_as(ALICE, &server, "fd50::9", "", "", ""),
+        "errno eaddrinuse"
+    );
+    assert_eq!(
+        create_as(ALICE, &server, "10.50.0.1", "10.63.9.1", "", ""),
+        "errno eaddrinuse"
+    );
+    // The same through 0.x.
+    assert_eq!(
+        legacy_as(ALICE, &server, "10.50.8.2", "10.50.0.9"),
+        "closed"
+    );
+
+    // Nothing moved; and a request that collides with nothing is served.
+    assert_eq!(host.route_to("10.50.0.9"), host.link);
+    assert_eq!(host.route_to("fd50::9"), host.link);
+    assert_eq!(host.route_to("198.51.100.7"), host.link);
+    let fine = create_as(ALICE, &server, "10.63.1.2", "10.63.1.1", "", "");
+    assert!(fine.starts_with("created"), "{fine}");
+}
+
+#[test]
+fn a_name_outside_the_prefix_or_of_an_existing_device_is_refused() {
+    if !privileged_netns() {
+        return;
+    }
+    let config = format!("allow uid:{ALICE} 10.64.0.0/16\n");
+    let server = Server::start("names", &config, &[]);
+    for name in ["eth0", "wg0", "-", "123", "tun"] {
+        assert_eq!(
+            create_as(ALICE, &server, "10.64.1.2", "", "", name),
+            "errno eacces",
+            "{name}"
+        );
+    }
+    // An administrator's persistent device, unattached: never taken over.
+    let existing = format!("tunx{}", std::process::id() % 100_000);
+    run("ip", &["tuntap", "add", "dev", &existing, "mode", "tun"]);
+    let result = create_as(ALICE, &server, "10.64.2.2", "10.64.2.1", "", &existing);
+    let owner = std::fs::read_to_string(format!("/sys/class/net/{existing}/owner"));
+    let addresses = run("ip", &["-o", "addr", "show", "dev", &existing]);
+    run("ip", &["link", "del", &existing]);
+    assert_eq!(result, "errno ebusy");
+    assert_eq!(owner.expect("owner").trim(), "-1", "owner unchanged");
+    assert!(!addresses.contains("10.64.2.2"), "{addresses}");
+}
+
+#[test]
+fn persisting_or_reowning_a_handed_over_fd_neither_escapes_limits_nor_outlives_its_holder() {
+    if !privileged_netns() {
+        return;
+    }
+    let config =
+        format!("allow uid:{ALICE} 10.65.0.0/16 10.66.0.0/16\nallow uid:{BOB} 10.67.0.0/16\n");
+    let server = Server::start("persist", &config, &["--max-devices-per-uid", "3"]);
+    let socket = server.socket.display().to_string();
+
+    // Alice makes her three devices persistent and gives them to Bob.
+    let mut alice = as_member(ALICE, &format!("persist|{socket}|3|{BOB}|65"));
+    let held = alice.result();
+    let names: Vec<String> = held
+        .strip_prefix("held ")
+        .unwrap_or_else(|| panic!("{held}"))
+        .split(' ')
+        .map(String::from)
+        .collect();
+    assert_eq!(names.len(), 3);
+    // Her limit still holds, and Bob is not locked out.
+    assert_eq!(
+        create_as(ALICE, &server, "10.66.0.2", "", "", ""),
+        "errno edquot"
+    );
+    let bob = create_as(BOB, &server, "10.67.0.2", "10.67.0.1", "", "");
+    assert!(bob.starts_with("created"), "{bob}");
+
+    // Once she exits, nothing holds them: the server removes them, and
+    // their peer routes with them.
+    alice.finish();
+    assert!(
+        eventually(|| names.iter().all(|n| !interface_exists(n))),
+        "persisted devices outlived their holder: {names:?}"
+    );
+    assert!(!run("ip", &["route"]).contains("10.65.1.1"));
+    assert!(eventually(|| server
+        .log()
+        .contains("removed: no fd holds it")));
+    let again = create_as(ALICE, &server, "10.66.0.2", "", "", "");
+    assert!(again.starts_with("created"), "{again}");
+}
+
+#[test]
+fn a_trickling_client_is_dropped_at_the_request_deadline_while_others_are_served() {
+    if !privileged_netns() {
+        return;
+    }
+    let server = Server::start("trickle", "", &[]);
+    let frame = protocol::encode(&Request::Create(root_device(1))).expect("encode");
+    let stream = UnixStream::connect(&server.socket).expect("connect");
+    let mut writer = stream.try_clone().expect("clone");
+    // One byte every 300 ms: each read would meet a per-read deadline, so
+    // only a deadline for the whole request ends it (after 2 s).
+    let trickle = std::thread::spawn(move || {
+        for byte in frame.iter().take(frame.len() - 1) {
+            if writer.write_all(&[*byte]).is_err() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(300));
+        }
+    });
+    assert_served_as_root(&server, 2);
+    let mut reader = stream;
+    reader.set_read_timeout(Some(TIMEOUT)).expect("timeout");
+    let mut buf = [0u8; 64];
+    let dropped = matches!(reader.read(&mut buf), Ok(0));
+    trickle.join().expect("trickle thread");
+    assert!(
+        dropped,
+        "a trickling client kept its connection past the deadline"
+    );
+    assert!(server
+        .log()
+        .contains("no whole request before the deadline"));
+}
+
+#[test]
+fn one_users_flood_of_connections_denies_no_one_else_and_is_logged_briefly() {
+    if !privileged_netns() {
+        return;
+    }
+    let config = format!("allow uid:{BOB} 10.68.0.0/16\n");
+    let server = Server::start(
+        "flood",
+        &config,
+        &["--max-clients", "16", "--max-clients-per-uid", "4"],
+    );
+    let socket = server.socket.display().to_string();
+    // Alice opens 800 connections and sends nothing on any of them.
+    let mut alice = as_member(ALICE, &format!("hold|{socket}|800"));
+    let holding = alice.result();
+    assert!(holding.starts_with("holding"), "{holding}");
+    let bob = create_as(BOB, &server, "10.68.0.2", "10.68.0.1", "", "");
+    assert!(bob.starts_with("created"), "{bob}");
+    alice.finish();
+    // Hundreds of refusals, a bounded number of lines.
+    let log = server.log();
+    let lines = log.lines().count();
+    assert!(log.contains("this user's connections are all in use"));
+    assert!(
+        log.contains("log lines left out"),
+        "not rate-limited:\n{log}"
+    );
+    assert!(lines < 600, "{lines} log lines for 800 connections");
+}
+
+#[test]
+fn client_text_in_the_log_is_escaped() {
+    if !privileged_netns() {
+        return;
+    }
+    let server = Server::start("escape", "", &[]);
+    let mut config = root_device(3);
+    config.name = Some("tun\n\u{1b}[31mtundra_server: uid=0 device=x created".into());
+    // Refused by validation (a name with white space), and logged.
+    let frame = protocol::encode(&Request::Create(config)).expect("encode");
+    let mut stream = UnixStream::connect(&server.socket).expect("connect");
+    stream.write_all(&frame).expect("write");
+    stream.set_read_timeout(Some(TIMEOUT)).expect("timeout");
+    let reply = protocol::read_payload(&mut stream).expect("reply");
+    assert!(matches!(
+        protocol::decode(&reply),
+        Ok(Reply::Invalid { .. })
+    ));
+    assert!(eventually(|| server.log().contains("invalid option name")));
+    let log = server.log();
+    assert!(
+        log.contains("device=tun\\x0a\\x1b[31mtundra_server:\\x20uid\\x3d0"),
+        "{log}"
+    );
+    assert!(!log.contains('\u{1b}'));
+    assert!(!log
+        .lines()
+        .any(|l| l.starts_with("tundra_server: uid=0 device=x")));
+}
+
+#[test]
+fn a_closed_stderr_does_not_stop_the_server() {
+    if !privileged_netns() {
+        return;
+    }
+    let mut server = Server::start_with(
+        "stderr",
+        "",
+        &["--max-clients", "2"],
+        support::Stderr::Piped,
+    );
+    drop(server.child.stderr.take());
+    // More requests than slots, each logged to the closed pipe.
+    for n in 10..40 {
+        assert_served_as_root(&server, n);
+    }
+    assert!(
+        server.child.try_wait().expect("try_wait").is_none(),
+        "the server exited"
+    );
+    assert!(server.stop().success());
+}
+
+fn root_device(n: u8) -> DeviceConfig {
+    let mut c = DeviceConfig::new(IpAddr::from([10, 69, n, 2]));
+    c.dstaddr = Some(IpAddr::from([10, 69, n, 1]));
+    c
+}
+
+fn assert_served_as_root(server: &Server, n: u8) {
+    match client::create(&server.socket, &root_device(n), TIMEOUT) {
+        Ok(Outcome::Created(dev)) => assert!(interface_exists(&dev.name)),
+        other => panic!("expected a device, got {other:?}"),
+    }
+}
+
+#[test]
+fn the_deadline_covers_the_whole_exchange() {
+    if !privileged_netns() {
+        return;
+    }
+    // A server that accepts nothing (stopped) with its queue full: the
+    // client gives up at its timeout instead of waiting in connect.
+    let server = Server::start("stopped", "", &[]);
+    let pid = nix::unistd::Pid::from_raw(server.child.id() as i32);
+    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGSTOP).expect("SIGSTOP");
+    let mut queued = Vec::new();
+    loop {
+        let s = nix::sys::socket::socket(
+            nix::sys::socket::AddressFamily::Unix,
+            nix::sys::socket::SockType::Stream,
+            nix::sys::socket::SockFlag::SOCK_NONBLOCK,
+            None,
+        )
+        .expect("socket");
+        let addr = nix::sys::socket::UnixAddr::new(&server.socket).expect("addr");
+        match nix::sys::socket::connect(s.as_raw_fd(), &addr) {
+            Ok(()) => queued.push(s),
+            Err(nix::errno::Errno::EAGAIN) => break,
+            Err(e) => panic!("connect: {e}"),
+        }
+        assert!(queued.len() < 10_000, "the queue never filled");
+    }
+    // On a thread, so that a client stuck in connect fails the test
+    // instead of hanging it.
+    let (done, outcome) = std::sync::mpsc::channel();
+    let socket = server.socket.clone();
+    std::thread::spawn(move || {
+        let _ = done.send(client::create(
+            &socket,
+            &root_device(4),
+            Duration::from_millis(500),
+        ));
+    });
+    let result = outcome.recv_timeout(TIMEOUT);
+    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGCONT).expect("SIGCONT");
+    let err = result
+        .expect("the client was still waiting long after its timeout")
+        .expect_err("no answer from a stopped server");
+    assert_eq!(err.raw_os_error(), Some(libc::ETIMEDOUT));
+}
