@@ -3,16 +3,16 @@
 //! deadline for the whole exchange, connect included; the NIF runs it on
 //! a dirty I/O scheduler, which it therefore never holds for longer.
 
-use std::io::{self, Read, Write};
+use std::io::{self, IoSliceMut, Read, Write};
 use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::os::unix::net::UnixStream;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
 use nix::errno::Errno;
-use nix::fcntl::{fcntl, FcntlArg, FdFlag};
-use nix::sys::socket::{self, AddressFamily, SockFlag, SockType, UnixAddr};
-use sendfd::RecvWithFd;
+use nix::sys::socket::{
+    self, AddressFamily, ControlMessageOwned, MsgFlags, SockFlag, SockType, UnixAddr,
+};
 
 use crate::platform::{self, Device};
 use crate::protocol::{self, Reply, Request, HEADER_LEN, MAX_PAYLOAD};
@@ -92,7 +92,6 @@ fn create_once(socket: &Path, config: &DeviceConfig, deadline: Deadline) -> io::
     match reply {
         Reply::Created { name } => {
             let fd = fd.ok_or_else(|| io::Error::from_raw_os_error(libc::EPROTO))?;
-            fcntl(fd.as_fd(), FcntlArg::F_SETFD(FdFlag::FD_CLOEXEC))?;
             platform::set_nonblocking(fd.as_fd(), true)?;
             // Trust, but verify: it must be the TUN device the reply names.
             let tun = platform::inspect(fd.as_fd())?;
@@ -167,11 +166,8 @@ fn read_reply(stream: &mut UnixStream, deadline: Deadline) -> io::Result<(Reply,
     // The reply and its fd come in one sendmsg; read it with room for the
     // largest frame, then finish a frame that arrived in pieces.
     let mut buf = vec![0u8; HEADER_LEN + MAX_PAYLOAD];
-    let mut fds: [RawFd; 1] = [-1];
     deadline.apply(stream)?;
-    let (mut got, nfds) = stream.recv_with_fd(&mut buf, &mut fds).map_err(timed_out)?;
-    // Own the received fd at once, so every path below closes it.
-    let fd = (nfds == 1 && fds[0] >= 0).then(|| own_received(fds[0]));
+    let (mut got, fd) = recv_with_fd(stream, &mut buf).map_err(timed_out)?;
     if got < HEADER_LEN {
         deadline.apply(stream)?;
         stream
@@ -193,6 +189,31 @@ fn read_reply(stream: &mut UnixStream, deadline: Deadline) -> io::Result<(Reply,
     let reply = protocol::decode(&buf[HEADER_LEN..HEADER_LEN + len])
         .map_err(|e| io::Error::from_raw_os_error(e.errno()))?;
     Ok((reply, fd))
+}
+
+/// One `recvmsg`, taking the fd that rides along (SCM_RIGHTS) if any.
+/// `MSG_CMSG_CLOEXEC` makes the kernel install it close-on-exec: setting
+/// the flag afterwards would leave a moment in which a process forked by
+/// another thread of the VM inherits the device and keeps it alive.
+fn recv_with_fd(stream: &UnixStream, buf: &mut [u8]) -> io::Result<(usize, Option<OwnedFd>)> {
+    let mut iov = [IoSliceMut::new(buf)];
+    let mut space = nix::cmsg_space!([RawFd; 1]);
+    let msg = socket::recvmsg::<()>(
+        stream.as_raw_fd(),
+        &mut iov,
+        Some(&mut space),
+        MsgFlags::MSG_CMSG_CLOEXEC,
+    )?;
+    let mut received = None;
+    for cmsg in msg.cmsgs()? {
+        if let ControlMessageOwned::ScmRights(fds) = cmsg {
+            // Own every fd at once, so extra ones are closed, not leaked.
+            for fd in fds {
+                received.get_or_insert(own_received(fd));
+            }
+        }
+    }
+    Ok((msg.bytes, received))
 }
 
 fn own_received(fd: RawFd) -> OwnedFd {

@@ -29,12 +29,21 @@ const IDLE_TIMEOUT: Duration = Duration::from_millis(200);
 /// Closer threads only call close(2); they need little stack.
 const STACK_SIZE: usize = 64 * 1024;
 
+/// Something to run on the closer thread once its fd is closed.
+pub type AfterClose = Box<dyn FnOnce() + Send>;
+
+/// One fd to close, and what to do once it is closed.
+struct Job {
+    fd: OwnedFd,
+    after: Option<AfterClose>,
+}
+
 /// The pool. Callers only send on the channel and touch atomics: a
 /// scheduler thread never waits for a lock a (low-priority, possibly
 /// preempted) closer holds. The receiver's lock is shared by closers only.
 struct Closer {
-    sender: Sender<OwnedFd>,
-    receiver: Mutex<Receiver<OwnedFd>>,
+    sender: Sender<Job>,
+    receiver: Mutex<Receiver<Job>>,
     /// Fds sent and not yet taken by a closer.
     queued: AtomicUsize,
     /// Closer threads alive, and how many of them are closing an fd now.
@@ -71,26 +80,50 @@ fn closer() -> &'static Closer {
 }
 
 /// An fd that is closed on a closer thread when dropped, so no code path —
-/// explicit close, owner exit, garbage collection, an error half-way
-/// through creation — ever closes a TUN fd on the thread that drops it.
-#[derive(Debug)]
-pub struct DeferredFd(Option<OwnedFd>);
+/// explicit close, owner exit, an error half-way through creation — ever
+/// closes a TUN fd on the thread that drops it.
+pub struct DeferredFd {
+    fd: Option<OwnedFd>,
+    after: Option<AfterClose>,
+}
 
 impl DeferredFd {
     pub fn new(fd: OwnedFd) -> Self {
-        DeferredFd(Some(fd))
+        DeferredFd {
+            fd: Some(fd),
+            after: None,
+        }
+    }
+
+    /// Like `new`, running `after` on the closer thread once the fd is
+    /// closed (for a TUN fd: once the kernel has removed its interface, if
+    /// it was the last fd).
+    pub fn with_after_close(fd: OwnedFd, after: AfterClose) -> Self {
+        DeferredFd {
+            fd: Some(fd),
+            after: Some(after),
+        }
     }
 
     pub fn as_fd(&self) -> Option<std::os::fd::BorrowedFd<'_>> {
         use std::os::fd::AsFd;
-        self.0.as_ref().map(|fd| fd.as_fd())
+        self.fd.as_ref().map(|fd| fd.as_fd())
+    }
+}
+
+impl std::fmt::Debug for DeferredFd {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_tuple("DeferredFd").field(&self.fd).finish()
     }
 }
 
 impl Drop for DeferredFd {
     fn drop(&mut self) {
-        if let Some(fd) = self.0.take() {
-            close_later(fd);
+        if let Some(fd) = self.fd.take() {
+            queue(Job {
+                fd,
+                after: self.after.take(),
+            });
         }
     }
 }
@@ -100,13 +133,17 @@ impl Drop for DeferredFd {
 /// callback): it queues the fd and starts a thread only when none is
 /// alive; the pool grows from its own threads, which meet the backlog.
 pub fn close_later(fd: OwnedFd) {
+    queue(Job { fd, after: None });
+}
+
+fn queue(job: Job) {
     let closer = closer();
     closer.queued.fetch_add(1, SeqCst);
-    if let Err(mpsc::SendError(fd)) = closer.sender.send(fd) {
+    if let Err(mpsc::SendError(job)) = closer.sender.send(job) {
         // The receiver lives in a static and is never dropped; should the
         // send fail anyway, closing here beats leaking the fd.
         closer.queued.fetch_sub(1, SeqCst);
-        drop(fd);
+        finish(job);
         return;
     }
     if closer
@@ -146,8 +183,8 @@ fn take_and_close(closer: &'static Closer, wait: Duration) -> bool {
         let left = wait.saturating_sub(Duration::from_millis(idle));
         receiver.recv_timeout(left)
     };
-    let fd = match next {
-        Ok(fd) => fd,
+    let job = match next {
+        Ok(job) => job,
         Err(RecvTimeoutError::Timeout | RecvTimeoutError::Disconnected) => return false,
     };
     closer.queued.fetch_sub(1, SeqCst);
@@ -166,9 +203,18 @@ fn take_and_close(closer: &'static Closer, wait: Duration) -> bool {
     {
         spawn_closer(closer);
     }
-    drop(fd); // the slow part: the kernel unregisters the interface
+    finish(job);
     closer.busy.fetch_sub(1, SeqCst);
     true
+}
+
+/// Closes the job's fd (the slow part: the kernel unregisters the
+/// interface), then runs what was to follow.
+fn finish(job: Job) {
+    drop(job.fd);
+    if let Some(after) = job.after {
+        after();
+    }
 }
 
 fn run_closer() {
@@ -199,6 +245,21 @@ fn run_closer() {
 mod tests {
     use super::*;
 
+    use std::os::fd::AsFd;
+    use std::sync::mpsc::channel;
+
+    /// Whether `reader` reaches end of file (its write end closed) within
+    /// a generous bound: a test that fails, never one that hangs.
+    fn closed_soon(reader: &OwnedFd) -> bool {
+        use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
+        let mut fds = [PollFd::new(reader.as_fd(), PollFlags::POLLIN)];
+        if poll(&mut fds, PollTimeout::from(10_000u16)) != Ok(1) {
+            return false;
+        }
+        let mut buf = [0u8; 1];
+        nix::unistd::read(reader, &mut buf) == Ok(0)
+    }
+
     #[test]
     fn closes_every_fd_handed_to_it() {
         let mut readers = Vec::new();
@@ -207,12 +268,24 @@ mod tests {
             readers.push(r);
             close_later(w);
         }
-        // A blocking read returns 0 (end of file) only once the write end
-        // has really been closed.
         for r in &readers {
-            let mut buf = [0u8; 1];
-            assert_eq!(nix::unistd::read(r, &mut buf).expect("read"), 0);
+            assert!(closed_soon(r), "a queued fd was not closed");
         }
         assert!(closer().threads.load(SeqCst) <= MAX_CLOSERS);
+    }
+
+    #[test]
+    fn runs_what_follows_after_the_close() {
+        let (r, w) = nix::unistd::pipe().expect("pipe");
+        let (done, after) = channel();
+        let fd = DeferredFd::with_after_close(
+            w,
+            Box::new(move || {
+                let _ = done.send(());
+            }),
+        );
+        drop(fd);
+        assert_eq!(after.recv_timeout(Duration::from_secs(10)), Ok(()));
+        assert!(closed_soon(&r));
     }
 }

@@ -12,6 +12,7 @@ pub mod closer;
 pub mod config;
 pub mod errno;
 pub mod framing;
+pub mod ip;
 pub mod legacy;
 pub mod platform;
 pub mod protocol;

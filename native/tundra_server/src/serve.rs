@@ -10,7 +10,6 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use nix::unistd::Gid;
-use sendfd::SendWithFd;
 use tundra_core::legacy::{self, LegacyError};
 use tundra_core::platform;
 use tundra_core::protocol::{self, FrameError, Reply, Request};
@@ -290,7 +289,7 @@ fn render(stream: &UnixStream, peer: &Peer, outcome: Outcome, deadline: Deadline
         } => {
             // The server's own copy of the fd is closed when `device` drops,
             // leaving the client's as the only one.
-            let result = match stream.send_with_fd(&reply, &[device.fd.as_raw_fd()]) {
+            let result = match send_with_fd(stream, &reply, &device) {
                 Ok(n) if n == reply.len() => note.to_string(),
                 Ok(_) => "dropped: short write of the reply".into(),
                 Err(e) => format!("dropped: {}", errno::io_error_name(&e)),
@@ -311,6 +310,20 @@ fn render(stream: &UnixStream, peer: &Peer, outcome: Outcome, deadline: Deadline
             log_request(peer, &device, &why);
         }
     }
+}
+
+/// Sends `reply` with the device's fd (SCM_RIGHTS) in one `sendmsg`.
+fn send_with_fd(stream: &UnixStream, reply: &[u8], device: &platform::Device) -> io::Result<usize> {
+    use nix::sys::socket::{sendmsg, ControlMessage, MsgFlags};
+    let fds = [device.fd.as_raw_fd()];
+    let sent = sendmsg::<()>(
+        stream.as_raw_fd(),
+        &[io::IoSlice::new(reply)],
+        &[ControlMessage::ScmRights(&fds)],
+        MsgFlags::MSG_NOSIGNAL,
+        None,
+    )?;
+    Ok(sent)
 }
 
 fn log_request(peer: &Peer, device: &str, outcome: &str) {
