@@ -21,9 +21,39 @@ defmodule Tundra do
   A device belongs to one process, its *owner* (the creator, until
   `controlling_process/2` hands it on). Only the owner may `recv/3`,
   `send/3`, `cancel/2`, `close/1` or hand the device over; any other
-  process gets `{:error, :not_owner}`. When the owner exits, the device's
-  file descriptor is closed and the kernel removes the interface, whether
-  or not an operation was pending. `info/1` may be called by anyone.
+  process gets `{:error, :not_owner}`. `info/1` may be called by anyone.
+
+  A device lives until `close/1` or its owner's exit, like a port or a
+  `:gen_udp` socket: the garbage collector never closes it while its owner
+  lives, even if the owner keeps no reference to it, and never keeps it
+  open after. When the owner exits, the device's file descriptor is closed
+  and the kernel removes the interface, whether or not an operation was
+  pending.
+
+  ## Supervision
+
+  Create the device in the owner's `init/1`. When the owner is killed, its
+  device closes off the BEAM's schedulers and the kernel takes a few
+  milliseconds to remove the interface; a `create/2` of that same `:name`
+  in this VM waits for that (within its `:timeout`), so a restarted child
+  gets its interface name back every time:
+
+      defmodule MyApp.Tunnel do
+        use GenServer
+
+        def start_link(opts), do: GenServer.start_link(__MODULE__, opts)
+
+        @impl true
+        def init(_opts) do
+          case Tundra.create("10.99.0.2", dstaddr: "10.99.0.1", name: "vpn0") do
+            {:ok, {dev, _name}} -> {:ok, %{dev: dev}}
+            {:error, reason} -> {:stop, reason}
+          end
+        end
+      end
+
+      children = [MyApp.Tunnel]
+      Supervisor.start_link(children, strategy: :one_for_one)
 
   ## Non-blocking I/O
 
@@ -97,8 +127,11 @@ defmodule Tundra do
   @typedoc "A TUN device. Only its owner may do I/O on it."
   @type device :: {:"$tundra", reference()}
 
-  @typedoc "An IP address: a string such as `\"10.0.0.1\"` or an `:inet` tuple."
-  @type address :: String.t() | :inet.ip_address()
+  @typedoc """
+  An IP address: a string such as `"10.0.0.1"`, a charlist (`~c"fd00::1"`)
+  or an `:inet` tuple.
+  """
+  @type address :: String.t() | charlist() | :inet.ip_address()
 
   @typedoc "Returned instead of blocking; see the moduledoc."
   @type select_info :: {:select_info, :recv | :send, reference()}
@@ -132,6 +165,7 @@ defmodule Tundra do
   @type option_error ::
           {:invalid_option, {atom(), term()}}
           | {:unknown_option, atom()}
+          | {:duplicate_option, atom()}
           | {:conflicting_options, [atom(), ...]}
 
   @typedoc "Why `create/2` failed."
@@ -139,6 +173,9 @@ defmodule Tundra do
 
   @typedoc "Why `adopt/2` failed."
   @type adopt_error :: :not_tun | option_error() | posix()
+
+  @typedoc "Why `cancel/2` failed: the select is not the pending one, or see `t:use_error/0`."
+  @type cancel_error :: {:invalid, select_info()} | use_error()
 
   @typedoc "Why a call on a device was refused: not the caller's, or closed."
   @type use_error :: :not_owner | :closed
@@ -205,14 +242,18 @@ defmodule Tundra do
     * `:mtu` - 68..65535 for IPv4, 1280..65535 for IPv6. Default: 1500.
     * `:name` - the interface name to request, at most 15 printable ASCII
       characters without `/`, `:` or spaces; one `%d` lets the kernel pick a
-      number (`"tunvpn%d"`). Default: the kernel's `tun%d`.
+      number (`"tunvpn%d"`). Default: the kernel's `tun%d`. The interface
+      must be new: a name that exists gives `:ebusy`, unless it is a device
+      of this VM that is closing (its owner exited or closed it), whose
+      close `create/2` waits for, within `:timeout`.
     * `:up` - whether to bring the link up. Default: `true`.
     * `:via` - `:auto` (the default) creates the device directly and falls
       back to `tundra_server` when that fails for lack of privilege;
       `:direct` and `:server` use only that path.
     * `:socket_path` - the server's socket (see "Privilege" above).
-    * `:timeout` - milliseconds the whole exchange with the server may take,
-      connecting included. Default: 5000.
+    * `:timeout` - milliseconds `create/2` may wait: for the whole exchange
+      with the server, connecting included, and for a closing device of
+      this VM to give up its `:name`. Default: 5000.
 
   ## Errors
 
@@ -223,7 +264,8 @@ defmodule Tundra do
       `:dstaddr` equal to `address`, a non-contiguous `:netmask`, a `:prefix`
       longer than the address, an `:mtu` out of range, a `:name` too long or
       with characters the kernel refuses.
-    * `{:unknown_option, key}` and `{:conflicting_options, [:netmask, :prefix]}`.
+    * `{:unknown_option, key}`, `{:duplicate_option, key}` (given twice) and
+      `{:conflicting_options, [:netmask, :prefix]}`.
     * A POSIX atom for a system failure: `:eperm`/`:eacces` without
       privilege, `:ebusy` when an interface of that name exists (`create/2`
       makes new interfaces only), `:einval` when the kernel refuses.
@@ -260,7 +302,7 @@ defmodule Tundra do
   @spec create(address(), [create_option()]) ::
           {:ok, {device(), String.t()}} | {:error, create_error()}
   def create(address, opts \\ [])
-      when (is_binary(address) or is_tuple(address)) and is_list(opts) do
+      when (is_binary(address) or is_list(address) or is_tuple(address)) and is_list(opts) do
     with {:ok, args} <- Options.create_args(address, opts) do
       case Nif.create(args) do
         {:ok, {ref, name}} -> {:ok, {{:"$tundra", ref}, name}}
@@ -292,6 +334,8 @@ defmodule Tundra do
     * `:ebadf` - `fd` is not an open file descriptor.
     * `:not_tun` - `fd` is open but is not attached to a TUN device (a
       regular file, a socket, a TAP device, an unattached `/dev/net/tun`).
+    * `:ebusy` - with `dup: false`, `fd` already belongs to a device of this
+      VM (such as `info(device).fd`): two owners would close it twice.
   """
   @spec adopt(non_neg_integer(), dup: boolean()) ::
           {:ok, {device(), String.t()}} | {:error, adopt_error()}
@@ -307,8 +351,8 @@ defmodule Tundra do
   the packet's size.
 
   `length` is the most bytes to return; a longer packet is truncated to
-  `length` and its rest discarded, as with a datagram socket. Pass at least
-  the MTU (65535 always suffices).
+  `length` and its rest discarded, as with a datagram socket. `0` (as for
+  `:socket` and `:gen_udp`) means the whole packet, whatever its size.
 
   With `:nowait`, returns `{:select, select_info}` when no packet is
   waiting; the owner then receives `{:"$socket", device, :select, handle}`
@@ -318,19 +362,19 @@ defmodule Tundra do
 
   ## Errors
 
-    * `{:invalid_length, length}` - `length` is not positive.
+    * `{:invalid_length, length}` - `length` is negative.
     * `:timeout` - no packet arrived in time.
     * `:not_owner` - the caller does not own the device.
     * `:closed` - the device was closed.
     * A POSIX atom for a system failure (e.g. `:ebadfd` after the
       interface was deleted from outside).
   """
-  @spec recv(device(), pos_integer(), timeout_or_nowait()) ::
+  @spec recv(device(), non_neg_integer(), timeout_or_nowait()) ::
           {:ok, binary()} | {:select, select_info()} | {:error, recv_error()}
   def recv(device, length, timeout \\ :infinity)
 
   def recv({:"$tundra", ref}, length, _timeout)
-      when is_reference(ref) and is_integer(length) and length <= 0,
+      when is_reference(ref) and is_integer(length) and length < 0,
       do: {:error, {:invalid_length, length}}
 
   def recv({:"$tundra", ref}, length, :nowait) when is_reference(ref) and is_integer(length),
@@ -391,19 +435,26 @@ defmodule Tundra do
 
   Iodata is written in one system call without building a flattened
   binary: small packets are gathered into a reused buffer, large ones are
-  written with `writev` straight from their binaries (up to 16 of them;
-  longer iodata, or iodata with byte integers, is flattened first). So a
-  reply made of a new header and a sub-binary of a received packet is
-  cheap.
+  written with `writev` straight from their binaries (up to 16 of them).
+  Iodata with byte integers, or in more pieces than that, is flattened
+  first (by the VM's `IO.iodata_to_binary/1`, which never holds a
+  scheduler for long). So a reply made of a new header and a sub-binary
+  of a received packet is cheap.
 
   With `:nowait`, returns `{:select, select_info}` when the device cannot
-  take the packet now; the owner then receives
-  `{:"$socket", device, :select, handle}` and sends again. With a timeout,
-  waits up to that many milliseconds (`:infinity` by default).
+  take the packet now (Linux processes a packet written to a TUN device
+  within the write, so this is rare there); the owner then receives
+  `{:"$socket", device, :select, handle}` and sends again. With a
+  timeout, waits up to that many milliseconds (`:infinity` by default).
 
   ## Errors
 
-    * `:einval` - the kernel refused the packet (empty, or not IPv4/IPv6).
+    * `:einval` - not a whole IPv4 or IPv6 packet: shorter than its header,
+      or shorter than its header's length field says (`"hello world"`,
+      `<<0x45>>`, an empty packet). The kernel would take such bytes and
+      drop them silently; Tundra refuses them.
+    * `:emsgsize` - longer than 65535 bytes, the most an IP packet's
+      length field can say.
     * `:timeout`, `:not_owner`, `:closed` and POSIX atoms as for `recv/3`.
 
   Data that is not iodata raises `ArgumentError`.
@@ -414,7 +465,7 @@ defmodule Tundra do
 
   def send({:"$tundra", ref}, data, :nowait)
       when is_reference(ref) and (is_binary(data) or is_list(data)),
-      do: Nif.send(ref, data)
+      do: send_now(ref, data)
 
   def send({:"$tundra", ref} = device, data, timeout)
       when is_reference(ref) and (is_binary(data) or is_list(data)) and
@@ -422,12 +473,39 @@ defmodule Tundra do
     send_until(device, data, deadline(timeout))
   end
 
+  # The most bytes a packet may have (an IP length field's largest value).
+  @max_packet 65_535
+
+  defp send_now(ref, data) do
+    case Nif.send(ref, data) do
+      :flatten -> send_flattened(ref, data)
+      result -> result
+    end
+  end
+
+  # The NIF writes iodata in a bounded number of pieces; other iodata is
+  # flattened here, by BIFs that yield, after its size is known to fit.
+  defp send_flattened(ref, data) do
+    if IO.iodata_length(data) > @max_packet do
+      {:error, :emsgsize}
+    else
+      case Nif.send(ref, IO.iodata_to_binary(data)) do
+        # A binary is one piece: never asked to be flattened.
+        :flatten -> {:error, :einval}
+        result -> result
+      end
+    end
+  end
+
   @doc """
   Sends several packets, in order, each as `send/3` would: a list whose
   elements are binaries or iodata, one packet each.
 
   For a reader that answers a batch from `recv_many/3` it costs one call
-  instead of one per packet. Returns `:ok` when all were sent.
+  instead of one per packet. Returns `:ok` when all were sent. However
+  long the list, the VM preempts the caller between parts of it as it
+  would any process that works that long, so a long list delays no other
+  process.
 
   With `:nowait`, when the device cannot take more it returns
   `{:select, {select_info, rest}}`: `rest` are the packets not sent yet
@@ -436,17 +514,19 @@ defmodule Tundra do
   With a timeout, it waits and goes on, and gives up with
   `{:error, {:timeout, rest}}`.
 
-  If the kernel refuses a packet, the call stops there with
-  `{:error, {posix, rest}}`, `rest` starting with the refused packet;
-  drop it and call again with the others to go on.
+  If a packet is refused (by Tundra, as `send/3` describes, or by the
+  kernel), the call stops there with `{:error, {posix, rest}}`, `rest`
+  starting with the refused packet; drop it and call again with the
+  others to go on.
 
   ## Errors
 
-    * `{:timeout, rest}`, `{posix, rest}` - see above.
+    * `{:timeout, rest}`, `{posix, rest}` - see above (`:einval` and
+      `:emsgsize` as for `send/3`).
     * `:not_owner`, `:closed` - nothing was sent.
 
-  A list element that is not iodata raises `ArgumentError`; packets in
-  the batches before it (256 packets each) may have been sent.
+  A list element that is not iodata raises `ArgumentError`; packets
+  before it may have been sent.
   """
   @spec send_many(device(), [iodata()], timeout_or_nowait()) ::
           :ok
@@ -455,7 +535,7 @@ defmodule Tundra do
   def send_many(device, packets, timeout \\ :infinity)
 
   def send_many({:"$tundra", ref}, packets, :nowait) when is_reference(ref) and is_list(packets),
-    do: send_many_nowait(ref, packets)
+    do: send_many_now(ref, packets)
 
   def send_many({:"$tundra", ref} = device, packets, timeout)
       when is_reference(ref) and is_list(packets) and
@@ -463,15 +543,25 @@ defmodule Tundra do
     send_many_until(device, packets, deadline(timeout))
   end
 
-  defp send_many_nowait(ref, packets) do
+  # One NIF call writes for a bounded time and reports it to the VM, which
+  # preempts this loop as it would any busy process.
+  defp send_many_now(ref, packets) do
     case Nif.send_many(ref, packets) do
-      {:more, rest} -> send_many_nowait(ref, rest)
-      result -> result
+      {:more, rest} ->
+        send_many_now(ref, rest)
+
+      {:flatten, [packet | rest] = unsent} ->
+        if IO.iodata_length(packet) > @max_packet,
+          do: {:error, {:emsgsize, unsent}},
+          else: send_many_now(ref, [IO.iodata_to_binary(packet) | rest])
+
+      result ->
+        result
     end
   end
 
   defp send_many_until({:"$tundra", ref} = device, packets, deadline) do
-    case send_many_nowait(ref, packets) do
+    case send_many_now(ref, packets) do
       {:select, {info, rest}} ->
         case await_select(device, info, deadline) do
           :ok -> send_many_until(device, rest, deadline)
@@ -489,17 +579,27 @@ defmodule Tundra do
   for it will arrive, and any that already had is removed from the
   caller's mailbox.
 
-  Returns `:ok`, or `{:error, :not_owner}` / `{:error, :closed}`.
+  Returns `:ok`; `{:error, {:invalid, select_info}}` when `select_info` is
+  not the operation pending on the device (never returned, already
+  cancelled, or replaced by a newer one), as `:socket.cancel/2` answers;
+  or `{:error, :not_owner}` / `{:error, :closed}`.
   """
-  @spec cancel(device(), select_info()) :: :ok | {:error, use_error()}
-  def cancel({:"$tundra", ref} = device, {:select_info, op, handle})
+  @spec cancel(device(), select_info()) :: :ok | {:error, cancel_error()}
+  def cancel({:"$tundra", ref} = device, {:select_info, op, handle} = info)
       when is_reference(ref) and op in [:recv, :send] and is_reference(handle) do
-    with :ok <- Nif.cancel(ref, op) do
-      receive do
-        {:"$socket", ^device, :select, ^handle} -> :ok
-      after
-        0 -> :ok
-      end
+    case Nif.cancel(ref, op, handle) do
+      :ok ->
+        receive do
+          {:"$socket", ^device, :select, ^handle} -> :ok
+        after
+          0 -> :ok
+        end
+
+      :invalid ->
+        {:error, {:invalid, info}}
+
+      {:error, reason} ->
+        {:error, reason}
     end
   end
 
@@ -507,7 +607,9 @@ defmodule Tundra do
   Closes the device. The kernel removes the interface; pending selects are
   cancelled. The close itself happens off the BEAM's schedulers (the kernel
   takes tens of milliseconds to unregister an interface), so this returns
-  at once; the interface may outlive the call by those milliseconds.
+  at once; the interface may outlive the call by those milliseconds (a
+  `create/2` of its name waits for it). Packets just sent that the kernel
+  had not processed yet may be lost with the interface.
 
   Returns `:ok`, or `{:error, :not_owner}` / `{:error, :closed}`.
   """
@@ -571,7 +673,7 @@ defmodule Tundra do
   end
 
   defp send_until({:"$tundra", ref} = device, data, deadline) do
-    case Nif.send(ref, data) do
+    case send_now(ref, data) do
       {:select, info} ->
         with :ok <- await_select(device, info, deadline),
              do: send_until(device, data, deadline)

@@ -79,6 +79,24 @@ defmodule TundraTest do
       assert Tundra.create("10.0.0.2", up: "yes") == {:error, {:invalid_option, {:up, "yes"}}}
     end
 
+    test "an option given twice is refused, whichever value came first" do
+      assert Tundra.create("10.0.0.2", mtu: 1400, mtu: 1500) ==
+               {:error, {:duplicate_option, :mtu}}
+
+      assert Tundra.create("10.0.0.2", mtu: 1400, up: true, mtu: 1400) ==
+               {:error, {:duplicate_option, :mtu}}
+
+      assert Tundra.adopt(0, dup: true, dup: false) == {:error, {:duplicate_option, :dup}}
+    end
+
+    test "addresses as charlists are parsed like strings" do
+      assert Tundra.create(~c"10.0.0.300") == {:error, {:invalid_address, ~c"10.0.0.300"}}
+      assert Tundra.create([:not, :chars]) == {:error, {:invalid_address, [:not, :chars]}}
+
+      assert Tundra.create("fd00::2", dstaddr: ~c"10.0.0.1") ==
+               {:error, {:invalid_option, {:dstaddr, ~c"10.0.0.1"}}}
+    end
+
     test "wrong argument types raise as Elixir does" do
       assert_raise FunctionClauseError, fn -> Tundra.create(10) end
       assert_raise ArgumentError, fn -> Tundra.create("10.0.0.2", [:mtu]) end
@@ -87,10 +105,12 @@ defmodule TundraTest do
   end
 
   describe "I/O functions check their arguments" do
-    test "length must be positive" do
+    test "length must not be negative (0 is the whole packet)" do
       fake = {:"$tundra", make_ref()}
-      assert Tundra.recv(fake, 0, :nowait) == {:error, {:invalid_length, 0}}
       assert Tundra.recv(fake, -5) == {:error, {:invalid_length, -5}}
+      assert Tundra.recv(fake, -1, :nowait) == {:error, {:invalid_length, -1}}
+      # 0 is accepted: here the NIF refuses the made-up device instead.
+      assert_raise ArgumentError, fn -> Tundra.recv(fake, 0, :nowait) end
     end
 
     test "recv_many/3 needs a positive count" do

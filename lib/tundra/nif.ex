@@ -22,7 +22,7 @@ defmodule Tundra.Nif do
           {:ok, {reference(), String.t()}} | {:error, :not_tun | Tundra.posix()}
   def adopt(_fd, _dup), do: :erlang.nif_error(:nif_not_loaded)
 
-  @spec recv(reference(), pos_integer()) ::
+  @spec recv(reference(), non_neg_integer()) ::
           {:ok, binary()} | select() | {:error, refused() | Tundra.posix()}
   def recv(_ref, _length), do: :erlang.nif_error(:nif_not_loaded)
 
@@ -30,19 +30,24 @@ defmodule Tundra.Nif do
           {:ok, [binary(), ...]} | select() | {:error, refused() | Tundra.posix()}
   def recv_many(_ref, _count), do: :erlang.nif_error(:nif_not_loaded)
 
-  @spec send(reference(), iodata()) :: :ok | select() | {:error, refused() | Tundra.posix()}
+  # `:flatten`: the iodata must be flattened before the NIF writes it.
+  @spec send(reference(), iodata()) ::
+          :ok | :flatten | select() | {:error, refused() | Tundra.posix()}
   def send(_ref, _data), do: :erlang.nif_error(:nif_not_loaded)
 
-  # `{:more, rest}`: a batch was written and `rest` is still to go.
+  # `{:more, rest}`: the call's time was up with `rest` still to go;
+  # `{:flatten, rest}`: the first of `rest` must be flattened first.
   @spec send_many(reference(), [iodata()]) ::
           :ok
           | {:more, [iodata(), ...]}
+          | {:flatten, [iodata(), ...]}
           | {:select, {Tundra.select_info(), [iodata(), ...]}}
           | {:error, {Tundra.posix(), [iodata(), ...]} | refused()}
   def send_many(_ref, _packets), do: :erlang.nif_error(:nif_not_loaded)
 
-  @spec cancel(reference(), :recv | :send) :: :ok | {:error, refused()}
-  def cancel(_ref, _op), do: :erlang.nif_error(:nif_not_loaded)
+  # `:invalid`: `handle` is not that of the select pending for `op`.
+  @spec cancel(reference(), :recv | :send, reference()) :: :ok | :invalid | {:error, refused()}
+  def cancel(_ref, _op, _handle), do: :erlang.nif_error(:nif_not_loaded)
 
   @spec close(reference()) :: :ok | {:error, refused()}
   def close(_ref), do: :erlang.nif_error(:nif_not_loaded)

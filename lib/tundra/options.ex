@@ -5,15 +5,26 @@ defmodule Tundra.Options do
   # contiguous netmask) are checked once, in Rust (tundra_core), so the
   # direct path and the server refuse the same things.
 
-  @create_keys [:dstaddr, :netmask, :prefix, :mtu, :name, :up, :via, :socket_path, :timeout]
+  @create_keys [
+    :dstaddr,
+    :netmask,
+    :prefix,
+    :mtu,
+    :name,
+    :up,
+    :via,
+    :socket_path,
+    :timeout
+  ]
   @default_socket "/var/run/tundra.sock"
   @default_timeout 5_000
 
-  @spec create_args(String.t() | :inet.ip_address(), keyword()) ::
-          {:ok, map()} | {:error, term()}
+  @spec create_args(Tundra.address(), keyword()) ::
+          {:ok, map()} | {:error, Tundra.create_error()}
   def create_args(address, opts) do
     with :ok <- keyword!(opts),
          :ok <- known_keys(opts, @create_keys),
+         :ok <- no_duplicates(opts),
          {:ok, address} <- parse_ip(address, {:invalid_address, address}),
          {:ok, dstaddr} <- optional_ip(opts, :dstaddr),
          {:ok, netmask} <- optional_ip(opts, :netmask),
@@ -48,10 +59,11 @@ defmodule Tundra.Options do
       @default_socket
   end
 
-  @spec adopt_args(keyword()) :: {:ok, boolean()} | {:error, term()}
+  @spec adopt_args(keyword()) :: {:ok, boolean()} | {:error, Tundra.option_error()}
   def adopt_args(opts) do
     with :ok <- keyword!(opts),
          :ok <- known_keys(opts, [:dup]),
+         :ok <- no_duplicates(opts),
          {:ok, dup} <- optional(opts, :dup, &is_boolean/1) do
       {:ok, dup != false}
     end
@@ -69,6 +81,15 @@ defmodule Tundra.Options do
     case Enum.find(opts, fn {key, _} -> key not in known end) do
       nil -> :ok
       {key, _} -> {:error, {:unknown_option, key}}
+    end
+  end
+
+  # An option given twice is a mistake somewhere (two sources merged
+  # without care); which one was meant cannot be known.
+  defp no_duplicates(opts) do
+    case opts -- Enum.uniq_by(opts, &elem(&1, 0)) do
+      [] -> :ok
+      [{key, _} | _] -> {:error, {:duplicate_option, key}}
     end
   end
 
@@ -96,13 +117,18 @@ defmodule Tundra.Options do
 
   # An address as the NIF takes it: 4 or 16 bytes in network order.
   defp parse_ip(text, error) when is_binary(text) do
-    case :inet.parse_strict_address(String.to_charlist(text)) do
-      {:ok, ip} -> parse_ip(ip, error)
-      {:error, _} -> {:error, error}
-    end
+    parse_ip(String.to_charlist(text), error)
   rescue
     # String.to_charlist/1 raises on invalid UTF-8
     UnicodeConversionError -> {:error, error}
+  end
+
+  # A charlist, as :inet users write addresses.
+  defp parse_ip(chars, error) when is_list(chars) do
+    case :inet.parse_strict_address(chars) do
+      {:ok, ip} -> parse_ip(ip, error)
+      {:error, _} -> {:error, error}
+    end
   end
 
   defp parse_ip({_, _, _, _} = ip, error) do

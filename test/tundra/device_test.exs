@@ -228,11 +228,14 @@ defmodule Tundra.DeviceTest do
       assert Tundra.send_many(dev, [good.("two")], :nowait) == :ok
       assert {:ok, {_, 5000, "two"}} = :gen_udp.recv(sock, 0, 5_000)
 
-      # A list element that is not iodata raises before anything is sent.
+      # A list element that is not iodata raises; the packets before it
+      # were sent.
       assert_raise ArgumentError, fn -> Tundra.send_many(dev, [good.("three"), :oops]) end
-      assert_raise ArgumentError, fn -> Tundra.send_many(dev, [good.("three") | "improper"]) end
-      assert :ok = Tundra.send(dev, good.("four"))
+      assert {:ok, {_, 5000, "three"}} = :gen_udp.recv(sock, 0, 5_000)
+      assert_raise ArgumentError, fn -> Tundra.send_many(dev, [good.("four") | "improper"]) end
       assert {:ok, {_, 5000, "four"}} = :gen_udp.recv(sock, 0, 5_000)
+      assert :ok = Tundra.send(dev, good.("five"))
+      assert {:ok, {_, 5000, "five"}} = :gen_udp.recv(sock, 0, 5_000)
     end
 
     test "recv_many/3 returns several queued packets in order, at most count" do
@@ -384,21 +387,35 @@ defmodule Tundra.DeviceTest do
       end
     end
 
-    test "a device nobody references any more is closed by garbage collection" do
+    test "a live owner that drops its handle keeps the device; its exit removes it" do
       test = self()
 
-      spawn_link(fn ->
-        {:ok, {_dev, name}} = Tundra.create("10.99.25.2", dstaddr: "10.99.25.1")
-        send(test, {:name, name})
-        :erlang.garbage_collect()
+      # One device never selected, one with a select armed (and cancelled):
+      # the garbage collector treats neither differently.
+      owner =
+        spawn(fn ->
+          {:ok, {_plain, plain}} = Tundra.create("10.99.25.2", dstaddr: "10.99.25.1")
+          {:ok, {selected, name}} = Tundra.create("10.99.28.2", dstaddr: "10.99.28.1")
+          :ok = Tundra.cancel(selected, drain(selected))
+          send(test, {:names, plain, name})
+          receive do: (:collect -> :erlang.garbage_collect())
+          send(test, :collected)
+          receive do: (:exit -> :ok)
+        end)
 
-        receive do
-          :never -> :ok
-        end
-      end)
+      assert_receive {:names, plain, selected}, 5_000
+      send(owner, :collect)
+      assert_receive :collected, 5_000
+      # Plenty of chances for a destructor to run, if one could.
+      for _ <- 1..3, do: :erlang.garbage_collect(owner)
+      Process.sleep(200)
+      assert interface_exists?(plain) and interface_exists?(selected)
 
-      assert_receive {:name, name}, 5_000
-      assert eventually(fn -> not interface_exists?(name) end)
+      ref = Process.monitor(owner)
+      send(owner, :exit)
+      assert_receive {:DOWN, ^ref, :process, ^owner, :normal}, 5_000
+
+      assert eventually(fn -> not interface_exists?(plain) and not interface_exists?(selected) end)
     end
   end
 

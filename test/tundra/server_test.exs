@@ -15,7 +15,7 @@ defmodule Tundra.ServerTest do
     member = "tundram#{n}"
     outsider = "tundrao#{n}"
     # The server wants a socket folder only root may write to.
-    dir = "/run/tundra-test-#{n}"
+    dir = "/run/tundra-exunit-#{n}"
     File.mkdir_p!(dir)
     File.chmod!(dir, 0o755)
     on_exit(fn -> File.rm_rf!(dir) end)
@@ -203,6 +203,75 @@ defmodule Tundra.ServerTest do
       _full ->
         :socket.close(sock)
         queued
+    end
+  end
+
+  test "devices from the server are never inherited by ports spawned meanwhile", ctx do
+    test = self()
+
+    # Another process spawns short-lived OS processes all the while.
+    spawner = spawn_link(fn -> spawn_ports(test, System.find_executable("sleep")) end)
+
+    devices =
+      for n <- 1..40 do
+        assert {:ok, {dev, name}} =
+                 Tundra.create("10.93.30.#{n}", via: :server, socket_path: ctx.socket)
+
+        {dev, name}
+      end
+
+    send(spawner, :stop)
+    assert_receive :stopped, 5_000
+
+    for {dev, _} <- devices do
+      {:ok, %{fd: fd}} = Tundra.info(dev)
+      [_, flags] = Regex.run(~r/^flags:\s+(\d+)/m, File.read!("/proc/self/fdinfo/#{fd}"))
+
+      assert Bitwise.band(String.to_integer(flags, 8), 0o2000000) != 0,
+             "fd #{fd} not close-on-exec"
+    end
+
+    spawned = collect_spawned([])
+    assert spawned != []
+
+    for pid <- spawned, fd <- open_fds_of(pid) do
+      refute File.read_link("/proc/#{pid}/fd/#{fd}") == {:ok, "/dev/net/tun"},
+             "process #{pid} inherited a device"
+    end
+
+    for {dev, _} <- devices, do: :ok = Tundra.close(dev)
+
+    assert eventually(fn ->
+             Enum.all?(devices, fn {_, name} -> not interface_exists?(name) end)
+           end)
+  end
+
+  defp spawn_ports(test, sleep) do
+    port = Port.open({:spawn_executable, sleep}, args: ["3"])
+    {:os_pid, pid} = Port.info(port, :os_pid)
+    send(test, {:spawned, pid})
+
+    receive do
+      :stop -> send(test, :stopped)
+    after
+      0 -> spawn_ports(test, sleep)
+    end
+  end
+
+  # A process may have exited since it was listed.
+  defp open_fds_of(pid) do
+    case File.ls("/proc/#{pid}/fd") do
+      {:ok, fds} -> fds
+      {:error, _} -> []
+    end
+  end
+
+  # The OS pids of the spawned processes that are still alive.
+  defp collect_spawned(acc) do
+    receive do
+      {:spawned, pid} -> collect_spawned([pid | acc])
+    after
+      0 -> Enum.filter(acc, &File.exists?("/proc/#{&1}/fd"))
     end
   end
 

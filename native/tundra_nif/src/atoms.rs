@@ -8,6 +8,8 @@ rustler::atoms! {
     recv,
     send,
     more,
+    flatten,
+    invalid,
     closed,
     not_owner,
     not_tun,
@@ -19,9 +21,10 @@ rustler::atoms! {
     // errno names used without an io::Error at hand
     eio,
     ebadf,
+    ebusy,
     enomem,
     esrch,
-    // info/1 keys
+    // info/1 keys, and create/2 option names
     name,
     index,
     mtu,
@@ -30,6 +33,7 @@ rustler::atoms! {
     address,
     prefix,
     dstaddr,
+    netmask,
     owner,
     fd,
 }

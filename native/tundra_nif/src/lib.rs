@@ -4,24 +4,28 @@
 //!
 //! The functions here are thin: they decode terms, call `tundra_core` or
 //! the device resource (`resource`, the only module with raw erl_nif
-//! calls), and encode results. The Elixir module `Tundra.Nif` holds the
-//! stubs; `Tundra` is the public API.
+//! calls), and encode results; every I/O call ends in one `Done` rendered
+//! by `device_io`. The Elixir module `Tundra.Nif` holds the stubs;
+//! `Tundra` is the public API.
 
 mod atoms;
 mod packet;
+mod registry;
 mod resource;
 
 use std::io;
 use std::net::IpAddr;
-use std::os::fd::{AsFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
+use std::time::{Duration, Instant};
 
 use rustler::{Atom, Binary, Encoder, Env, LocalPid, NifMap, NifResult, Term};
 use tundra_core::client::{self, Outcome};
+use tundra_core::closer::DeferredFd;
 use tundra_core::platform::{self, InterfaceAddress};
 use tundra_core::{errno, prefix_from_netmask, ConfigError, DeviceConfig, Framing};
 
+use crate::packet::{Outgoing, Refusal, Unwritable};
 use crate::resource::{Direction, Refused};
-use tundra_core::closer::DeferredFd;
 
 /// `create/2` options after the Elixir side has parsed and type-checked
 /// them; ranges and meaning are checked here (by `DeviceConfig`).
@@ -92,10 +96,43 @@ fn refused<'a>(env: Env<'a>, why: Refused) -> Term<'a> {
     }
 }
 
-/// Wraps a freshly made device fd in a resource owned by the caller:
-/// `{:ok, {ref, name}}`.
+fn config_error_atom(bad: ConfigError) -> Atom {
+    match bad {
+        ConfigError::Address => atoms::address(),
+        ConfigError::Dstaddr => atoms::dstaddr(),
+        ConfigError::Netmask => atoms::netmask(),
+        ConfigError::Prefix => atoms::prefix(),
+        ConfigError::Mtu => atoms::mtu(),
+        ConfigError::Name => atoms::name(),
+    }
+}
+
+fn invalid_option(env: Env, bad: ConfigError) -> Term {
+    error(env, (atoms::invalid_option(), config_error_atom(bad)))
+}
+
+/// Wraps a device fd in a resource owned by the caller: `{:ok, {ref,
+/// name}}`. The fd is claimed in the registry here; `EBUSY` if a device
+/// already owns it.
 fn make_device<'a>(env: Env<'a>, fd: OwnedFd, name: String, framing: Framing) -> Term<'a> {
-    match resource::new_device(env, DeferredFd::new(fd), name.clone(), framing) {
+    let Some(id) = registry::claim_fresh(fd.as_raw_fd()) else {
+        // A fresh fd is never claimed; this would mean the registry lost
+        // track of a closed one. Refuse rather than share it.
+        drop(DeferredFd::new(fd));
+        return error(env, atoms::ebusy());
+    };
+    adopt_claimed(env, fd, id, name, framing)
+}
+
+fn adopt_claimed<'a>(
+    env: Env<'a>,
+    fd: OwnedFd,
+    id: registry::Id,
+    name: String,
+    framing: Framing,
+) -> Term<'a> {
+    let fd = DeferredFd::with_after_close(fd, Box::new(move || registry::released(id)));
+    match resource::new_device(env, fd, id, name.clone(), framing) {
         Some(term) => (atoms::ok(), (term, name)).encode(env),
         None => error(env, atoms::enomem()),
     }
@@ -107,39 +144,50 @@ fn create<'a>(env: Env<'a>, args: CreateArgs<'a>) -> Term<'a> {
         Ok(config) => config,
         Err(bad) => return invalid_option(env, bad),
     };
-    let via_server = || {
-        let socket = std::path::Path::new(&args.socket_path);
-        let timeout = std::time::Duration::from_millis(args.timeout_ms);
-        client::create(socket, &config, timeout)
-    };
-    let outcome = if args.via == atoms::server() {
-        via_server()
-    } else {
-        match platform::create(&config) {
-            Err(e) if args.via == atoms::auto() && is_privilege_error(&e) => via_server(),
-            direct => direct.map(Outcome::Created),
+    let deadline = Instant::now() + Duration::from_millis(args.timeout_ms);
+    let outcome = loop {
+        let outcome = create_once(&args, &config, deadline);
+        match (&outcome, config.name.as_deref()) {
+            // A name of ours that is still closing (an owner that exited, a
+            // restarted supervisor child): wait for the close, then again.
+            (Err(e), Some(name))
+                if e.raw_os_error() == Some(libc::EBUSY) && !name.contains('%') =>
+            {
+                let alive = |pid: LocalPid| pid.is_alive(env);
+                if registry::holders(name, alive) != registry::Holders::Leaving
+                    || !registry::wait_released(name, deadline)
+                {
+                    break outcome;
+                }
+            }
+            _ => break outcome,
         }
     };
-    match outcome {
-        Ok(Outcome::Created(dev)) => make_device(env, dev.fd, dev.name, dev.framing),
-        Ok(Outcome::Invalid(bad)) => invalid_option(env, bad),
-        Err(err) => io_error(env, &err),
+    let dev = match outcome {
+        Ok(Outcome::Created(dev)) => dev,
+        Ok(Outcome::Invalid(bad)) => return invalid_option(env, bad),
+        Err(err) => return io_error(env, &err),
+    };
+    make_device(env, dev.fd, dev.name, dev.framing)
+}
+
+fn create_once(args: &CreateArgs, config: &DeviceConfig, deadline: Instant) -> io::Result<Outcome> {
+    let via_server = || {
+        let socket = std::path::Path::new(&args.socket_path);
+        let left = deadline.saturating_duration_since(Instant::now());
+        client::create(socket, config, left)
+    };
+    if args.via == atoms::server() {
+        return via_server();
+    }
+    match platform::create(config) {
+        Err(e) if args.via == atoms::auto() && is_privilege_error(&e) => via_server(),
+        direct => direct.map(Outcome::Created),
     }
 }
 
 fn is_privilege_error(err: &io::Error) -> bool {
     matches!(err.raw_os_error(), Some(libc::EPERM) | Some(libc::EACCES))
-}
-
-fn invalid_option(env: Env, bad: ConfigError) -> Term {
-    let key = Atom::from_str(env, bad.option_name()).map(|a| a.encode(env));
-    error(
-        env,
-        (
-            atoms::invalid_option(),
-            key.unwrap_or(atoms::eio().encode(env)),
-        ),
-    )
 }
 
 #[rustler::nif]
@@ -152,22 +200,38 @@ fn adopt(env: Env, fd: RawFd, dup: bool) -> Term {
         Ok(tun) => tun,
         Err(_) => return error(env, atoms::not_tun()),
     };
-    let owned = if dup {
-        match borrowed.try_clone_to_owned() {
+    let (owned, id) = if dup {
+        let owned = match borrowed.try_clone_to_owned() {
             Ok(owned) => owned,
             Err(err) => return io_error(env, &err),
+        };
+        match registry::claim_fresh(owned.as_raw_fd()) {
+            Some(id) => (owned, id),
+            None => {
+                drop(DeferredFd::new(owned));
+                return error(env, atoms::ebusy());
+            }
         }
     } else {
+        // Claimed before it is owned: a number a device of this VM owns is
+        // refused, and never closed here.
+        let index = nix::net::if_::if_nametoindex(tun.name.as_str()).unwrap_or(0);
+        let Some(id) = registry::claim_given(fd, index) else {
+            return error(env, atoms::ebusy());
+        };
         // SAFETY: the caller gave up `fd` (dup: false is documented as a
-        // transfer of ownership), it is open (F_GETFD succeeded) and it is a
-        // TUN fd, which nothing else in the VM owns.
-        unsafe { OwnedFd::from_raw_fd(fd) }
+        // transfer of ownership), it is open (F_GETFD succeeded), it is a
+        // TUN fd, and no device of this VM owns it (the claim succeeded).
+        (unsafe { OwnedFd::from_raw_fd(fd) }, id)
     };
     if let Err(err) = platform::set_nonblocking(owned.as_fd(), true) {
-        drop(DeferredFd::new(owned));
+        drop(DeferredFd::with_after_close(
+            owned,
+            Box::new(move || registry::released(id)),
+        ));
         return io_error(env, &err);
     }
-    make_device(env, owned, tun.name, tun.framing)
+    adopt_claimed(env, owned, id, tun.name, tun.framing)
 }
 
 /// Borrows a raw fd number that the caller names for the length of one
@@ -178,23 +242,61 @@ fn borrow_named_fd<'a>(fd: RawFd) -> BorrowedFd<'a> {
     unsafe { BorrowedFd::borrow_raw(fd) }
 }
 
-/// The select message, `{:"$socket", {:"$tundra", ref}, :select, handle}`,
-/// and the return value `{:select, {:select_info, op, handle}}`.
-fn arm_select<'a>(
-    env: Env<'a>,
-    dev: &resource::DeviceRef<'a>,
-    owned: &mut resource::Owned,
-    direction: Direction,
-) -> Term<'a> {
-    match select_info(env, dev, owned, direction) {
-        Ok(info) => (atoms::select(), info).encode(env),
-        Err(failed) => failed,
+/// How one I/O call on a device ended, before it is rendered.
+enum Done<'a> {
+    /// Finished: this term is the reply.
+    Reply(Term<'a>),
+    /// The fd would block: a select is armed and `{:select, info}` (or
+    /// `{:select, {info, rest}}` with the unsent `rest`) returned.
+    WouldBlock(Option<Term<'a>>),
+    /// A system error: `{:error, posix}` (or `{:error, {posix, rest}}`).
+    Failed(io::Error, Option<Term<'a>>),
+    /// A packet that is not iodata: raises `ArgumentError`.
+    NotIodata,
+}
+
+impl<'a> Done<'a> {
+    fn from_io(result: io::Result<Term<'a>>) -> Done<'a> {
+        match result {
+            Ok(reply) => Done::Reply(reply),
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => Done::WouldBlock(None),
+            Err(e) => Done::Failed(e, None),
+        }
     }
 }
 
-/// Arms a select for `direction`: `Ok(select_info)`, or `Err({:error, :eio})`
-/// if the VM refused it.
-fn select_info<'a>(
+/// Runs `op` on the caller's open device and renders what it came to:
+/// the one place I/O results become terms.
+fn device_io<'a>(
+    env: Env<'a>,
+    dev: Term<'a>,
+    direction: Direction,
+    op: impl FnOnce(&mut resource::Owned<'_, 'a>) -> Done<'a>,
+) -> NifResult<Term<'a>> {
+    let dev = resource::get(env, dev).ok_or(rustler::Error::BadArg)?;
+    let mut owned = match dev.owned() {
+        Ok(owned) => owned,
+        Err(why) => return Ok(refused(env, why)),
+    };
+    Ok(match op(&mut owned) {
+        Done::Reply(reply) => reply,
+        Done::WouldBlock(rest) => match arm_select(env, &dev, &mut owned, direction) {
+            Ok(info) => match rest {
+                None => (atoms::select(), info).encode(env),
+                Some(rest) => (atoms::select(), (info, rest)).encode(env),
+            },
+            Err(failed) => failed,
+        },
+        Done::Failed(err, None) => io_error(env, &err),
+        Done::Failed(err, Some(rest)) => error(env, (errno_atom(env, &err), rest)),
+        Done::NotIodata => return Err(rustler::Error::BadArg),
+    })
+}
+
+/// Arms a select for `direction`: `Ok(select_info)`, where the select
+/// message is `{:"$socket", {:"$tundra", ref}, :select, handle}`, or
+/// `Err({:error, :eio})` if the VM refused it.
+fn arm_select<'a>(
     env: Env<'a>,
     dev: &resource::DeviceRef<'a>,
     owned: &mut resource::Owned,
@@ -203,124 +305,152 @@ fn select_info<'a>(
     let handle = env.make_ref();
     let device = (atoms::dollar_tundra(), dev.term());
     let msg = (atoms::dollar_socket(), device, atoms::select(), handle).encode(env);
-    if !owned.select(direction, msg) {
+    if !owned.select(direction, msg, handle.encode(env)) {
         return Err(error(env, atoms::eio()));
     }
-    let op = match direction {
+    Ok((atoms::select_info(), op_atom(direction), handle).encode(env))
+}
+
+fn op_atom(direction: Direction) -> Atom {
+    match direction {
         Direction::Read => atoms::recv(),
         Direction::Write => atoms::send(),
-    };
-    Ok((atoms::select_info(), op, handle).encode(env))
+    }
 }
+
+/// Tells the VM how much of a timeslice a call used, so that a process
+/// making many calls in a row is preempted as if it had run Erlang code
+/// for as long. Returns whether the slice is used up.
+fn report_time(env: Env, since: Instant) -> bool {
+    let percent = since.elapsed().as_micros() / 10; // 1 ms is a whole slice
+    rustler::schedule::consume_timeslice(env, i32::try_from(percent.clamp(1, 100)).unwrap_or(100))
+}
+
+/// How long one call may go on reading or writing packets (a NIF should
+/// return within about a millisecond).
+const CALL_BUDGET: Duration = Duration::from_micros(500);
 
 #[rustler::nif]
 fn recv<'a>(env: Env<'a>, dev: Term<'a>, max_len: usize) -> NifResult<Term<'a>> {
-    let dev = resource::get(env, dev).ok_or(rustler::Error::BadArg)?;
-    let mut owned = match dev.owned() {
-        Ok(owned) => owned,
-        Err(why) => return Ok(refused(env, why)),
-    };
-    Ok(
-        match packet::read(env, owned.fd(), owned.framing(), max_len) {
-            Ok(bin) => (atoms::ok(), bin).encode(env),
-            Err(err) if err.kind() == io::ErrorKind::WouldBlock => {
-                arm_select(env, &dev, &mut owned, Direction::Read)
-            }
-            Err(err) => io_error(env, &err),
-        },
-    )
+    device_io(env, dev, Direction::Read, |owned| {
+        let packet = packet::read(env, owned.fd(), owned.framing(), max_len);
+        Done::from_io(packet.map(|bin| (atoms::ok(), bin).encode(env)))
+    })
 }
 
 /// Reads up to `count` whole packets, stopping early when the fd has no
-/// more: `{:ok, [packet, ...]}` (at least one), or a select when there is
-/// none. An error after some packets were read returns those packets; the
-/// error comes back on the next call.
+/// more or the call's time is up: `{:ok, [packet, ...]}` (at least one),
+/// or a select when there is none. An error after some packets were read
+/// returns those packets; the error comes back on the next call.
 #[rustler::nif]
 fn recv_many<'a>(env: Env<'a>, dev: Term<'a>, count: usize) -> NifResult<Term<'a>> {
-    let dev = resource::get(env, dev).ok_or(rustler::Error::BadArg)?;
-    let mut owned = match dev.owned() {
-        Ok(owned) => owned,
-        Err(why) => return Ok(refused(env, why)),
-    };
-    Ok(
-        match packet::read_batch(env, owned.fd(), owned.framing(), count.min(MAX_BATCH)) {
-            Ok(packets) => (atoms::ok(), packets).encode(env),
-            Err(err) if err.kind() == io::ErrorKind::WouldBlock => {
-                arm_select(env, &dev, &mut owned, Direction::Read)
-            }
-            Err(err) => io_error(env, &err),
-        },
-    )
+    let started = Instant::now();
+    let result = device_io(env, dev, Direction::Read, |owned| {
+        let batch = packet::read_batch(
+            env,
+            owned.fd(),
+            owned.framing(),
+            count.min(MAX_BATCH),
+            started + CALL_BUDGET,
+        );
+        Done::from_io(batch.map(|packets| (atoms::ok(), packets).encode(env)))
+    });
+    report_time(env, started);
+    result
 }
 
-/// Most packets one `recv_many` call reads, so that a call on a flooded
-/// device stays as short as a NIF call must.
+/// Most packets one `recv_many` call reads.
 const MAX_BATCH: usize = 1024;
 
+/// Why a packet is not written as it is.
+enum Unfit {
+    /// Its iodata must be flattened first, by the caller.
+    NeedsFlattening,
+    /// Not iodata: raises `ArgumentError`.
+    NotIodata,
+    /// Refused with this errno (`EMSGSIZE`, `EINVAL`).
+    Refused(i32),
+}
+
+/// A packet checked for the kernel.
+fn prepare<'a>(data: Term<'a>, framing: Framing) -> Result<Outgoing<'a>, Unfit> {
+    let packet = Outgoing::from_iodata(data).map_err(|why| match why {
+        Unwritable::NeedsFlattening => Unfit::NeedsFlattening,
+        Unwritable::NotIodata => Unfit::NotIodata,
+    })?;
+    packet.check(framing).map_err(|why| match why {
+        Refusal::TooLong => Unfit::Refused(libc::EMSGSIZE),
+        Refusal::NotIp => Unfit::Refused(libc::EINVAL),
+    })?;
+    Ok(packet)
+}
+
+/// Writes one packet: `:ok`, a select, `{:error, reason}`, or `:flatten`
+/// when the iodata must be flattened first (done by the caller, which
+/// the VM lets yield).
 #[rustler::nif]
 fn send<'a>(env: Env<'a>, dev: Term<'a>, data: Term<'a>) -> NifResult<Term<'a>> {
-    let dev = resource::get(env, dev).ok_or(rustler::Error::BadArg)?;
-    let data = packet::Outgoing::from_iodata(data)?;
-    let mut owned = match dev.owned() {
-        Ok(owned) => owned,
-        Err(why) => return Ok(refused(env, why)),
-    };
-    Ok(match packet::write(owned.fd(), owned.framing(), &data) {
-        Ok(()) => atoms::ok().encode(env),
-        Err(err) if err.kind() == io::ErrorKind::WouldBlock => {
-            arm_select(env, &dev, &mut owned, Direction::Write)
+    device_io(env, dev, Direction::Write, |owned| {
+        match prepare(data, owned.framing()) {
+            Ok(packet) => Done::from_io(
+                packet::write(owned.fd(), owned.framing(), &packet)
+                    .map(|()| atoms::ok().encode(env)),
+            ),
+            Err(Unfit::NeedsFlattening) => Done::Reply(atoms::flatten().encode(env)),
+            Err(Unfit::NotIodata) => Done::NotIodata,
+            Err(Unfit::Refused(errno)) => Done::Failed(io::Error::from_raw_os_error(errno), None),
         }
-        Err(err) => io_error(env, &err),
     })
 }
 
-/// Most packets one `send_many` call writes; the Elixir side calls again
-/// for the rest (`{:more, rest}`), so a NIF call stays short.
-const MAX_SEND_BATCH: usize = 256;
-
+/// Writes packets of a list in order, for as long as the call's time
+/// allows: `:ok` when all are written, `{:more, rest}` when time is up
+/// (the caller calls again, after the VM has had its turn), a select or
+/// an error with the unsent `rest`, or `{:flatten, rest}` when the first
+/// of `rest` must be flattened first.
 #[rustler::nif]
 fn send_many<'a>(env: Env<'a>, dev: Term<'a>, packets: Term<'a>) -> NifResult<Term<'a>> {
-    let dev = resource::get(env, dev).ok_or(rustler::Error::BadArg)?;
-    // Every packet of the batch is decoded before any is written, so a
-    // term that is not iodata raises with nothing sent. Each keeps the
-    // list cell it heads: the unsent rest, returned as it came.
-    let mut batch = Vec::with_capacity(64);
-    let mut rest = packets;
-    while batch.len() < MAX_SEND_BATCH {
-        let Ok((head, tail)) = rest.list_get_cell() else {
-            if rest.is_empty_list() {
-                break;
+    let started = Instant::now();
+    let result = device_io(env, dev, Direction::Write, |owned| {
+        let mut rest = packets;
+        loop {
+            let Ok((head, tail)) = rest.list_get_cell() else {
+                return if rest.is_empty_list() {
+                    Done::Reply(atoms::ok().encode(env))
+                } else {
+                    Done::NotIodata
+                };
+            };
+            if started.elapsed() >= CALL_BUDGET {
+                return Done::Reply((atoms::more(), rest).encode(env));
             }
-            return Err(rustler::Error::BadArg);
-        };
-        batch.push((rest, packet::Outgoing::from_iodata(head)?));
-        rest = tail;
-    }
-    let mut owned = match dev.owned() {
-        Ok(owned) => owned,
-        Err(why) => return Ok(refused(env, why)),
-    };
-    for (unsent, data) in &batch {
-        match packet::write(owned.fd(), owned.framing(), data) {
-            Ok(()) => {}
-            Err(err) if err.kind() == io::ErrorKind::WouldBlock => {
-                return Ok(match select_info(env, &dev, &mut owned, Direction::Write) {
-                    Ok(info) => (atoms::select(), (info, *unsent)).encode(env),
-                    Err(failed) => failed,
-                });
+            let packet = match prepare(head, owned.framing()) {
+                Ok(packet) => packet,
+                Err(Unfit::NeedsFlattening) => {
+                    return Done::Reply((atoms::flatten(), rest).encode(env))
+                }
+                Err(Unfit::NotIodata) => return Done::NotIodata,
+                Err(Unfit::Refused(errno)) => {
+                    return Done::Failed(io::Error::from_raw_os_error(errno), Some(rest))
+                }
+            };
+            match packet::write(owned.fd(), owned.framing(), &packet) {
+                Ok(()) => rest = tail,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    return Done::WouldBlock(Some(rest))
+                }
+                Err(e) => return Done::Failed(e, Some(rest)),
             }
-            Err(err) => return Ok(error(env, (errno_atom(env, &err), *unsent))),
         }
-    }
-    Ok(if rest.is_empty_list() {
-        atoms::ok().encode(env)
-    } else {
-        (atoms::more(), rest).encode(env)
-    })
+    });
+    report_time(env, started);
+    result
 }
 
+/// Cancels the select pending in `op`'s direction if `handle` is its:
+/// `:ok`, or `:invalid` for a handle that is not (`:socket`'s answer).
 #[rustler::nif]
-fn cancel<'a>(env: Env<'a>, dev: Term<'a>, op: Atom) -> NifResult<Term<'a>> {
+fn cancel<'a>(env: Env<'a>, dev: Term<'a>, op: Atom, handle: Term<'a>) -> NifResult<Term<'a>> {
     let dev = resource::get(env, dev).ok_or(rustler::Error::BadArg)?;
     let direction = if op == atoms::recv() {
         Direction::Read
@@ -330,10 +460,11 @@ fn cancel<'a>(env: Env<'a>, dev: Term<'a>, op: Atom) -> NifResult<Term<'a>> {
         return Err(rustler::Error::BadArg);
     };
     Ok(match dev.owned() {
-        Ok(mut owned) => {
+        Ok(mut owned) if owned.is_pending(direction, handle) => {
             owned.cancel(direction);
             atoms::ok().encode(env)
         }
+        Ok(_) => atoms::invalid().encode(env),
         Err(why) => refused(env, why),
     })
 }

@@ -10,6 +10,7 @@
 use std::cell::RefCell;
 use std::io::{self, IoSlice};
 use std::os::fd::BorrowedFd;
+use std::time::Instant;
 
 use rustler::{Binary, Env, NewBinary, OwnedBinary, Term};
 use tundra_core::framing::MAX_HEADER_LEN;
@@ -34,9 +35,9 @@ thread_local! {
     static SCRATCH: RefCell<Vec<u8>> = RefCell::new(vec![0; SCRATCH_LEN]);
 }
 
-/// Reads one packet (at most `max_len` bytes of it; the rest of a longer
-/// packet is discarded, as with a datagram socket) into a binary of exactly
-/// that size.
+/// Reads one packet (at most `max_len` bytes of it, or all of it for 0;
+/// the rest of a longer packet is discarded, as with a datagram socket)
+/// into a binary of exactly that size.
 pub fn read<'a>(
     env: Env<'a>,
     fd: BorrowedFd,
@@ -47,7 +48,12 @@ pub fn read<'a>(
         let n = nix::unistd::read(fd, buf)?;
         let header = framing.header_len();
         let packet = buf.get(header..n).unwrap_or_default();
-        let packet = &packet[..packet.len().min(max_len)];
+        let keep = if max_len == 0 {
+            packet.len()
+        } else {
+            packet.len().min(max_len)
+        };
+        let packet = &packet[..keep];
         let mut out = NewBinary::new(env, packet.len());
         out.as_mut_slice().copy_from_slice(packet);
         Ok(out.into())
@@ -63,13 +69,15 @@ const BATCH_LEN: usize = 256 * 1024;
 /// the batch, and returns them as sub-binaries of it, shrunk to what was
 /// read. The first packet goes through the scratch buffer, so a call that
 /// finds nothing (the last of every drain) allocates nothing; the rest are
-/// read straight into the batch. `Err` only when no packet was read; an
-/// error after some packets ends the batch, and the next read meets it.
+/// read straight into the batch, until `until`. `Err` only when no packet
+/// was read; an error after some packets ends the batch, and the next
+/// read meets it.
 pub fn read_batch<'a>(
     env: Env<'a>,
     fd: BorrowedFd,
     framing: Framing,
     count: usize,
+    until: Instant,
 ) -> io::Result<Vec<Term<'a>>> {
     let (mut buf, first) = SCRATCH.with_borrow_mut(|scratch| -> io::Result<_> {
         let n = nix::unistd::read(fd, scratch)?;
@@ -81,7 +89,7 @@ pub fn read_batch<'a>(
     let mut spans = Vec::with_capacity(count.min(64));
     spans.push((header, first - header));
     let mut used = first;
-    while spans.len() < count && BATCH_LEN - used >= SCRATCH_LEN {
+    while spans.len() < count && BATCH_LEN - used >= SCRATCH_LEN && Instant::now() < until {
         match nix::unistd::read(fd, &mut buf.as_mut_slice()[used..]) {
             Ok(n) => {
                 let header = framing.header_len().min(n);
@@ -106,65 +114,119 @@ pub fn read_batch<'a>(
         .collect()
 }
 
+/// Largest packet `send` takes: an IP packet's length field cannot say
+/// more (and a TUN device's MTU is at most this).
+pub const MAX_PACKET: usize = 65535;
+
+/// Most terms of an iolist looked at before giving up on writing it
+/// without flattening: bounds the work of one call whatever its input.
+const MAX_VISITS: usize = 64;
+
 /// A packet to write, borrowed from the terms that hold it.
 pub struct Outgoing<'a> {
     pieces: [&'a [u8]; MAX_PIECES],
     count: usize,
-    /// Keeps a flattened copy alive when the iodata had to be flattened.
-    _flat: Option<Binary<'a>>,
+    len: usize,
+    visits: usize,
+}
+
+/// Why iodata cannot be written as it is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Unwritable {
+    /// Not iodata at all.
+    NotIodata,
+    /// Iodata with byte integers, or more pieces or nesting than are
+    /// written without flattening: the caller flattens it (the VM's
+    /// `iolist_to_binary` yields, a NIF would not).
+    NeedsFlattening,
+}
+
+/// Why a packet is refused before it reaches the kernel.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Refusal {
+    /// Longer than `MAX_PACKET`.
+    TooLong,
+    /// Not a whole IPv4 or IPv6 packet (see `tundra_core::ip`).
+    NotIp,
 }
 
 impl<'a> Outgoing<'a> {
-    /// Borrows the binaries of `data` (a binary or an iolist). Fails with
-    /// `BadArg` for anything that is not iodata.
-    pub fn from_iodata(data: Term<'a>) -> rustler::NifResult<Outgoing<'a>> {
+    /// Borrows the binaries of `data` (a binary or an iolist).
+    pub fn from_iodata(data: Term<'a>) -> Result<Outgoing<'a>, Unwritable> {
         let mut out = Outgoing {
             pieces: [&[]; MAX_PIECES],
             count: 0,
-            _flat: None,
+            len: 0,
+            visits: 0,
         };
-        if out.gather(data, 0) {
-            return Ok(out);
-        }
-        let flat = Binary::from_iolist(data)?;
-        out.pieces[0] = flat.as_slice();
-        out.count = 1;
-        out._flat = Some(flat);
+        out.gather(data, 0)?;
         Ok(out)
     }
 
-    /// Collects the binaries of `term` in order; false when it holds
-    /// something else (byte integers, a non-iodata term) or is too long or
-    /// deep for `pieces`, and must be flattened (or refused) by the VM.
-    fn gather(&mut self, term: Term<'a>, depth: usize) -> bool {
+    /// Collects the binaries of `term` in order.
+    fn gather(&mut self, term: Term<'a>, depth: usize) -> Result<(), Unwritable> {
+        self.visits += 1;
+        if self.visits > MAX_VISITS {
+            return Err(Unwritable::NeedsFlattening);
+        }
         if term.is_binary() {
-            let Ok(bin) = Binary::from_term(term) else {
-                return false;
-            };
+            let bin = Binary::from_term(term).map_err(|_| Unwritable::NotIodata)?;
             if self.count == MAX_PIECES {
-                return false;
+                return Err(Unwritable::NeedsFlattening);
             }
             self.pieces[self.count] = bin.as_slice();
             self.count += 1;
-            return true;
+            self.len += bin.len();
+            return Ok(());
         }
-        if depth == MAX_DEPTH || !term.is_list() {
-            return false;
+        if term.is_number() {
+            // A byte integer is iodata, but has no bytes to borrow.
+            return Err(Unwritable::NeedsFlattening);
+        }
+        if !term.is_list() {
+            return Err(Unwritable::NotIodata);
+        }
+        if depth == MAX_DEPTH {
+            return Err(Unwritable::NeedsFlattening);
         }
         let mut rest = term;
         loop {
             if rest.is_empty_list() {
-                return true;
+                return Ok(());
             }
             match rest.list_get_cell() {
                 Ok((head, tail)) => {
-                    if !self.gather(head, depth + 1) {
-                        return false;
-                    }
+                    self.gather(head, depth + 1)?;
                     rest = tail;
                 }
                 // An improper tail may be a binary (iodata allows it).
                 Err(_) => return self.gather(rest, depth + 1),
+            }
+        }
+    }
+
+    /// Whether the kernel should be handed this packet.
+    pub fn check(&self, framing: Framing) -> Result<(), Refusal> {
+        if self.len > MAX_PACKET {
+            return Err(Refusal::TooLong);
+        }
+        let mut head = [0u8; tundra_core::ip::HEAD_LEN];
+        let mut at = 0;
+        for piece in &self.pieces[..self.count] {
+            let take = piece.len().min(head.len() - at);
+            head[at..at + take].copy_from_slice(&piece[..take]);
+            at += take;
+            if at == head.len() {
+                break;
+            }
+        }
+        match framing {
+            Framing::Raw | Framing::LinuxPacketInfo | Framing::AddressFamily => {
+                if tundra_core::ip::is_whole_packet(&head[..at], self.len) {
+                    Ok(())
+                } else {
+                    Err(Refusal::NotIp)
+                }
             }
         }
     }
@@ -189,8 +251,7 @@ pub fn write(fd: BorrowedFd, framing: Framing, packet: &Outgoing) -> io::Result<
     let header = &header[..header_len];
     let pieces = &packet.pieces[..packet.count];
     match (header.is_empty(), pieces) {
-        // Empty iodata: the kernel refuses the empty packet (EINVAL).
-        (true, []) => nix::unistd::write(fd, &[])?,
+        (true, []) => return Err(io::Error::from_raw_os_error(libc::EINVAL)),
         (true, [only]) => nix::unistd::write(fd, only)?,
         _ => {
             let len = header.len() + pieces.iter().map(|p| p.len()).sum::<usize>();

@@ -13,18 +13,24 @@
 //!    place exactly once, by `dtor`, when the VM destructs the resource.
 //! 2. All mutable state is in `Device::state`. That lock is never held
 //!    across an `enif_select(STOP)` call, because the stop callback may run
-//!    directly inside that call and takes the lock itself.
+//!    directly inside that call and takes the lock itself, nor across the
+//!    release of the resource's reference to itself (which may run `dtor`).
 //! 3. `State::fd` is `Some` while the device is open. An fd that was ever
 //!    passed to `enif_select` (`State::selected`) is closed only through
 //!    `ERL_NIF_SELECT_STOP`: it moves to `State::stopping` and the stop
 //!    callback releases it once the VM no longer polls it. An fd never
 //!    selected is released at once.
 //! 4. Released fds are `DeferredFd`s: they are closed on a closer thread,
-//!    never on a scheduler (see `closer`).
+//!    never on a scheduler (see `closer`), and leave the `registry` once
+//!    closed.
 //! 5. While open, the device monitors its owner, the only process allowed
 //!    to use it. The owner's exit (the `down` callback) shuts the device
 //!    down exactly like `close/1`.
-//! 6. The VM does not destruct a resource while its fd is selected (erl_nif:
+//! 6. While open, the resource holds a reference to itself (the one
+//!    `enif_alloc_resource` returned), so the garbage collector can neither
+//!    close nor free a device whose owner lives, whether or not any term
+//!    still refers to it. Shutting down releases it, last.
+//! 7. The VM does not destruct a resource while its fd is selected (erl_nif:
 //!    "a resource will not be destructed until all its contained relations
 //!    have been dissolved"), so `dtor` never races a pending select.
 
@@ -34,14 +40,16 @@ use std::os::fd::{AsRawFd, BorrowedFd, RawFd};
 use std::ptr::{self, NonNull};
 use std::sync::{Mutex, MutexGuard, OnceLock};
 
+use rustler::env::{OwnedEnv, SavedTerm};
 use rustler::sys::{
     self, ErlNifEnv, ErlNifEvent, ErlNifMonitor, ErlNifPid, ErlNifResourceDown, ErlNifResourceDtor,
     ErlNifResourceFlags, ErlNifResourceStop, ErlNifResourceType, ErlNifResourceTypeInit,
 };
 use rustler::{Env, LocalPid, Term};
+use tundra_core::closer::DeferredFd;
 use tundra_core::Framing;
 
-use tundra_core::closer::DeferredFd;
+use crate::registry;
 
 // enif_select mode flags (erl_drv_nif.h). rustler's constants of the same
 // names mix mode flags with return bits, so they are spelled out here.
@@ -63,6 +71,13 @@ impl Direction {
         match self {
             Direction::Read => SELECT_READ,
             Direction::Write => SELECT_WRITE,
+        }
+    }
+
+    fn slot(self) -> usize {
+        match self {
+            Direction::Read => 0,
+            Direction::Write => 1,
         }
     }
 }
@@ -96,6 +111,42 @@ struct State {
     monitor: Option<ErlNifMonitor>,
     name: String,
     framing: Framing,
+    id: registry::Id,
+    /// The handle of the select pending in each direction, which `cancel`
+    /// compares with the one it is given.
+    handles: [Handle; 2],
+    /// Whether the reference the resource holds to itself while open
+    /// (invariant 6) is still held.
+    self_ref: bool,
+}
+
+/// A select handle (a reference), kept in an environment of its own so
+/// that a later NIF call can compare another term with it.
+#[derive(Default)]
+struct Handle {
+    env: Option<OwnedEnv>,
+    saved: Option<SavedTerm>,
+}
+
+impl Handle {
+    fn set(&mut self, handle: Term) {
+        let env = self.env.get_or_insert_with(OwnedEnv::new);
+        // The previous handle is dropped with the terms of the environment.
+        self.saved = None;
+        env.clear();
+        self.saved = Some(env.save(handle));
+    }
+
+    fn is(&self, handle: Term) -> bool {
+        match (&self.env, &self.saved) {
+            (Some(env), Some(saved)) => env.run(|e| saved.load(e) == handle),
+            _ => false,
+        }
+    }
+
+    fn forget(&mut self) {
+        self.saved = None;
+    }
 }
 
 // The VM aligns resource memory to at least 8 bytes.
@@ -149,16 +200,19 @@ fn same_pid(a: &ErlNifPid, b: &ErlNifPid) -> bool {
     unsafe { sys::enif_compare_pids(a, b) == 0 }
 }
 
-/// Allocates a device resource for `fd`, owned and monitored by the calling
-/// process, and returns its term.
+/// Allocates a device resource for `fd` (claimed in the registry as
+/// `id`), owned and monitored by the calling process, and returns its term.
 pub fn new_device<'a>(
     env: Env<'a>,
     fd: DeferredFd,
+    id: registry::Id,
     name: String,
     framing: Framing,
 ) -> Option<Term<'a>> {
     let kind = RESOURCE_TYPE.get()?.0.as_ptr();
     let owner = self_pid(env);
+    let index = nix::net::if_::if_nametoindex(name.as_str()).unwrap_or(0);
+    registry::describe(id, &name, index, LocalPid::from_c_arg(owner));
     // SAFETY: `kind` is our registered type; the size is that of `Device`.
     let obj = unsafe { sys::enif_alloc_resource(kind, std::mem::size_of::<Device>()) };
     let obj = NonNull::new(obj.cast::<Device>())?;
@@ -176,6 +230,10 @@ pub fn new_device<'a>(
                     monitor: None,
                     name,
                     framing,
+                    id,
+                    handles: Default::default(),
+                    // The reference enif_alloc_resource returned (invariant 6).
+                    self_ref: true,
                 }),
             },
         )
@@ -191,18 +249,25 @@ pub fn new_device<'a>(
             monitor.as_mut_ptr(),
         )
     } == 0;
-    // SAFETY: `obj` is live; the term takes its own reference, then ours is
-    // released so the term alone keeps the resource alive.
+    // SAFETY: `obj` is live (we hold its first reference); the term takes a
+    // reference of its own.
     let term = unsafe {
-        let term = sys::enif_make_resource(env.as_c_arg(), obj.as_ptr().cast());
-        sys::enif_release_resource(obj.as_ptr().cast());
-        Term::new(env, term)
+        Term::new(
+            env,
+            sys::enif_make_resource(env.as_c_arg(), obj.as_ptr().cast()),
+        )
     };
+    // SAFETY: invariant 1: `obj` is live while `term` is.
+    let device = unsafe { obj.as_ref() };
+    let mut state = device.lock();
     if monitored {
         // SAFETY: enif_monitor_process returned 0, so it wrote the monitor.
-        let monitor = unsafe { monitor.assume_init() };
-        // SAFETY: invariant 1: `obj` is live while `term` is.
-        unsafe { obj.as_ref() }.lock().monitor = Some(monitor);
+        state.monitor = Some(unsafe { monitor.assume_init() });
+    } else {
+        // No owner to watch (it cannot have exited while calling, but if
+        // the VM says so): a device nobody could close must not stay open.
+        shut_down(env.as_c_arg(), obj.as_ptr().cast(), state);
+        return None;
     }
     Some(term)
 }
@@ -286,8 +351,9 @@ impl Owned<'_, '_> {
     }
 
     /// Asks the VM to send `msg` to the owner once the fd is ready in
-    /// `direction`. Returns false if the VM could not add it to its poll set.
-    pub fn select(&mut self, direction: Direction, msg: Term) -> bool {
+    /// `direction`, and remembers `handle` as that select's. Returns false
+    /// if the VM could not add it to its poll set.
+    pub fn select(&mut self, direction: Direction, msg: Term, handle: Term) -> bool {
         let fd = self.fd().as_raw_fd();
         // SAFETY: `fd` is open and belongs to this resource (invariant 3);
         // `msg` is a term of the caller's env, copied by the VM (msg_env is
@@ -305,13 +371,20 @@ impl Owned<'_, '_> {
         };
         if rc >= 0 {
             self.state.selected = true;
+            self.state.handles[direction.slot()].set(handle);
         }
         rc >= 0
+    }
+
+    /// Whether `handle` is that of the select pending in `direction`.
+    pub fn is_pending(&self, direction: Direction, handle: Term) -> bool {
+        self.state.handles[direction.slot()].is(handle)
     }
 
     /// Cancels a pending select in `direction`; true if the VM guarantees no
     /// notification for it will be sent (otherwise one may be on its way).
     pub fn cancel(&mut self, direction: Direction) -> bool {
+        self.state.handles[direction.slot()].forget();
         if !self.state.selected {
             return true;
         }
@@ -357,6 +430,7 @@ impl Owned<'_, '_> {
         // SAFETY: enif_monitor_process returned 0, so it wrote the monitor.
         self.state.monitor = Some(unsafe { monitor.assume_init() });
         self.state.owner = new_pid;
+        registry::set_owner(self.state.id, new_owner);
         self.cancel(Direction::Read);
         self.cancel(Direction::Write);
         true
@@ -382,36 +456,47 @@ fn undefined(env: *mut ErlNifEnv) -> sys::ErlNifTerm {
 }
 
 /// Releases the fd of the device at `obj`, consuming its lock guard
-/// (invariant 2: the lock must not be held across a STOP).
+/// (invariant 2: the lock must not be held across a STOP), and then the
+/// resource's reference to itself (invariant 6).
 fn shut_down(env: *mut ErlNifEnv, obj: *mut c_void, mut state: MutexGuard<'_, State>) {
     let Some(fd) = state.fd.take() else {
         return;
     };
-    if !state.selected {
+    registry::closing(state.id);
+    state.handles = Default::default();
+    let self_ref = std::mem::take(&mut state.self_ref);
+    if state.selected {
+        let raw: RawFd = fd.as_fd().map_or(-1, |fd| fd.as_raw_fd());
+        state.stopping = Some(fd);
+        drop(state);
+        // SAFETY: `raw` was selected with this resource; STOP ignores pid and
+        // ref, cancels pending selects and calls `stop` (now or later), which
+        // releases `stopping` (invariant 3).
+        unsafe {
+            sys::enif_select(
+                env,
+                raw as ErlNifEvent,
+                SELECT_STOP,
+                obj,
+                ptr::null(),
+                undefined(env),
+            )
+        };
+    } else {
         drop(state);
         drop(fd); // invariant 4: closed on a closer thread
-        return;
     }
-    let raw: RawFd = fd.as_fd().map_or(-1, |fd| fd.as_raw_fd());
-    state.stopping = Some(fd);
-    drop(state);
-    // SAFETY: `raw` was selected with this resource; STOP ignores pid and
-    // ref, cancels pending selects and calls `stop` (now or later), which
-    // releases `stopping` (invariant 3).
-    unsafe {
-        sys::enif_select(
-            env,
-            raw as ErlNifEvent,
-            SELECT_STOP,
-            obj,
-            ptr::null(),
-            undefined(env),
-        )
-    };
+    if self_ref {
+        // SAFETY: the reference enif_alloc_resource returned, held since
+        // (invariant 6) and released once. `obj` is not touched after: this
+        // may have been the last reference.
+        unsafe { sys::enif_release_resource(obj) };
+    }
 }
 
-/// Resource destructor: drops the `Device` in place; any fd it still holds
-/// was never selected (invariant 6) and is closed off-thread (invariant 4).
+/// Resource destructor: drops the `Device` in place. An open device is
+/// never destructed (invariant 6), so it holds no fd by now, or one whose
+/// stop callback has run (invariant 7).
 unsafe extern "C" fn dtor(_env: *mut ErlNifEnv, obj: *mut c_void) {
     // SAFETY: invariant 1: `obj` holds a `Device` and the VM calls the
     // destructor exactly once, after which the memory is freed.
@@ -426,7 +511,7 @@ unsafe extern "C" fn stop(
     _direct: c_int,
 ) {
     // SAFETY: invariant 1: `obj` holds a live `Device` (it is not destructed
-    // before its select relation is dissolved, invariant 6).
+    // before its select relation is dissolved, invariant 7).
     let device = unsafe { &*obj.cast::<Device>() };
     let fd = device.lock().stopping.take();
     drop(fd);

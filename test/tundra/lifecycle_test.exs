@@ -1,0 +1,207 @@
+defmodule Tundra.LifecycleTest do
+  # What an OTP developer relies on: supervised restarts with a fixed
+  # name, fds that are owned once, select messages that come only when
+  # they should, and the edges of recv/send. Real devices, inside the test
+  # run's network namespace; each test uses its own subnet.
+  use ExUnit.Case, async: false
+  @moduletag :privileged
+
+  import TundraTest.Net
+
+  defp v4_device(n, opts \\ []) do
+    assert {:ok, {dev, name}} = Tundra.create("10.98.#{n}.2", [dstaddr: "10.98.#{n}.1"] ++ opts)
+    {dev, name}
+  end
+
+  defp udp_socket(ip) do
+    {:ok, sock} = :gen_udp.open(0, [:binary, ip: ip, active: false, recbuf: 1_000_000])
+    {:ok, port} = :inet.port(sock)
+    {sock, port}
+  end
+
+  # The open-file flags of one of this VM's fds (/proc/self/fdinfo).
+  defp fd_flags(fd) do
+    [_, octal] = Regex.run(~r/^flags:\s+(\d+)/m, File.read!("/proc/self/fdinfo/#{fd}"))
+    String.to_integer(octal, 8)
+  end
+
+  @o_nonblock 0o4000
+  @o_cloexec 0o2000000
+
+  defmodule Owner do
+    # A supervised owner of a device with a fixed name.
+    use GenServer
+
+    def start_link(name), do: GenServer.start_link(__MODULE__, name, name: __MODULE__)
+
+    @impl true
+    def init(name) do
+      case Tundra.create("10.98.1.2", dstaddr: "10.98.1.1", name: name) do
+        {:ok, {dev, ^name}} -> {:ok, dev}
+        {:error, reason} -> {:stop, reason}
+      end
+    end
+  end
+
+  test "a supervised owner killed 20 times is restarted with the same name every time" do
+    name = "tlife#{rem(System.unique_integer([:positive]), 10_000)}"
+    # More restarts than kills are allowed, fewer than a failing init
+    # would burn: each kill must cost exactly one restart.
+    {:ok, sup} =
+      Supervisor.start_link([{Owner, name}],
+        strategy: :one_for_one,
+        max_restarts: 25,
+        max_seconds: 60
+      )
+
+    sup_ref = Process.monitor(sup)
+
+    for _ <- 1..20 do
+      pid = Process.whereis(Owner)
+      assert is_pid(pid)
+      Process.exit(pid, :kill)
+
+      assert eventually(fn ->
+               new = Process.whereis(Owner)
+               is_pid(new) and new != pid
+             end),
+             "not restarted"
+
+      # Registered before init/1 runs: wait for init (and its create).
+      _ = :sys.get_state(Owner)
+      assert interface_exists?(name)
+    end
+
+    [{_, _, _, _}] = Supervisor.which_children(sup)
+    refute_received {:DOWN, ^sup_ref, _, _, _}
+    Supervisor.stop(sup)
+    assert eventually(fn -> not interface_exists?(name) end)
+  end
+
+  test "a name in use by a live owner is :ebusy at once, without waiting" do
+    {_dev, name} = v4_device(2, name: "tlbusy%d")
+    assert Tundra.create("10.98.3.2", name: name, timeout: 60_000) == {:error, :ebusy}
+  end
+
+  test "adopt(fd, dup: false) of an fd a device owns is refused; the device still works" do
+    {dev, name} = v4_device(4)
+    {:ok, %{fd: fd}} = Tundra.info(dev)
+    assert Tundra.adopt(fd, dup: false) == {:error, :ebusy}
+
+    {sock, port} = udp_socket({10, 98, 4, 2})
+    packet = udp4({10, 98, 4, 1}, {10, 98, 4, 2}, 5000, port, "still mine")
+    assert :ok = Tundra.send(dev, packet)
+    assert {:ok, {_, 5000, "still mine"}} = :gen_udp.recv(sock, 0, 5_000)
+    assert {:ok, %{name: ^name, fd: ^fd}} = Tundra.info(dev)
+
+    # A duplicate is a fd of its own, and fine.
+    assert {:ok, {copy, ^name}} = Tundra.adopt(fd)
+    assert :ok = Tundra.close(copy)
+  end
+
+  test "fds are non-blocking and close-on-exec, created or adopted" do
+    {dev, _} = v4_device(5)
+    {:ok, %{fd: fd}} = Tundra.info(dev)
+    assert Bitwise.band(fd_flags(fd), @o_nonblock) != 0
+    assert Bitwise.band(fd_flags(fd), @o_cloexec) != 0
+
+    {:ok, {copy, _}} = Tundra.adopt(fd)
+    {:ok, %{fd: copy_fd}} = Tundra.info(copy)
+    assert Bitwise.band(fd_flags(copy_fd), @o_nonblock) != 0
+  end
+
+  test "recv with length 0 returns a whole packet, however long" do
+    {dev, _} = v4_device(6)
+    {sock, _} = udp_socket({10, 98, 6, 2})
+    payload = :binary.copy("z", 1400 - 28)
+    :ok = :gen_udp.send(sock, {10, 98, 6, 1}, 4000, payload)
+    assert {:ok, packet} = recv_where(dev, &udp4_with?(&1, payload), 0)
+    assert byte_size(packet) == 1400
+  end
+
+  test "send/3 refuses what is not a whole IP packet, and what is too long" do
+    {dev, _} = v4_device(7)
+    {sock, port} = udp_socket({10, 98, 7, 2})
+    good = udp4({10, 98, 7, 1}, {10, 98, 7, 2}, 5000, port, "good")
+
+    for bad <- [<<0x45>>, "hello world", "", [], <<binary_part(good, 0, 27)::binary>>] do
+      assert Tundra.send(dev, bad, :nowait) == {:error, :einval}, inspect(bad)
+    end
+
+    # A length field that says more than the bytes hold.
+    <<head::binary-size(2), _len::16, rest::binary>> = good
+    assert Tundra.send(dev, [head, <<byte_size(good) + 1::16>>, rest]) == {:error, :einval}
+
+    huge = :binary.copy("x", 70_000)
+    assert Tundra.send(dev, huge, :nowait) == {:error, :emsgsize}
+    # In many pieces (flattened only after its size is known to fit).
+    assert Tundra.send(dev, List.duplicate("x", 70_000)) == {:error, :emsgsize}
+    assert Tundra.send_many(dev, [good, huge], :nowait) == {:error, {:emsgsize, [huge]}}
+    assert {:ok, {_, 5000, "good"}} = :gen_udp.recv(sock, 0, 5_000)
+
+    assert_raise ArgumentError, fn -> Tundra.send(dev, [good, :atom]) end
+    assert :ok = Tundra.send(dev, :binary.bin_to_list(good))
+    assert {:ok, {_, 5000, "good"}} = :gen_udp.recv(sock, 0, 5_000)
+  end
+
+  test "addresses may be charlists" do
+    assert {:ok, {dev, _}} = Tundra.create(~c"10.98.8.2", dstaddr: ~c"10.98.8.1")
+    {:ok, info} = Tundra.info(dev)
+    assert %{address: {10, 98, 8, 2}, dstaddr: {10, 98, 8, 1}} = hd(info.addresses)
+    assert {:ok, {_, _}} = Tundra.create(~c"fd98:8::2", dstaddr: ~c"fd98:8::1")
+  end
+
+  describe "select messages come only while their select is pending" do
+    test "a blocking recv whose timeout passed leaves no select behind" do
+      {dev, _} = v4_device(9)
+      # The link's own chatter may answer a recv; wait for one that times out.
+      assert eventually(fn -> Tundra.recv(dev, 0, 20) == {:error, :timeout} end)
+
+      {sock, _} = udp_socket({10, 98, 9, 2})
+      :ok = :gen_udp.send(sock, {10, 98, 9, 1}, 4000, "late")
+      refute_receive {:"$socket", ^dev, :select, _}, 300
+      assert {:ok, _} = recv_where(dev, &udp4_with?(&1, "late"))
+    end
+
+    test "after controlling_process/2 the old owner gets no select message" do
+      {dev, _} = v4_device(10)
+      info = drain(dev)
+      assert {:select_info, :recv, _} = info
+      new_owner = spawn(fn -> receive do: (:never -> :ok) end)
+      assert :ok = Tundra.controlling_process(dev, new_owner)
+
+      {sock, _} = udp_socket({10, 98, 10, 2})
+      :ok = :gen_udp.send(sock, {10, 98, 10, 1}, 4000, "for the new owner")
+      refute_receive {:"$socket", ^dev, :select, _}, 300
+      Process.exit(new_owner, :kill)
+    end
+
+    test "cancel/2 removes a select message that already arrived" do
+      {dev, _} = v4_device(11)
+      {:select_info, :recv, handle} = info = drain(dev)
+      {sock, _} = udp_socket({10, 98, 11, 2})
+      :ok = :gen_udp.send(sock, {10, 98, 11, 1}, 4000, "arrives")
+      # Wait for it without taking it out of the mailbox.
+      assert eventually(fn ->
+               {:messages, messages} = Process.info(self(), :messages)
+               {:"$socket", dev, :select, handle} in messages
+             end)
+
+      assert Tundra.cancel(dev, info) == :ok
+      refute_received {:"$socket", ^dev, :select, ^handle}
+    end
+
+    test "cancel/2 of a select that is not pending is {:error, {:invalid, info}}" do
+      {dev, _} = v4_device(12)
+      made_up = {:select_info, :recv, make_ref()}
+      assert Tundra.cancel(dev, made_up) == {:error, {:invalid, made_up}}
+
+      info = drain(dev)
+      assert Tundra.cancel(dev, info) == :ok
+      assert Tundra.cancel(dev, info) == {:error, {:invalid, info}}
+
+      assert Tundra.cancel(dev, {:select_info, :send, elem(info, 2)}) ==
+               {:error, {:invalid, {:select_info, :send, elem(info, 2)}}}
+    end
+  end
+end
