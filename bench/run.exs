@@ -5,11 +5,12 @@
 #   make bench                          # everything, 3 rounds
 #   make bench ARGS="--only reflector --rounds 5"
 #
-# Sections: reflector (packets/s and ping latency), creation, tunnel.
+# Sections: reflector (packets/s and ping latency), creation, tunnel,
+# scheduler (heartbeat delay during the largest calls).
 usage = """
 usage: make bench ARGS="[options]"
 
-  --only SECTION        reflector, creation or tunnel (repeatable; default all)
+  --only SECTION        reflector, creation, tunnel or scheduler (repeatable; default all)
   --rounds N            rounds per comparison, alternating sides (3)
   --seconds S           load generator run per reflector sample (2.0)
   --pings N             pings per side and round (500)
@@ -35,7 +36,7 @@ usage: make bench ARGS="[options]"
   )
 
 only = Keyword.get_values(opts, :only)
-known = ["reflector", "creation", "tunnel"]
+known = ["reflector", "creation", "tunnel", "scheduler"]
 
 cond do
   opts[:help] ->
@@ -67,7 +68,8 @@ opts =
 sections = [
   {"reflector", &TundraBench.Reflector.run/1},
   {"creation", &TundraBench.Creation.run/1},
-  {"tunnel", &TundraBench.Tunnel.run/1}
+  {"tunnel", &TundraBench.Tunnel.run/1},
+  {"scheduler", &TundraBench.Scheduler.run/1}
 ]
 
 rows =

@@ -6,7 +6,7 @@ defmodule TundraBench.Creation do
   # memory per device); the same 1,000 owners exiting at once (teardown
   # rate) while a 1 ms heartbeat process records its worst delay.
 
-  alias TundraBench.{Native, Stats}
+  alias TundraBench.{Heartbeat, Native, Stats}
 
   def run(opts) do
     n = opts[:create_count]
@@ -61,16 +61,21 @@ defmodule TundraBench.Creation do
   end
 
   defp via_server(n, rounds) do
-    dir = Path.join(System.tmp_dir!(), "tundra-bench-#{System.unique_integer([:positive])}")
+    # The server wants a socket folder only root may write to; root's
+    # requests need no delegation (an empty configuration).
+    dir = "/run/tundra-bench-#{System.unique_integer([:positive])}"
     File.mkdir_p!(dir)
+    File.chmod!(dir, 0o755)
     socket = Path.join(dir, "tundra.sock")
+    config = Path.join(dir, "server.conf")
+    File.write!(config, "")
 
     server =
       Port.open({:spawn_executable, Native.path("tundra_server")}, [
         :binary,
         :exit_status,
         :stderr_to_stdout,
-        args: ["--socket", socket, "--group", "root", "--max-devices-per-uid", "100000"]
+        args: ["--socket", socket, "--group", "root", "--config", config]
       ])
 
     try do
@@ -188,14 +193,13 @@ defmodule TundraBench.Creation do
 
     owner_bytes = owners |> Enum.map(&elem(Process.info(&1, :memory), 1)) |> Stats.median()
 
-    heartbeat = spawn(fn -> heartbeat(System.monotonic_time(:microsecond), 0) end)
+    heartbeat = Heartbeat.start()
     Process.sleep(50)
     teardown_started = System.monotonic_time(:microsecond)
     Enum.each(owners, &send(&1, :exit))
     await_no_devices()
     teardown_done = System.monotonic_time(:microsecond)
-    send(heartbeat, {:report, self()})
-    worst = receive do: ({:worst, w} -> w)
+    worst = Heartbeat.stop(heartbeat)
 
     %{
       bring_up_ms: div(up - started, 1000),
@@ -204,17 +208,6 @@ defmodule TundraBench.Creation do
       teardown_per_second: n / ((teardown_done - teardown_started) / 1.0e6),
       worst_heartbeat_ms: Float.round(worst / 1000, 2)
     }
-  end
-
-  # Wakes every millisecond and records how much later than asked it ran.
-  defp heartbeat(last, worst) do
-    receive do
-      {:report, to} -> send(to, {:worst, worst})
-    after
-      1 ->
-        now = System.monotonic_time(:microsecond)
-        heartbeat(now, max(worst, now - last - 1000))
-    end
   end
 
   def tun_count do

@@ -40,7 +40,8 @@ defmodule TundraBench.Report do
       reflector(for r <- rows, r.section == :reflector, do: r),
       latency(for r <- rows, r.section == :latency, do: r),
       creation(rows),
-      tunnel(for r <- rows, r.section == :tunnel, do: r)
+      tunnel(for r <- rows, r.section == :tunnel, do: r),
+      scheduler(for r <- rows, r.section == :scheduler, do: r)
     ]
     |> Enum.reject(&(&1 == ""))
     |> Enum.join("\n")
@@ -116,6 +117,21 @@ defmodule TundraBench.Report do
     | raw Rust relays | Elixir ends (examples/udp_tunnel.exs) | ratio |
     |---:|---:|---:|
     | #{Float.round(t.raw, 1)} Mbit/s | #{Float.round(t.elixir, 1)} Mbit/s | #{ratio(t.ratio, 0.7)} |
+    """
+  end
+
+  defp scheduler([]), do: ""
+
+  defp scheduler(rows) do
+    """
+    ## Scheduler: worst delay of a 1 ms heartbeat (target ≤ 5 ms)
+
+    In a VM with one normal scheduler (`+S 1:1`), so a call that holds it
+    delays everything else; worst of the rounds.
+
+    | during | worst delay | call took |
+    |---|---:|---:|
+    #{Enum.map_join(rows, "\n", &"| #{&1.label} | #{&1.worst_ms} ms #{target(&1.worst_ms <= 5, "≤ 5 ms")} | #{&1.taken_ms} ms |")}
     """
   end
 
