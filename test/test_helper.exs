@@ -1,5 +1,9 @@
 case TundraTest.Env.privileged_blocker() do
   nil ->
+    for leftover <- TundraTest.Leftovers.remove() do
+      IO.puts(:stderr, "NOTICE: removed a leftover of an earlier, killed run: #{leftover}")
+    end
+
     ExUnit.start()
 
   why ->

@@ -43,6 +43,7 @@ impl Server {
     }
 
     pub fn start_with(name: &str, config: &str, extra: &[&str], stderr: Stderr) -> Server {
+        remove_leftovers();
         let dir = PathBuf::from(format!("/run/tundra-test-{}-{name}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).expect("server folder");
@@ -97,6 +98,37 @@ impl Drop for Server {
         let _ = self.child.wait();
         let _ = std::fs::remove_dir_all(&self.dir);
     }
+}
+
+/// Removes the folders (and kills the servers) of earlier test processes
+/// that were killed before cleaning up: `/run/tundra-test-PID-NAME` whose
+/// PID is gone.
+fn remove_leftovers() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        let Ok(entries) = std::fs::read_dir("/run") else {
+            return;
+        };
+        for entry in entries.flatten() {
+            let name = entry.file_name().to_string_lossy().into_owned();
+            let Some(pid) = name
+                .strip_prefix("tundra-test-")
+                .and_then(|rest| rest.split('-').next())
+                .filter(|pid| pid.chars().all(|c| c.is_ascii_digit()) && !pid.is_empty())
+            else {
+                continue;
+            };
+            if Path::new("/proc").join(pid).exists() {
+                continue;
+            }
+            // Its server, if still running, is orphaned: stop it.
+            let socket = entry.path().join("s.sock");
+            let _ = Command::new("pkill")
+                .args(["-KILL", "-f", &format!("--socket {}", socket.display())])
+                .status();
+            let _ = std::fs::remove_dir_all(entry.path());
+        }
+    });
 }
 
 /// Waits until a server accepts connections on `socket`.
