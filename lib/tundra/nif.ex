@@ -14,7 +14,7 @@ defmodule Tundra.Nif do
   @typep refused :: Tundra.use_error()
 
   @spec create(map()) ::
-          {:ok, {reference(), String.t()}}
+          {:ok, {reference() | [reference(), ...], String.t()}}
           | {:error, {:invalid_option, atom()} | Tundra.posix()}
   def create(_args), do: :erlang.nif_error(:nif_not_loaded)
 
@@ -49,11 +49,35 @@ defmodule Tundra.Nif do
   @spec cancel(reference(), :recv | :send, reference()) :: :ok | :invalid | {:error, refused()}
   def cancel(_ref, _op, _handle), do: :erlang.nif_error(:nif_not_loaded)
 
-  @spec close(reference()) :: :ok | {:error, refused()}
+  # `{:ok, was_active}`.
+  @spec close(reference()) :: {:ok, boolean()} | {:error, refused()}
   def close(_ref), do: :erlang.nif_error(:nif_not_loaded)
 
-  @spec controlling_process(reference(), pid()) :: :ok | {:error, refused() | :esrch}
-  def controlling_process(_ref, _pid), do: :erlang.nif_error(:nif_not_loaded)
+  # The active mode as the NIF passes it: {:off | :once | :always, 0} or
+  # {:count, n}; a change also as {:add, n}.
+  @typep mode :: {:off | :once | :always, 0} | {:count, pos_integer()}
+
+  @spec set_active(reference(), :off | :once | :always | :add | :count, integer()) ::
+          {:ok, mode()} | {:error, refused() | Tundra.posix()}
+  def set_active(_ref, _mode, _n), do: :erlang.nif_error(:nif_not_loaded)
+
+  @spec reader(reference()) :: {:ok, pid() | nil} | {:error, refused()}
+  def reader(_ref), do: :erlang.nif_error(:nif_not_loaded)
+
+  @spec set_reader(reference(), pid()) :: :ok | {:error, refused()}
+  def set_reader(_ref, _pid), do: :erlang.nif_error(:nif_not_loaded)
+
+  # Called by the device's reader process (Tundra.Reader).
+  @spec deliver(reference()) :: :ok | :more | :stop
+  def deliver(_ref), do: :erlang.nif_error(:nif_not_loaded)
+
+  @spec take_active(reference()) :: {:ok, mode()} | {:error, refused()}
+  def take_active(_ref), do: :erlang.nif_error(:nif_not_loaded)
+
+  # Hands over and restores the taken mode for the new owner.
+  @spec controlling_process(reference(), pid(), :off | :once | :always | :count, integer()) ::
+          :ok | {:error, refused() | :esrch | Tundra.posix()}
+  def controlling_process(_ref, _pid, _mode, _n), do: :erlang.nif_error(:nif_not_loaded)
 
   @spec info(reference()) :: {:ok, Tundra.info()} | {:error, :closed | Tundra.posix()}
   def info(_ref), do: :erlang.nif_error(:nif_not_loaded)

@@ -1,9 +1,10 @@
 defmodule Tundra.Options do
   @moduledoc false
   # Parses and type-checks the options of Tundra.create/2 into the map the
-  # NIF takes. Ranges and meaning (MTU bounds, name rules, family mix,
-  # contiguous netmask) are checked once, in Rust (tundra_core), so the
-  # direct path and the server refuse the same things.
+  # NIF takes (and the active mode, which Tundra sets once the devices
+  # exist). Ranges and meaning (MTU bounds, name rules, family mix,
+  # contiguous netmask, queues) are checked once, in Rust (tundra_core),
+  # so the direct path and the server refuse the same things.
 
   @create_keys [
     :dstaddr,
@@ -14,13 +15,15 @@ defmodule Tundra.Options do
     :up,
     :via,
     :socket_path,
-    :timeout
+    :timeout,
+    :queues,
+    :active
   ]
   @default_socket "/var/run/tundra.sock"
   @default_timeout 5_000
 
   @spec create_args(Tundra.address(), keyword()) ::
-          {:ok, map()} | {:error, Tundra.create_error()}
+          {:ok, map(), active_change()} | {:error, Tundra.create_error()}
   def create_args(address, opts) do
     with :ok <- keyword!(opts),
          :ok <- known_keys(opts, @create_keys),
@@ -35,7 +38,9 @@ defmodule Tundra.Options do
          {:ok, up} <- optional(opts, :up, &is_boolean/1),
          {:ok, via} <- optional(opts, :via, &(&1 in [:auto, :direct, :server])),
          {:ok, socket_path} <- optional(opts, :socket_path, &is_binary/1),
-         {:ok, timeout} <- optional(opts, :timeout, &(is_integer(&1) and &1 > 0)) do
+         {:ok, timeout} <- optional(opts, :timeout, &(is_integer(&1) and &1 > 0)),
+         {:ok, queues} <- optional(opts, :queues, &is_integer/1),
+         {:ok, active} <- active(opts) do
       {:ok,
        %{
          address: address,
@@ -47,8 +52,25 @@ defmodule Tundra.Options do
          up: if(up == nil, do: true, else: up),
          via: via || :auto,
          socket_path: socket_path || socket_path(),
-         timeout_ms: timeout || @default_timeout
-       }}
+         timeout_ms: timeout || @default_timeout,
+         queues: queues
+       }, active}
+    end
+  end
+
+  @typedoc "An active mode as the NIF takes it (see set_active/3 there)."
+  @type active_change :: {:off | :once | :always | :add, integer()}
+
+  @doc "The `:active` option of `opts`, for the NIF."
+  @spec active(keyword()) :: {:ok, active_change()} | {:error, Tundra.option_error()}
+  def active(opts) do
+    case Keyword.fetch(opts, :active) do
+      :error -> {:ok, {:off, 0}}
+      {:ok, false} -> {:ok, {:off, 0}}
+      {:ok, true} -> {:ok, {:always, 0}}
+      {:ok, :once} -> {:ok, {:once, 0}}
+      {:ok, n} when is_integer(n) and n in -32_768..32_767 -> {:ok, {:add, n}}
+      {:ok, other} -> invalid(:active, other)
     end
   end
 
@@ -59,13 +81,26 @@ defmodule Tundra.Options do
       @default_socket
   end
 
-  @spec adopt_args(keyword()) :: {:ok, boolean()} | {:error, Tundra.option_error()}
+  @spec adopt_args(keyword()) ::
+          {:ok, boolean(), active_change()} | {:error, Tundra.option_error()}
   def adopt_args(opts) do
     with :ok <- keyword!(opts),
-         :ok <- known_keys(opts, [:dup]),
+         :ok <- known_keys(opts, [:dup, :active]),
          :ok <- no_duplicates(opts),
-         {:ok, dup} <- optional(opts, :dup, &is_boolean/1) do
-      {:ok, dup != false}
+         {:ok, dup} <- optional(opts, :dup, &is_boolean/1),
+         {:ok, active} <- active(opts) do
+      {:ok, dup != false, active}
+    end
+  end
+
+  @doc "The options of `Tundra.setopts/2`: the active change, if any."
+  @spec setopts_args(keyword()) ::
+          {:ok, active_change() | nil} | {:error, Tundra.option_error()}
+  def setopts_args(opts) do
+    with :ok <- keyword!(opts),
+         :ok <- known_keys(opts, [:active]),
+         :ok <- no_duplicates(opts) do
+      if Keyword.has_key?(opts, :active), do: active(opts), else: {:ok, nil}
     end
   end
 

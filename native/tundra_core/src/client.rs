@@ -14,6 +14,7 @@ use nix::sys::socket::{
     self, AddressFamily, ControlMessageOwned, MsgFlags, SockFlag, SockType, UnixAddr,
 };
 
+use crate::config::MAX_QUEUES;
 use crate::platform::{self, Device};
 use crate::protocol::{self, Reply, Request, HEADER_LEN, MAX_PAYLOAD};
 use crate::{ConfigError, DeviceConfig};
@@ -87,21 +88,34 @@ fn create_once(socket: &Path, config: &DeviceConfig, deadline: Deadline) -> io::
     let mut stream = connect(socket, deadline)?;
     let frame = protocol::encode(&Request::Create(config.clone()))
         .map_err(|e| io::Error::from_raw_os_error(e.errno()))?;
-    let (reply, fd) = exchange(&mut stream, &frame, deadline)?;
+    let (reply, fds) = exchange(&mut stream, &frame, deadline)?;
 
     match reply {
         Reply::Created { name } => {
-            let fd = fd.ok_or_else(|| io::Error::from_raw_os_error(libc::EPROTO))?;
-            platform::set_nonblocking(fd.as_fd(), true)?;
-            // Trust, but verify: it must be the TUN device the reply names.
-            let tun = platform::inspect(fd.as_fd())?;
-            if tun.name != name {
-                return Err(io::Error::from_raw_os_error(libc::EPROTO));
+            let protocol_error = || io::Error::from_raw_os_error(libc::EPROTO);
+            if fds.len() != usize::from(config.queues) {
+                return Err(protocol_error());
             }
+            let mut framing = None;
+            for fd in &fds {
+                platform::set_nonblocking(fd.as_fd(), true)?;
+                // Trust, but verify: each must be a queue of the TUN
+                // device the reply names.
+                let tun = platform::inspect(fd.as_fd())?;
+                if tun.name != name || framing.is_some_and(|f| f != tun.framing) {
+                    return Err(protocol_error());
+                }
+                framing = Some(tun.framing);
+            }
+            let mut fds = fds.into_iter();
+            let (Some(fd), Some(framing)) = (fds.next(), framing) else {
+                return Err(protocol_error());
+            };
             Ok(Outcome::Created(Device {
                 fd,
+                queues: fds.collect(),
                 name,
-                framing: tun.framing,
+                framing,
             }))
         }
         Reply::Failed { errno } => Err(io::Error::from_raw_os_error(errno)),
@@ -149,7 +163,7 @@ fn exchange(
     stream: &mut UnixStream,
     frame: &[u8],
     deadline: Deadline,
-) -> io::Result<(Reply, Option<OwnedFd>)> {
+) -> io::Result<(Reply, Vec<OwnedFd>)> {
     let mut write_failure = None;
     deadline.apply(stream)?;
     if let Err(e) = stream.write_all(frame) {
@@ -161,13 +175,13 @@ fn exchange(
     read_reply(stream, deadline).map_err(|e| write_failure.unwrap_or(e))
 }
 
-/// Reads the reply frame, and the fd that comes with it, if any.
-fn read_reply(stream: &mut UnixStream, deadline: Deadline) -> io::Result<(Reply, Option<OwnedFd>)> {
+/// Reads the reply frame, and the fds that come with it, if any.
+fn read_reply(stream: &mut UnixStream, deadline: Deadline) -> io::Result<(Reply, Vec<OwnedFd>)> {
     // The reply and its fd come in one sendmsg; read it with room for the
     // largest frame, then finish a frame that arrived in pieces.
     let mut buf = vec![0u8; HEADER_LEN + MAX_PAYLOAD];
     deadline.apply(stream)?;
-    let (mut got, fd) = recv_with_fd(stream, &mut buf).map_err(timed_out)?;
+    let (mut got, fds) = recv_with_fds(stream, &mut buf).map_err(timed_out)?;
     if got < HEADER_LEN {
         deadline.apply(stream)?;
         stream
@@ -188,29 +202,28 @@ fn read_reply(stream: &mut UnixStream, deadline: Deadline) -> io::Result<(Reply,
     }
     let reply = protocol::decode(&buf[HEADER_LEN..HEADER_LEN + len])
         .map_err(|e| io::Error::from_raw_os_error(e.errno()))?;
-    Ok((reply, fd))
+    Ok((reply, fds))
 }
 
-/// One `recvmsg`, taking the fd that rides along (SCM_RIGHTS) if any.
-/// `MSG_CMSG_CLOEXEC` makes the kernel install it close-on-exec: setting
-/// the flag afterwards would leave a moment in which a process forked by
-/// another thread of the VM inherits the device and keeps it alive.
-fn recv_with_fd(stream: &UnixStream, buf: &mut [u8]) -> io::Result<(usize, Option<OwnedFd>)> {
+/// One `recvmsg`, taking the fds that ride along (SCM_RIGHTS), up to one
+/// per queue of the largest device. `MSG_CMSG_CLOEXEC` makes the kernel
+/// install them close-on-exec: setting the flag afterwards would leave a
+/// moment in which a process forked by another thread of the VM inherits
+/// a device and keeps it alive.
+fn recv_with_fds(stream: &UnixStream, buf: &mut [u8]) -> io::Result<(usize, Vec<OwnedFd>)> {
     let mut iov = [IoSliceMut::new(buf)];
-    let mut space = nix::cmsg_space!([RawFd; 1]);
+    let mut space = nix::cmsg_space!([RawFd; MAX_QUEUES as usize]);
     let msg = socket::recvmsg::<()>(
         stream.as_raw_fd(),
         &mut iov,
         Some(&mut space),
         MsgFlags::MSG_CMSG_CLOEXEC,
     )?;
-    let mut received = None;
+    // Own every fd at once, so that every path closes them.
+    let mut received = Vec::new();
     for cmsg in msg.cmsgs()? {
         if let ControlMessageOwned::ScmRights(fds) = cmsg {
-            // Own every fd at once, so extra ones are closed, not leaked.
-            for fd in fds {
-                received.get_or_insert(own_received(fd));
-            }
+            received.extend(fds.into_iter().map(own_received));
         }
     }
     Ok((msg.bytes, received))
@@ -242,7 +255,9 @@ mod tests {
         // Large enough that the write really meets the closed peer.
         let request = vec![0u8; 64 * 1024];
         match exchange(&mut client, &request, soon()) {
-            Ok((Reply::Failed { errno }, None)) => assert_eq!(errno, libc::EACCES),
+            Ok((Reply::Failed { errno }, fds)) if fds.is_empty() => {
+                assert_eq!(errno, libc::EACCES)
+            }
             other => panic!("expected the EACCES reply, got {other:?}"),
         }
     }

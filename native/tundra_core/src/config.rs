@@ -21,6 +21,9 @@ pub const MAX_MTU: u32 = 65535;
 pub const DEFAULT_MTU: u32 = 1500;
 /// Interface names are at most this many bytes (IFNAMSIZ less the NUL).
 pub const MAX_NAME_LEN: usize = 15;
+/// Most queues (fds) one multi-queue device is made with: far beyond the
+/// cores of a machine, and within what one SCM_RIGHTS message carries.
+pub const MAX_QUEUES: u16 = 64;
 
 /// Everything needed to create and configure one TUN device. It is also
 /// the body of a create request on the wire (see `protocol`).
@@ -37,6 +40,10 @@ pub struct DeviceConfig {
     pub name: Option<String>,
     /// Whether the link is brought up after configuration.
     pub up: bool,
+    /// Queues (fds) of the device: more than one makes a multi-queue
+    /// device (Linux `IFF_MULTI_QUEUE`), whose packets the kernel spreads
+    /// over the queues by flow.
+    pub queues: u16,
 }
 
 /// Names the option that made a configuration invalid. The names are the
@@ -49,6 +56,7 @@ pub enum ConfigError {
     Prefix,
     Mtu,
     Name,
+    Queues,
 }
 
 impl ConfigError {
@@ -60,6 +68,7 @@ impl ConfigError {
             ConfigError::Prefix => "prefix",
             ConfigError::Mtu => "mtu",
             ConfigError::Name => "name",
+            ConfigError::Queues => "queues",
         }
     }
 }
@@ -135,6 +144,7 @@ impl DeviceConfig {
             mtu: DEFAULT_MTU,
             name: None,
             up: true,
+            queues: 1,
         }
     }
 
@@ -186,6 +196,9 @@ impl DeviceConfig {
             if !valid_interface_name(name) {
                 return Err(ConfigError::Name);
             }
+        }
+        if !(1..=MAX_QUEUES).contains(&self.queues) {
+            return Err(ConfigError::Queues);
         }
         Ok(())
     }
@@ -281,6 +294,8 @@ mod tests {
         check(&|c| c.mtu = 67, ConfigError::Mtu);
         check(&|c| c.mtu = 65536, ConfigError::Mtu);
         check(&|c| c.name = Some("a".repeat(16)), ConfigError::Name);
+        check(&|c| c.queues = 0, ConfigError::Queues);
+        check(&|c| c.queues = MAX_QUEUES + 1, ConfigError::Queues);
 
         let mut c6 = DeviceConfig::new(v6("fd00::2"));
         c6.mtu = 1279;

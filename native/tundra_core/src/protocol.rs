@@ -18,7 +18,9 @@ use serde::{Deserialize, Serialize};
 use crate::{ConfigError, DeviceConfig};
 
 pub const MAGIC: [u8; 4] = *b"TNDR";
-pub const VERSION: u8 = 1;
+/// 2: `DeviceConfig` has `queues`, and a reply to a create carries one fd
+/// per queue.
+pub const VERSION: u8 = 2;
 pub const HEADER_LEN: usize = 7;
 /// Largest payload either side accepts. A create request is well under 100
 /// bytes; anything larger is refused before it is read.
@@ -34,7 +36,8 @@ pub enum Request {
 /// What the server answers.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Reply {
-    /// The device was made; its fd is attached to this frame.
+    /// The device was made; its fds (one per queue) are attached to this
+    /// frame.
     Created { name: String },
     /// The request was refused or failed with this errno (EACCES for a
     /// peer that may not use the server, EPROTO for a malformed frame,

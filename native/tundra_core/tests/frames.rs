@@ -27,15 +27,19 @@ fn config() -> impl Strategy<Value = DeviceConfig> {
         any::<u32>(),
         proptest::option::of("[ -~]{0,20}"),
         any::<bool>(),
+        any::<u16>(),
     )
-        .prop_map(|(address, dstaddr, prefix, mtu, name, up)| DeviceConfig {
-            address,
-            dstaddr,
-            prefix,
-            mtu,
-            name,
-            up,
-        })
+        .prop_map(
+            |(address, dstaddr, prefix, mtu, name, up, queues)| DeviceConfig {
+                address,
+                dstaddr,
+                prefix,
+                mtu,
+                name,
+                up,
+                queues,
+            },
+        )
 }
 
 /// Bytes that look like a frame often enough to get past the header.

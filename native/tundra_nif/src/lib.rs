@@ -25,7 +25,7 @@ use tundra_core::platform::{self, InterfaceAddress};
 use tundra_core::{errno, prefix_from_netmask, ConfigError, DeviceConfig, Framing};
 
 use crate::packet::{Outgoing, Refusal, Unwritable};
-use crate::resource::{Direction, Refused};
+use crate::resource::{Active, ActiveChange, Direction, Refused};
 
 /// `create/2` options after the Elixir side has parsed and type-checked
 /// them; ranges and meaning are checked here (by `DeviceConfig`).
@@ -42,6 +42,8 @@ struct CreateArgs<'a> {
     via: Atom,
     socket_path: String,
     timeout_ms: u64,
+    /// `None`: one device, returned alone; `Some(n)`: a list of `n`.
+    queues: Option<i64>,
 }
 
 fn ip_from_binary(bin: &Binary, err: ConfigError) -> Result<IpAddr, ConfigError> {
@@ -70,6 +72,9 @@ impl CreateArgs<'_> {
         }
         config.name = self.name.clone();
         config.up = self.up;
+        if let Some(queues) = self.queues {
+            config.queues = u16::try_from(queues).map_err(|_| ConfigError::Queues)?;
+        }
         config.validate()?;
         Ok(config)
     }
@@ -104,6 +109,7 @@ fn config_error_atom(bad: ConfigError) -> Atom {
         ConfigError::Prefix => atoms::prefix(),
         ConfigError::Mtu => atoms::mtu(),
         ConfigError::Name => atoms::name(),
+        ConfigError::Queues => atoms::queues(),
     }
 }
 
@@ -111,31 +117,41 @@ fn invalid_option(env: Env, bad: ConfigError) -> Term {
     error(env, (atoms::invalid_option(), config_error_atom(bad)))
 }
 
-/// Wraps a device fd in a resource owned by the caller: `{:ok, {ref,
-/// name}}`. The fd is claimed in the registry here; `EBUSY` if a device
-/// already owns it.
+/// Wraps a fresh device fd in a resource owned by the caller: `{:ok,
+/// {ref, name}}`.
 fn make_device<'a>(env: Env<'a>, fd: OwnedFd, name: String, framing: Framing) -> Term<'a> {
+    match make_device_term(env, fd, name.clone(), framing) {
+        Ok(term) => (atoms::ok(), (term, name)).encode(env),
+        Err(failed) => failed,
+    }
+}
+
+/// The resource term for a fresh device fd, claimed in the registry here
+/// (`{:error, :ebusy}` if a device already owns it).
+fn make_device_term<'a>(
+    env: Env<'a>,
+    fd: OwnedFd,
+    name: String,
+    framing: Framing,
+) -> Result<Term<'a>, Term<'a>> {
     let Some(id) = registry::claim_fresh(fd.as_raw_fd()) else {
         // A fresh fd is never claimed; this would mean the registry lost
         // track of a closed one. Refuse rather than share it.
         drop(DeferredFd::new(fd));
-        return error(env, atoms::ebusy());
+        return Err(error(env, atoms::ebusy()));
     };
-    adopt_claimed(env, fd, id, name, framing)
+    resource_for(env, fd, id, name, framing)
 }
 
-fn adopt_claimed<'a>(
+fn resource_for<'a>(
     env: Env<'a>,
     fd: OwnedFd,
     id: registry::Id,
     name: String,
     framing: Framing,
-) -> Term<'a> {
+) -> Result<Term<'a>, Term<'a>> {
     let fd = DeferredFd::with_after_close(fd, Box::new(move || registry::released(id)));
-    match resource::new_device(env, fd, id, name.clone(), framing) {
-        Some(term) => (atoms::ok(), (term, name)).encode(env),
-        None => error(env, atoms::enomem()),
-    }
+    resource::new_device(env, fd, id, name, framing).ok_or_else(|| error(env, atoms::enomem()))
 }
 
 #[rustler::nif(schedule = "DirtyIo")]
@@ -168,7 +184,19 @@ fn create<'a>(env: Env<'a>, args: CreateArgs<'a>) -> Term<'a> {
         Ok(Outcome::Invalid(bad)) => return invalid_option(env, bad),
         Err(err) => return io_error(env, &err),
     };
-    make_device(env, dev.fd, dev.name, dev.framing)
+    if args.queues.is_none() {
+        return make_device(env, dev.fd, dev.name, dev.framing);
+    }
+    // One device per queue, each owned by the caller. Should one fail, the
+    // others already made close with the list's garbage.
+    let mut devices = Vec::with_capacity(1 + dev.queues.len());
+    for fd in std::iter::once(dev.fd).chain(dev.queues) {
+        match make_device_term(env, fd, dev.name.clone(), dev.framing) {
+            Ok(term) => devices.push(term),
+            Err(failed) => return failed,
+        }
+    }
+    (atoms::ok(), (devices, dev.name)).encode(env)
 }
 
 fn create_once(args: &CreateArgs, config: &DeviceConfig, deadline: Instant) -> io::Result<Outcome> {
@@ -231,7 +259,10 @@ fn adopt(env: Env, fd: RawFd, dup: bool) -> Term {
         ));
         return io_error(env, &err);
     }
-    adopt_claimed(env, owned, id, tun.name, tun.framing)
+    match resource_for(env, owned, id, tun.name.clone(), tun.framing) {
+        Ok(term) => (atoms::ok(), (term, tun.name)).encode(env),
+        Err(failed) => failed,
+    }
 }
 
 /// Borrows a raw fd number that the caller names for the length of one
@@ -330,9 +361,20 @@ fn report_time(env: Env, since: Instant) -> bool {
 /// return within about a millisecond).
 const CALL_BUDGET: Duration = Duration::from_micros(500);
 
+/// Passive reads of an active device are refused, as `:gen_udp` does:
+/// the reader thread owns its reads until it is made passive.
+fn refuse_if_active<'a>(owned: &resource::Owned) -> Option<Done<'a>> {
+    owned
+        .is_active()
+        .then(|| Done::Failed(io::Error::from_raw_os_error(libc::EINVAL), None))
+}
+
 #[rustler::nif]
 fn recv<'a>(env: Env<'a>, dev: Term<'a>, max_len: usize) -> NifResult<Term<'a>> {
     device_io(env, dev, Direction::Read, |owned| {
+        if let Some(refused) = refuse_if_active(owned) {
+            return refused;
+        }
         let packet = packet::read(env, owned.fd(), owned.framing(), max_len);
         Done::from_io(packet.map(|bin| (atoms::ok(), bin).encode(env)))
     })
@@ -346,6 +388,9 @@ fn recv<'a>(env: Env<'a>, dev: Term<'a>, max_len: usize) -> NifResult<Term<'a>> 
 fn recv_many<'a>(env: Env<'a>, dev: Term<'a>, count: usize) -> NifResult<Term<'a>> {
     let started = Instant::now();
     let result = device_io(env, dev, Direction::Read, |owned| {
+        if let Some(refused) = refuse_if_active(owned) {
+            return refused;
+        }
         let batch = packet::read_batch(
             env,
             owned.fd(),
@@ -474,22 +519,148 @@ fn close<'a>(env: Env<'a>, dev: Term<'a>) -> NifResult<Term<'a>> {
     let dev = resource::get(env, dev).ok_or(rustler::Error::BadArg)?;
     Ok(match dev.owned() {
         Ok(owned) => {
+            let was_active = owned.is_active();
+            // The reader has nothing left to read.
+            if let Some(reader) = owned.reader() {
+                let _ = env.send(&reader, atoms::stop());
+            }
             owned.close();
+            (atoms::ok(), was_active).encode(env)
+        }
+        Err(why) => refused(env, why),
+    })
+}
+
+/// The device's reader process: `{:ok, pid}` or `{:ok, nil}`.
+#[rustler::nif]
+fn reader<'a>(env: Env<'a>, dev: Term<'a>) -> NifResult<Term<'a>> {
+    let dev = resource::get(env, dev).ok_or(rustler::Error::BadArg)?;
+    Ok(match dev.owned() {
+        Ok(owned) => match owned.reader() {
+            Some(pid) => (atoms::ok(), pid).encode(env),
+            None => (atoms::ok(), rustler::types::atom::nil()).encode(env),
+        },
+        Err(why) => refused(env, why),
+    })
+}
+
+/// Gives the device its reader process (`Tundra.Reader`), before it is
+/// first made active.
+#[rustler::nif]
+fn set_reader<'a>(env: Env<'a>, dev: Term<'a>, pid: LocalPid) -> NifResult<Term<'a>> {
+    let dev = resource::get(env, dev).ok_or(rustler::Error::BadArg)?;
+    Ok(match dev.owned() {
+        Ok(mut owned) => {
+            owned.set_reader(pid);
             atoms::ok().encode(env)
         }
         Err(why) => refused(env, why),
     })
 }
 
+/// Packets one `deliver` call reads before the reader yields.
+const DELIVER_BUDGET: usize = 64;
+
+/// Called by the reader process when the device is readable: delivers
+/// waiting packets to the owner (see `resource::Reading::deliver`).
+/// `:more` when it should call again at once, `:ok` when the select is
+/// re-armed (or the device passive), `:stop` when the device is closed or
+/// the caller is not its reader.
 #[rustler::nif]
-fn controlling_process<'a>(env: Env<'a>, dev: Term<'a>, pid: LocalPid) -> NifResult<Term<'a>> {
+fn deliver<'a>(env: Env<'a>, dev: Term<'a>) -> NifResult<Term<'a>> {
+    let dev = resource::get(env, dev).ok_or(rustler::Error::BadArg)?;
+    let started = Instant::now();
+    let result = match dev.for_reader() {
+        Some(reading) => {
+            if reading.deliver(DELIVER_BUDGET) {
+                atoms::more()
+            } else {
+                atoms::ok()
+            }
+        }
+        None => atoms::stop(),
+    };
+    report_time(env, started);
+    Ok(result.encode(env))
+}
+
+/// The active mode as the NIF's callers pass it: `{:off | :once |
+/// :always, 0}`, or `{:count, n}`.
+fn encode_active(env: Env, active: Active) -> Term {
+    match active {
+        Active::Off => (atoms::off(), 0).encode(env),
+        Active::Once => (atoms::once(), 0).encode(env),
+        Active::Always => (atoms::always(), 0).encode(env),
+        Active::Count(n) => (atoms::count(), n).encode(env),
+    }
+}
+
+/// An active-mode change as the Elixir side passes it: `mode` is `:off`,
+/// `:once`, `:always`, `:add` (`n` added to the count, as
+/// `inet:setopts/2`) or `:count` (set to `n`, to restore a mode taken by
+/// `take_active`).
+fn decode_active(mode: Atom, n: i64) -> NifResult<ActiveChange> {
+    Ok(if mode == atoms::off() {
+        ActiveChange::Set(Active::Off)
+    } else if mode == atoms::once() {
+        ActiveChange::Set(Active::Once)
+    } else if mode == atoms::always() {
+        ActiveChange::Set(Active::Always)
+    } else if mode == atoms::add() {
+        ActiveChange::Add(n)
+    } else if mode == atoms::count() {
+        ActiveChange::Set(u64::try_from(n).map_or(Active::Off, Active::Count))
+    } else {
+        return Err(rustler::Error::BadArg);
+    })
+}
+
+/// Changes the active mode (see `decode_active`); returns the new one.
+#[rustler::nif]
+fn set_active<'a>(env: Env<'a>, dev: Term<'a>, mode: Atom, n: i64) -> NifResult<Term<'a>> {
+    let change = decode_active(mode, n)?;
+    let dev = resource::get(env, dev).ok_or(rustler::Error::BadArg)?;
+    Ok(match dev.owned() {
+        Ok(mut owned) => match owned.set_active(change) {
+            Ok(active) => (atoms::ok(), encode_active(env, active)).encode(env),
+            Err(err) => io_error(env, &err),
+        },
+        Err(why) => refused(env, why),
+    })
+}
+
+/// Makes the device passive and returns the mode it had (for a hand-over,
+/// which restores it for the new owner).
+#[rustler::nif]
+fn take_active<'a>(env: Env<'a>, dev: Term<'a>) -> NifResult<Term<'a>> {
+    let dev = resource::get(env, dev).ok_or(rustler::Error::BadArg)?;
+    Ok(match dev.owned() {
+        Ok(mut owned) => (atoms::ok(), encode_active(env, owned.take_active())).encode(env),
+        Err(why) => refused(env, why),
+    })
+}
+
+#[rustler::nif]
+fn controlling_process<'a>(
+    env: Env<'a>,
+    dev: Term<'a>,
+    pid: LocalPid,
+    mode: Atom,
+    n: i64,
+) -> NifResult<Term<'a>> {
+    let active = decode_active(mode, n)?;
     let dev = resource::get(env, dev).ok_or(rustler::Error::BadArg)?;
     Ok(match dev.owned() {
         Ok(mut owned) => {
-            if owned.set_owner(pid) {
-                atoms::ok().encode(env)
-            } else {
-                error(env, atoms::esrch())
+            // The new owner gets the active mode the caller took away
+            // (take_active) before forwarding its messages.
+            if !owned.set_owner(pid) {
+                let _ = owned.set_active(active);
+                return Ok(error(env, atoms::esrch()));
+            }
+            match owned.set_active(active) {
+                Ok(_) => atoms::ok().encode(env),
+                Err(err) => io_error(env, &err),
             }
         }
         Err(why) => refused(env, why),

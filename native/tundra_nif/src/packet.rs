@@ -44,20 +44,35 @@ pub fn read<'a>(
     framing: Framing,
     max_len: usize,
 ) -> io::Result<Binary<'a>> {
-    SCRATCH.with_borrow_mut(|buf| {
-        let n = nix::unistd::read(fd, buf)?;
-        let header = framing.header_len();
-        let packet = buf.get(header..n).unwrap_or_default();
+    read_with(fd, framing, |packet| {
         let keep = if max_len == 0 {
             packet.len()
         } else {
             packet.len().min(max_len)
         };
-        let packet = &packet[..keep];
-        let mut out = NewBinary::new(env, packet.len());
-        out.as_mut_slice().copy_from_slice(packet);
-        Ok(out.into())
+        to_binary(env, &packet[..keep])
     })
+}
+
+/// Reads one packet into the per-thread buffer and hands `use_packet` its
+/// bytes, framing header removed.
+pub fn read_with<R>(
+    fd: BorrowedFd,
+    framing: Framing,
+    use_packet: impl FnOnce(&[u8]) -> R,
+) -> io::Result<R> {
+    SCRATCH.with_borrow_mut(|buf| {
+        let n = nix::unistd::read(fd, buf)?;
+        let packet = buf.get(framing.header_len()..n).unwrap_or_default();
+        Ok(use_packet(packet))
+    })
+}
+
+/// A binary of `env` holding a copy of `bytes`.
+pub fn to_binary<'a>(env: Env<'a>, bytes: &[u8]) -> Binary<'a> {
+    let mut out = NewBinary::new(env, bytes.len());
+    out.as_mut_slice().copy_from_slice(bytes);
+    out.into()
 }
 
 /// Size of the binary one `read_batch` reads into. A read is only made

@@ -33,7 +33,12 @@
 //! 7. The VM does not destruct a resource while its fd is selected (erl_nif:
 //!    "a resource will not be destructed until all its contained relations
 //!    have been dissolved"), so `dtor` never races a pending select.
-
+//! 8. In active mode the device's read select goes to its reader process
+//!    (`Tundra.Reader`), which calls `deliver`; only the reader reads the
+//!    fd then, and only while `State::active` is not `Off` (passive calls
+//!    are refused meanwhile), so active delivery and passive reads never
+//!    read the same fd. Leaving active mode cancels that select.
+//!
 use std::ffi::{c_int, c_void};
 use std::mem::{align_of, MaybeUninit};
 use std::os::fd::{AsRawFd, BorrowedFd, RawFd};
@@ -45,11 +50,11 @@ use rustler::sys::{
     self, ErlNifEnv, ErlNifEvent, ErlNifMonitor, ErlNifPid, ErlNifResourceDown, ErlNifResourceDtor,
     ErlNifResourceFlags, ErlNifResourceStop, ErlNifResourceType, ErlNifResourceTypeInit,
 };
-use rustler::{Env, LocalPid, Term};
+use rustler::{Encoder, Env, LocalPid, Term};
 use tundra_core::closer::DeferredFd;
 use tundra_core::Framing;
 
-use crate::registry;
+use crate::{atoms, packet, registry};
 
 // enif_select mode flags (erl_drv_nif.h). rustler's constants of the same
 // names mix mode flags with return bits, so they are spelled out here.
@@ -80,6 +85,25 @@ impl Direction {
             Direction::Write => 1,
         }
     }
+}
+
+/// Active mode, as `:gen_udp`'s: packets are delivered as messages.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Active {
+    Off,
+    /// One packet, then passive.
+    Once,
+    /// This many more packets, then passive and `{:tundra_passive, dev}`.
+    Count(u64),
+    Always,
+}
+
+/// A change of active mode asked for with `setopts`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ActiveChange {
+    Set(Active),
+    /// `active: n`: added to the current count (as `inet:setopts/2`).
+    Add(i64),
 }
 
 /// Why the caller may not use a device.
@@ -118,6 +142,10 @@ struct State {
     /// Whether the reference the resource holds to itself while open
     /// (invariant 6) is still held.
     self_ref: bool,
+    active: Active,
+    /// The process that reads the device for its owner in active mode,
+    /// once there is one.
+    reader: Option<ErlNifPid>,
 }
 
 /// A select handle (a reference), kept in an environment of its own so
@@ -234,6 +262,8 @@ pub fn new_device<'a>(
                     handles: Default::default(),
                     // The reference enif_alloc_resource returned (invariant 6).
                     self_ref: true,
+                    active: Active::Off,
+                    reader: None,
                 }),
             },
         )
@@ -317,6 +347,15 @@ impl<'a> DeviceRef<'a> {
             return Err(Refused::Closed);
         }
         Ok(Owned { dev: self, state })
+    }
+
+    /// Locks the device for its reader process (the caller), if the device
+    /// is open; `None` otherwise (the reader then has nothing left to do).
+    pub fn for_reader(&self) -> Option<Reading<'_, 'a>> {
+        let state = self.device.lock();
+        let caller = self_pid(self.env);
+        let is_reader = state.reader.is_some_and(|r| same_pid(&r, &caller));
+        (is_reader && state.fd.is_some()).then_some(Reading { dev: self, state })
     }
 
     /// Name, owner and fd number, for anyone to read; `Closed` once closed.
@@ -436,6 +475,86 @@ impl Owned<'_, '_> {
         true
     }
 
+    pub fn is_active(&self) -> bool {
+        self.state.active != Active::Off
+    }
+
+    /// The device's reader process, if it has one.
+    pub fn reader(&self) -> Option<LocalPid> {
+        self.state.reader.map(LocalPid::from_c_arg)
+    }
+
+    pub fn set_reader(&mut self, reader: LocalPid) {
+        self.state.reader = Some(*reader.as_c_arg());
+    }
+
+    /// Changes the active mode as `change` says (`:gen_udp`'s rules: a
+    /// count is added to the current one, and a sum of 0 or less makes the
+    /// device passive). Returns the new mode; `Ok(Active::Off)` after a
+    /// count ran out here, which the caller reports with
+    /// `{:tundra_passive, dev}`. Active needs a reader (`EINVAL` without).
+    pub fn set_active(&mut self, change: ActiveChange) -> std::io::Result<Active> {
+        let active = match (change, self.state.active) {
+            (ActiveChange::Set(mode), _) => mode,
+            (ActiveChange::Add(n), Active::Count(current)) => {
+                count(i128::from(current) + i128::from(n))
+            }
+            (ActiveChange::Add(n), _) => count(i128::from(n)),
+        };
+        if active == Active::Off {
+            self.take_active();
+            return Ok(active);
+        }
+        let reader = self
+            .state
+            .reader
+            .ok_or_else(|| std::io::Error::from_raw_os_error(libc::EINVAL))?;
+        self.state.active = active;
+        if !self.select_for(reader) {
+            self.state.active = Active::Off;
+            return Err(std::io::Error::from_raw_os_error(libc::EIO));
+        }
+        Ok(active)
+    }
+
+    /// Makes the device passive and returns the mode it had, for a
+    /// hand-over that restores it afterwards. The reader's select is
+    /// cancelled (a notification already on its way finds it passive).
+    pub fn take_active(&mut self) -> Active {
+        let was = std::mem::replace(&mut self.state.active, Active::Off);
+        if was != Active::Off {
+            self.cancel(Direction::Read);
+        }
+        was
+    }
+
+    /// Arms the read select for the reader process: it is sent
+    /// `{:"$tundra_readable", dev}` once the fd is readable.
+    fn select_for(&mut self, reader: ErlNifPid) -> bool {
+        let env = self.dev.env;
+        let device = (atoms::dollar_tundra(), self.dev.term());
+        let msg = (atoms::dollar_tundra_readable(), device).encode(env);
+        let fd = self.fd().as_raw_fd();
+        // SAFETY: `fd` is open and belongs to this resource (invariant 3);
+        // `msg` is a term of the caller's env, copied by the VM (msg_env is
+        // NULL); `reader` is a pid the owner gave (invariant 8).
+        let rc = unsafe {
+            sys::enif_select_x(
+                env.as_c_arg(),
+                fd as ErlNifEvent,
+                SELECT_READ | SELECT_CUSTOM_MSG,
+                self.dev.obj(),
+                &reader,
+                msg.as_c_arg(),
+                ptr::null_mut(),
+            )
+        };
+        if rc >= 0 {
+            self.state.selected = true;
+        }
+        rc >= 0
+    }
+
     /// Closes the device: its fd is released (off the schedulers) and the
     /// kernel removes the interface.
     pub fn close(self) {
@@ -445,6 +564,96 @@ impl Owned<'_, '_> {
             unsafe { sys::enif_demonitor_process(dev.env.as_c_arg(), dev.obj(), &monitor) };
         }
         shut_down(dev.env.as_c_arg(), dev.obj(), state);
+    }
+}
+
+fn count(n: i128) -> Active {
+    match u64::try_from(n) {
+        Ok(0) | Err(_) => Active::Off,
+        Ok(n) => Active::Count(n),
+    }
+}
+
+/// The device locked for its reader process, open.
+pub struct Reading<'r, 'a> {
+    dev: &'r DeviceRef<'a>,
+    state: MutexGuard<'a, State>,
+}
+
+impl<'a> Reading<'_, 'a> {
+    /// Delivers up to `budget` waiting packets to the owner as
+    /// `{:tundra, dev, packet}`, following the active mode:
+    /// `{:tundra_passive, dev}` when a count runs out, `{:tundra_closed,
+    /// dev}` when the device can no longer be read (its interface was
+    /// deleted). Returns `true` when a whole budget came and more may be
+    /// waiting: the reader calls again at once, without a round through
+    /// the VM's poll (under load it keeps reading, as NAPI polls, and its
+    /// scheduler stays busy instead of sleeping and waking per batch).
+    /// Otherwise re-arms the reader's select while the device stays active.
+    pub fn deliver(mut self, budget: usize) -> bool {
+        let env = self.dev.env;
+        let device = (atoms::dollar_tundra(), self.dev.term()).encode(env);
+        let owner = LocalPid::from_c_arg(self.state.owner);
+        let framing = self.state.framing;
+        // A dead owner's device is about to shut down: sends to it fail, harmlessly.
+        let tell = |tag: rustler::Atom| {
+            let _ = env.send(&owner, (tag, device));
+        };
+        // Never more than the mode allows: a packet read is a packet sent.
+        let wanted = match self.state.active {
+            Active::Off => return false,
+            Active::Once => 1,
+            Active::Count(n) => usize::try_from(n).unwrap_or(budget).min(budget),
+            Active::Always => budget,
+        };
+        let Some(fd) = self.state.fd.as_ref().and_then(DeferredFd::as_fd) else {
+            return false;
+        };
+        let mut more = false;
+        // One batch read, as recv_many does: the packets are parts of one
+        // binary, which their messages share.
+        let until = std::time::Instant::now() + std::time::Duration::from_micros(500);
+        match packet::read_batch(env, fd, framing, wanted, until) {
+            Ok(packets) => {
+                let delivered = packets.len();
+                more = delivered == budget;
+                for packet in packets {
+                    let _ = env.send(&owner, (atoms::tundra(), device, packet));
+                }
+                self.state.active = match self.state.active {
+                    Active::Count(n) if n > delivered as u64 => Active::Count(n - delivered as u64),
+                    Active::Count(_) => {
+                        tell(atoms::tundra_passive());
+                        Active::Off
+                    }
+                    Active::Once => Active::Off,
+                    other => other,
+                };
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+            Err(_) => {
+                self.state.active = Active::Off;
+                tell(atoms::tundra_closed());
+                return false;
+            }
+        }
+        if self.state.active == Active::Off {
+            return false;
+        }
+        if more {
+            return true;
+        }
+        if let Some(reader) = self.state.reader {
+            let mut owned = Owned {
+                dev: self.dev,
+                state: self.state,
+            };
+            if !owned.select_for(reader) {
+                owned.state.active = Active::Off;
+                tell(atoms::tundra_closed());
+            }
+        }
+        false
     }
 }
 
@@ -463,6 +672,7 @@ fn shut_down(env: *mut ErlNifEnv, obj: *mut c_void, mut state: MutexGuard<'_, St
         return;
     };
     registry::closing(state.id);
+    state.active = Active::Off;
     state.handles = Default::default();
     let self_ref = std::mem::take(&mut state.self_ref);
     if state.selected {

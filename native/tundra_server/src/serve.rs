@@ -287,9 +287,9 @@ fn render(stream: &UnixStream, peer: &Peer, outcome: Outcome, deadline: Deadline
             reply,
             note,
         } => {
-            // The server's own copy of the fd is closed when `device` drops,
-            // leaving the client's as the only one.
-            let result = match send_with_fd(stream, &reply, &device) {
+            // The server's own copies of the fds are closed when `device`
+            // drops, leaving the client's as the only ones.
+            let result = match send_with_fds(stream, &reply, &device) {
                 Ok(n) if n == reply.len() => note.to_string(),
                 Ok(_) => "dropped: short write of the reply".into(),
                 Err(e) => format!("dropped: {}", errno::io_error_name(&e)),
@@ -312,10 +312,18 @@ fn render(stream: &UnixStream, peer: &Peer, outcome: Outcome, deadline: Deadline
     }
 }
 
-/// Sends `reply` with the device's fd (SCM_RIGHTS) in one `sendmsg`.
-fn send_with_fd(stream: &UnixStream, reply: &[u8], device: &platform::Device) -> io::Result<usize> {
+/// Sends `reply` with the device's fds, one per queue (SCM_RIGHTS), in
+/// one `sendmsg`.
+fn send_with_fds(
+    stream: &UnixStream,
+    reply: &[u8],
+    device: &platform::Device,
+) -> io::Result<usize> {
     use nix::sys::socket::{sendmsg, ControlMessage, MsgFlags};
-    let fds = [device.fd.as_raw_fd()];
+    let fds: Vec<_> = std::iter::once(&device.fd)
+        .chain(&device.queues)
+        .map(|fd| fd.as_raw_fd())
+        .collect();
     let sent = sendmsg::<()>(
         stream.as_raw_fd(),
         &[io::IoSlice::new(reply)],

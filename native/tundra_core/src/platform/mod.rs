@@ -63,10 +63,13 @@ pub fn set_nonblocking(fd: BorrowedFd<'_>, nonblocking: bool) -> io::Result<()> 
     Ok(())
 }
 
-/// A created device: its fd (closing it removes the interface) and name.
+/// A created device: its fd (closing it removes the interface, once the
+/// fds of its other queues are closed too) and name.
 #[derive(Debug)]
 pub struct Device {
     pub fd: OwnedFd,
+    /// The fds of a multi-queue device's other queues (empty for one).
+    pub queues: Vec<OwnedFd>,
     pub name: String,
     pub framing: Framing,
 }

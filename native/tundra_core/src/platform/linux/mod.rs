@@ -39,7 +39,8 @@ pub fn create_for(
         Framing::LinuxPacketInfo => true,
         Framing::AddressFamily => return Err(io::Error::from_raw_os_error(libc::EOPNOTSUPP)),
     };
-    let (fd, name) = tun::open_device(config.name.as_deref().unwrap_or(""), packet_info)?;
+    let name = config.name.as_deref().unwrap_or("");
+    let (fd, queues, name) = tun::open_device(name, packet_info, config.queues)?;
     if let Some(uid) = owner {
         tun::set_owner(std::os::fd::AsFd::as_fd(&fd), uid)?;
     }
@@ -52,7 +53,12 @@ pub fn create_for(
     if let (Some(peer @ IpAddr::V6(_)), true) = (config.dstaddr, config.up) {
         rtnl.add_ipv6_peer_route(index, &peer)?;
     }
-    Ok(Device { fd, name, framing })
+    Ok(Device {
+        fd,
+        queues,
+        name,
+        framing,
+    })
 }
 
 /// Makes the calling thread yield to the VM's own threads (SCHED_IDLE):

@@ -8,6 +8,7 @@ pub const IFNAMSIZ: usize = libc::IFNAMSIZ;
 pub const IFF_TUN: c_short = libc::IFF_TUN as c_short;
 pub const IFF_TAP: c_short = libc::IFF_TAP as c_short;
 pub const IFF_NO_PI: c_short = libc::IFF_NO_PI as c_short;
+pub const IFF_MULTI_QUEUE: c_short = libc::IFF_MULTI_QUEUE as c_short;
 // 0x8000 does not fit a c_short's positive range; the kernel reads the
 // same 16 bits.
 pub const IFF_TUN_EXCL: c_short = libc::IFF_TUN_EXCL as u16 as c_short;

@@ -13,18 +13,36 @@ use crate::Framing;
 /// with `packet_info` the 4-byte `tun_pi` header before each (as 0.x
 /// made them). `name` may be empty or contain `%d`. The device must be
 /// new (IFF_TUN_EXCL): a name that exists, even as an unattached
-/// persistent device, gives `EBUSY` instead of attaching to it.
-pub fn open_device(name: &str, packet_info: bool) -> io::Result<(OwnedFd, String)> {
+/// persistent device, gives `EBUSY` instead of attaching to it. With
+/// `queues` > 1 it is a multi-queue device, and the fds of its other
+/// queues come second.
+pub fn open_device(
+    name: &str,
+    packet_info: bool,
+    queues: u16,
+) -> io::Result<(OwnedFd, Vec<OwnedFd>, String)> {
+    let mut flags = sys::IFF_TUN;
+    if !packet_info {
+        flags |= sys::IFF_NO_PI;
+    }
+    if queues > 1 {
+        flags |= sys::IFF_MULTI_QUEUE;
+    }
+    let (first, name) = attach(name, flags | sys::IFF_TUN_EXCL)?;
+    // The other queues attach to the device just made, by its name.
+    let others = (1..queues)
+        .map(|_| attach(&name, flags).map(|(fd, _)| fd))
+        .collect::<io::Result<Vec<_>>>()?;
+    Ok((first, others, name))
+}
+
+/// One fd of /dev/net/tun attached with TUNSETIFF.
+fn attach(name: &str, flags: std::os::raw::c_short) -> io::Result<(OwnedFd, String)> {
     let fd = open(
         "/dev/net/tun",
         OFlag::O_RDWR | OFlag::O_NONBLOCK | OFlag::O_CLOEXEC,
         Mode::empty(),
     )?;
-    let flags = if packet_info {
-        sys::IFF_TUN | sys::IFF_TUN_EXCL
-    } else {
-        sys::IFF_TUN | sys::IFF_NO_PI | sys::IFF_TUN_EXCL
-    };
     let mut req = TunIfReq::new(name, flags);
     // SAFETY: `fd` is an open /dev/net/tun descriptor and `req` is a valid,
     // properly sized `ifreq` that lives across the call; TUNSETIFF reads it

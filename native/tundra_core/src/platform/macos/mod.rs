@@ -40,7 +40,8 @@ pub fn create_for(
     framing: Framing,
 ) -> io::Result<Device> {
     config.validate().map_err(|_| errno(libc::EINVAL))?;
-    if framing != NATIVE_FRAMING {
+    // utun has one queue per device and only its own framing.
+    if framing != NATIVE_FRAMING || config.queues != 1 {
         return Err(errno(libc::EOPNOTSUPP));
     }
     let unit = utun::unit_for_name(config.name.as_deref()).ok_or_else(|| errno(libc::EINVAL))?;
@@ -73,7 +74,12 @@ pub fn create_for(
         &mut utun::ifreq_int(&name, mtu),
     )?;
     set_up(ctl.as_fd(), &name, config.up)?;
-    Ok(Device { fd, name, framing })
+    Ok(Device {
+        fd,
+        queues: Vec::new(),
+        name,
+        framing,
+    })
 }
 
 fn set_up(ctl: BorrowedFd<'_>, name: &str, up: bool) -> io::Result<()> {
