@@ -1,6 +1,15 @@
 # Creates an IPv4 and an IPv6 TUN device, answers the system's ping on each
 # from Elixir, and says what happened. Run it with scripts/demo, which puts
 # it in a network namespace of its own.
+unless Code.ensure_loaded?(TundraExamples.EchoResponder) do
+  # Outside the project's test and bench builds (which compile
+  # examples/lib), load the modules the responder is made of.
+  files = ~w(tundra_examples.ex tundra_examples/flow.ex tundra_examples/icmp.ex
+             tundra_examples/echo_responder.ex)
+
+  for file <- files, do: Code.require_file(Path.join("lib", file), __DIR__)
+end
+
 alias TundraExamples.EchoResponder
 
 devices = [

@@ -6,6 +6,14 @@
 #     --local 192.168.250.1:7000 --remote 192.168.250.2:7000
 #
 # It prints `ready <device>` and runs until its standard input closes.
+unless Code.ensure_loaded?(TundraExamples.UdpTunnel) do
+  # Outside the project's test and bench builds (which compile
+  # examples/lib), load the modules the tunnel is made of.
+  for file <- ~w(tundra_examples.ex tundra_examples/flow.ex tundra_examples/udp_tunnel.ex) do
+    Code.require_file(Path.join("lib", file), __DIR__)
+  end
+end
+
 {opts, _, _} =
   OptionParser.parse(System.argv(),
     strict: [address: :string, peer: :string, local: :string, remote: :string, mtu: :integer]
@@ -17,13 +25,11 @@ endpoint = fn text ->
   {ip, String.to_integer(port)}
 end
 
-{:ok, _pid, name} =
+{:ok, tunnel} =
   TundraExamples.UdpTunnel.start_link(
-    opts[:address],
-    [dstaddr: opts[:peer], mtu: opts[:mtu] || 1400],
-    endpoint.(opts[:local]),
-    endpoint.(opts[:remote])
+    {opts[:address], [dstaddr: opts[:peer], mtu: opts[:mtu] || 1400], endpoint.(opts[:local]),
+     endpoint.(opts[:remote])}
   )
 
-IO.puts("ready #{name}")
+IO.puts("ready #{TundraExamples.UdpTunnel.name(tunnel)}")
 IO.read(:stdio, :eof)

@@ -37,24 +37,154 @@ defmodule TundraExamples.UdpReflectorTest do
     end
   end
 
-  @tag :privileged
-  test "serves a device: datagrams come back from the address they went to" do
-    {:ok, {dev, _name}} = Tundra.create("10.99.60.2", dstaddr: "10.99.60.1")
-    {:ok, reflector} = UdpReflector.serve(dev)
-    # A receive buffer for all twenty answers at once (the VM's default
-    # can hold fewer, and the kernel drops the rest).
-    {:ok, sock} =
-      :gen_udp.open(0, [:binary, ip: {10, 99, 60, 2}, active: false, recbuf: 1_000_000])
+  describe "the server" do
+    @describetag :privileged
 
-    for i <- 1..20 do
-      :ok = :gen_udp.send(sock, {10, 99, 60, 1}, 9000, "echo #{i}")
+    # Twenty datagrams to the peer come back from it, in order.
+    defp assert_reflected(n) do
+      {:ok, sock} =
+        :gen_udp.open(0, [:binary, ip: {10, 99, n, 2}, active: false, recbuf: 1_000_000])
+
+      for i <- 1..20, do: :ok = :gen_udp.send(sock, {10, 99, n, 1}, 9000, "echo #{i}")
+
+      peer = {10, 99, n, 1}
+
+      for i <- 1..20 do
+        assert {:ok, {^peer, 9000, "echo " <> got}} = :gen_udp.recv(sock, 0, 5_000)
+        assert got == "#{i}"
+      end
+
+      :gen_udp.close(sock)
     end
 
-    for i <- 1..20 do
-      assert {:ok, {{10, 99, 60, 1}, 9000, "echo " <> n}} = :gen_udp.recv(sock, 0, 5_000)
-      assert n == "#{i}"
+    test "answers under a supervisor, in active mode and as a drain loop" do
+      for {mode, n} <- [{:active, 60}, {:drain, 61}] do
+        spec = {:create, "10.99.#{n}.2", dstaddr: "10.99.#{n}.1"}
+
+        child =
+          Supervisor.child_spec({UdpReflector, spec},
+            start: {UdpReflector, :start_link, [spec, [mode: mode]]}
+          )
+
+        {:ok, sup} = Supervisor.start_link([child], strategy: :one_for_one)
+        assert_reflected(n)
+        Supervisor.stop(sup)
+      end
     end
 
-    GenServer.stop(reflector)
+    test "stops when its device is deleted, and its supervisor brings it back" do
+      spec = {:create, "10.99.62.2", dstaddr: "10.99.62.1", name: "trefl%d"}
+      {:ok, sup} = Supervisor.start_link([{UdpReflector, spec}], strategy: :one_for_one)
+      [{_, pid, _, _}] = Supervisor.which_children(sup)
+      name = UdpReflector.name(pid)
+      ref = Process.monitor(pid)
+      {_, 0} = System.cmd("ip", ["link", "del", name])
+      assert_receive {:DOWN, ^ref, :process, ^pid, {:shutdown, :device_closed}}, 5_000
+
+      assert eventually(fn ->
+               match?(
+                 [{_, new, _, _}] when is_pid(new) and new != pid,
+                 Supervisor.which_children(sup)
+               )
+             end)
+
+      assert_reflected(62)
+      Supervisor.stop(sup)
+    end
+  end
+end
+
+defmodule TundraExamples.EchoResponderTest do
+  use ExUnit.Case, async: false
+  @moduletag :privileged
+
+  import TundraTest.Net
+  alias TundraExamples.EchoResponder
+
+  test "answers ping under a supervisor, and stops with its device" do
+    spec = {:create, "10.99.63.2", dstaddr: "10.99.63.1"}
+    {:ok, sup} = Supervisor.start_link([{EchoResponder, spec}], strategy: :one_for_one)
+    [{_, pid, _, _}] = Supervisor.which_children(sup)
+    assert {0, out} = ping("10.99.63.1", 3)
+    assert out =~ "3 received"
+    assert EchoResponder.replies(pid) == 3
+    Supervisor.stop(sup)
+  end
+end
+
+defmodule TundraExamples.UdpTunnelTest do
+  # One tunnel end in this namespace; the test plays the other end with a
+  # UDP socket on loopback, sending and receiving raw IP packets.
+  use ExUnit.Case, async: false
+  @moduletag :privileged
+
+  import TundraTest.Net
+  alias TundraExamples.UdpTunnel
+
+  test "carries packets both ways between its device and the other end" do
+    {:ok, far} = :gen_udp.open(17_002, [:binary, ip: {127, 0, 0, 1}, active: false])
+
+    config =
+      {"10.99.64.1", [dstaddr: "10.99.64.2"], {{127, 0, 0, 1}, 17_001}, {{127, 0, 0, 1}, 17_002}}
+
+    {:ok, sup} = Supervisor.start_link([{UdpTunnel, config}], strategy: :one_for_one)
+
+    # Into the tunnel: a local socket's datagram to the far end's address
+    # comes out of the tunnel as one UDP datagram holding the IP packet.
+    {:ok, near} = :gen_udp.open(0, [:binary, ip: {10, 99, 64, 1}, active: false])
+    {:ok, near_port} = :inet.port(near)
+    :ok = :gen_udp.send(near, {10, 99, 64, 2}, 5000, "outbound")
+    udp4_out? = &udp4_with?(&1, "outbound")
+    assert {:ok, packet} = recv_tunneled(far, udp4_out?)
+    assert <<0x45, _::binary-size(11), 10, 99, 64, 1, 10, 99, 64, 2, _::binary>> = packet
+
+    # Out of the tunnel: the far end's datagram holding an IP packet is
+    # written to the device and delivered to the local socket.
+    inbound = udp4({10, 99, 64, 2}, {10, 99, 64, 1}, 5000, near_port, "inbound")
+    :ok = :gen_udp.send(far, {127, 0, 0, 1}, 17_001, inbound)
+    assert {:ok, {{10, 99, 64, 2}, 5000, "inbound"}} = :gen_udp.recv(near, 0, 5_000)
+    Supervisor.stop(sup)
+  end
+
+  # The link's own chatter is tunneled too; skip it.
+  defp recv_tunneled(sock, wanted?) do
+    case :gen_udp.recv(sock, 0, 5_000) do
+      {:ok, {_, 17_001, packet}} ->
+        if wanted?.(packet), do: {:ok, packet}, else: recv_tunneled(sock, wanted?)
+
+      other ->
+        other
+    end
+  end
+
+  test "examples/udp_tunnel.exs runs in the dev environment too" do
+    args =
+      ~w(run examples/udp_tunnel.exs --address 10.99.65.1 --peer 10.99.65.2) ++
+        ~w(--local 127.0.0.1:17003 --remote 127.0.0.1:17004)
+
+    port =
+      Port.open({:spawn_executable, System.find_executable("mix")}, [
+        :binary,
+        :exit_status,
+        :stderr_to_stdout,
+        {:line, 4096},
+        args: args,
+        env: [{~c"MIX_ENV", ~c"dev"}]
+      ])
+
+    assert await_line(port, "ready ") =~ ~r/^ready tun\d+$/
+    Port.close(port)
+  end
+
+  defp await_line(port, prefix) do
+    receive do
+      {^port, {:data, {:eol, line}}} ->
+        if String.starts_with?(line, prefix), do: line, else: await_line(port, prefix)
+
+      {^port, {:exit_status, status}} ->
+        flunk("exited with status #{status} before printing #{prefix}")
+    after
+      120_000 -> flunk("printed no #{prefix} line")
+    end
   end
 end

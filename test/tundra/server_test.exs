@@ -190,6 +190,11 @@ defmodule Tundra.ServerTest do
       Enum.each(queued, &:socket.close/1)
       System.cmd("kill", ["-CONT", "#{pid}"])
     end
+
+    # Served again once it has worked through the queued connections (a
+    # create retries while they hold root's connection slots).
+    assert {:ok, {dev, _}} = Tundra.create("10.93.21.2", via: :server, socket_path: socket)
+    :ok = Tundra.close(dev)
   end
 
   defp fill_accept_queue(path, queued \\ []) do
@@ -275,6 +280,22 @@ defmodule Tundra.ServerTest do
     end
   end
 
+  test "a multi-queue device comes with all its queues in one reply", ctx do
+    for {queues, n} <- [{2, 14}, {4, 15}] do
+      assert {:ok, {devs, name}} =
+               Tundra.create("10.97.#{n}.2",
+                 dstaddr: "10.97.#{n}.1",
+                 queues: queues,
+                 via: :server,
+                 socket_path: ctx.socket
+               )
+
+      assert length(devs) == queues
+      assert interface_exists?(name)
+      TundraTest.Flows.assert_spread(devs, n, queues)
+    end
+  end
+
   test "with no server listening, create says :enoent", ctx do
     missing = "/tmp/tundra-no-server-#{System.unique_integer([:positive])}.sock"
 
@@ -319,17 +340,19 @@ defmodule Tundra.ServerTest do
   end
 
   test "a 0.x client's device (tun_pi header) works through adopt/2, one packet or many", ctx do
-    # One packet at a time: the echo responder answers ping.
+    # Active mode: the echo responder answers ping.
     {fd, name} = legacy_create(ctx.socket, "fd94:1::2", "fd94:1::1")
     assert {:ok, {dev, ^name}} = Tundra.adopt(fd, dup: false)
     {:ok, responder} = TundraExamples.EchoResponder.serve(dev)
     assert {0, _} = ping("fd94:1::1", 2)
     assert TundraExamples.EchoResponder.replies(responder) == 2
 
-    # Batches: the UDP reflector uses recv_many/3 and send_many/3.
+    # Batches: the UDP reflector's drain loop uses recv_many/3 and
+    # send_many/3 (and adopts the fd itself).
     {fd, name} = legacy_create(ctx.socket, "10.94.2.2", "10.94.2.1")
-    assert {:ok, {dev, ^name}} = Tundra.adopt(fd, dup: false)
-    {:ok, _reflector} = TundraExamples.UdpReflector.serve(dev)
+    spec = {:adopt, fd, dup: false}
+    {:ok, reflector} = TundraExamples.UdpReflector.start_link(spec, mode: :drain)
+    assert TundraExamples.UdpReflector.name(reflector) == name
 
     {:ok, sock} =
       :gen_udp.open(0, [:binary, ip: {10, 94, 2, 2}, active: false, recbuf: 1_000_000])

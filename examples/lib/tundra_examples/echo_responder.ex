@@ -1,55 +1,65 @@
 defmodule TundraExamples.EchoResponder do
   @moduledoc """
-  Answers ICMP/ICMPv6 echo requests that arrive on a Tundra device: the
-  recommended shape of a packet server, a GenServer driven by select
-  notifications that drains the device whenever it is readable.
+  Answers ICMP/ICMPv6 echo requests that arrive on a Tundra device, so the
+  system's `ping` gets replies from Elixir.
+
+  A GenServer that gets its device in `init/1` and serves it with the
+  drain loop of `TundraExamples.Flow` (the shape the `Tundra` docs
+  recommend); it stops when its device is gone. `serve/1` starts one for
+  a device the caller already has.
   """
   use GenServer
 
-  alias TundraExamples.Icmp
+  alias TundraExamples.{Flow, Icmp}
+
+  @count 64
 
   @doc """
-  Starts a responder and hands it `device` (the caller must own it).
+  Starts a responder on the device `spec` names (see
+  `TundraExamples.device_spec/0`), with GenServer `opts`.
   """
-  @spec serve(Tundra.device()) :: {:ok, pid()}
-  def serve(device) do
-    {:ok, pid} = GenServer.start_link(__MODULE__, device)
-    :ok = Tundra.controlling_process(device, pid)
-    GenServer.cast(pid, :owned)
-    {:ok, pid}
-  end
+  @spec start_link(TundraExamples.device_spec(), GenServer.options()) :: GenServer.on_start()
+  def start_link(spec, opts \\ []), do: GenServer.start_link(__MODULE__, spec, opts)
+
+  @doc """
+  Starts a responder for `device`, which the caller owns, and hands the
+  device to it.
+  """
+  @spec serve(Tundra.device()) :: {:ok, pid()} | {:error, term()}
+  def serve(device), do: TundraExamples.serve(__MODULE__, device)
 
   @doc "Number of echo replies sent so far."
-  @spec replies(pid()) :: non_neg_integer()
-  def replies(pid), do: GenServer.call(pid, :replies)
+  @spec replies(GenServer.server()) :: non_neg_integer()
+  def replies(server), do: GenServer.call(server, :replies)
 
   @impl true
-  def init(device), do: {:ok, %{device: device, replies: 0}}
+  # Reading starts with :owned, once the device is ours.
+  def init({:given, device}), do: {:ok, Flow.new(device, @count)}
 
-  @impl true
-  def handle_cast(:owned, state), do: {:noreply, drain(state)}
-
-  @impl true
-  def handle_info({:"$socket", device, :select, _handle}, %{device: device} = state),
-    do: {:noreply, drain(state)}
-
-  @impl true
-  def handle_call(:replies, _from, state), do: {:reply, state.replies, state}
-
-  defp drain(%{device: device} = state) do
-    case Tundra.recv(device, 65_535, :nowait) do
-      {:ok, packet} ->
-        case Icmp.echo_reply(packet) do
-          {:ok, reply} ->
-            :ok = Tundra.send(device, reply, :nowait)
-            drain(%{state | replies: state.replies + 1})
-
-          :ignore ->
-            drain(state)
-        end
-
-      {:select, _info} ->
-        state
+  def init(spec) do
+    with {:ok, {device, _name}} <- TundraExamples.open(spec, []),
+         {:ok, flow} <- Flow.drain(Flow.new(device, @count), &answer/1) do
+      {:ok, flow}
+    else
+      {:error, reason} -> {:stop, reason}
     end
   end
+
+  @impl true
+  def handle_call(:replies, _from, flow), do: {:reply, flow.answered, flow}
+
+  @impl true
+  def handle_info(:owned, flow), do: drain(flow)
+
+  def handle_info({:"$socket", device, :select, _}, %{device: device} = flow),
+    do: drain(flow)
+
+  defp drain(flow) do
+    case Flow.selected(flow, &answer/1) do
+      {:ok, flow} -> {:noreply, flow}
+      {:error, _gone} -> {:stop, {:shutdown, :device_closed}, flow}
+    end
+  end
+
+  defp answer(packets), do: for(p <- packets, {:ok, reply} <- [Icmp.echo_reply(p)], do: reply)
 end
