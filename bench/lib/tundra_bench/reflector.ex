@@ -1,8 +1,9 @@
 defmodule TundraBench.Reflector do
   @moduledoc false
   # Reflector packets/s and ping latency: the Elixir reflector
-  # (TundraExamples.UdpReflector, TundraExamples.EchoResponder) against
-  # the raw Rust reflector, measured alternately in the same run.
+  # (TundraExamples.UdpReflector in active mode, and as a recv_many drain
+  # loop; TundraExamples.EchoResponder) against the raw Rust reflector,
+  # measured in turns in the same run.
 
   alias TundraBench.{Native, Stats}
   alias TundraExamples.{EchoResponder, UdpReflector}
@@ -12,13 +13,15 @@ defmodule TundraBench.Reflector do
      %{
        raw: {"10.61.0.1", "10.61.0.2"},
        elixir: {"10.61.1.1", "10.61.1.2"},
-       echo: {"10.61.2.1", "10.61.2.2"}
+       echo: {"10.61.2.1", "10.61.2.2"},
+       drain: {"10.61.3.1", "10.61.3.2"}
      }, 32},
     {"IPv6",
      %{
        raw: {"fd00:61::1", "fd00:61::2"},
        elixir: {"fd00:61:1::1", "fd00:61:1::2"},
-       echo: {"fd00:61:2::1", "fd00:61:2::2"}
+       echo: {"fd00:61:2::1", "fd00:61:2::2"},
+       drain: {"fd00:61:3::1", "fd00:61:3::2"}
      }, 128}
   ]
 
@@ -26,13 +29,23 @@ defmodule TundraBench.Reflector do
   @window 64
 
   def run(opts) do
+    single_queue(opts) ++ multi_queue(opts)
+  end
+
+  defp single_queue(opts) do
     for {family, addrs, prefix} <- @families do
       raw = start_raw(addrs.raw, prefix)
-      elixir = start_elixir(addrs.elixir, prefix, &UdpReflector.serve/1)
-      echo = start_elixir(addrs.echo, prefix, &EchoResponder.serve/1)
+      elixir = start_elixir(UdpReflector, addrs.elixir, prefix, mode: :active)
+      drain = start_elixir(UdpReflector, addrs.drain, prefix, mode: :drain)
+      echo = start_elixir(EchoResponder, addrs.echo, prefix, [])
       # Whose CPU time a side's packets cost: the raw reflector process, or
-      # this whole VM (its schedulers, poller and any busy-waiting).
-      os_pids = %{raw: raw |> elem(0) |> Port.info(:os_pid) |> elem(1), elixir: System.pid()}
+      # this whole VM (its schedulers, poller, reader thread and any
+      # busy-waiting).
+      os_pids = %{
+        raw: raw |> elem(0) |> Port.info(:os_pid) |> elem(1),
+        elixir: System.pid(),
+        drain: System.pid()
+      }
 
       try do
         pps =
@@ -43,11 +56,48 @@ defmodule TundraBench.Reflector do
         pps ++ [latency_row(family, addrs, opts)]
       after
         Native.stop(raw)
-        GenServer.stop(elixir)
-        GenServer.stop(echo)
+        Enum.each([elixir, drain, echo], &GenServer.stop/1)
       end
     end
     |> List.flatten()
+  end
+
+  # One interface with 1, 2 or 4 queues, a drain-loop reflector per queue,
+  # against a load generator sending 64 flows (source ports) at once: the
+  # kernel spreads the flows over the queues.
+  @queue_counts [1, 2, 4]
+  @flows 64
+
+  defp multi_queue(opts) do
+    samples =
+      for _round <- 1..opts[:rounds], queues <- @queue_counts do
+        {:ok, {devices, _name}} =
+          Tundra.create("10.62.0.1", dstaddr: "10.62.0.2", prefix: 32, queues: queues)
+
+        servers =
+          for dev <- devices do
+            {:ok, pid} = TundraExamples.serve(UdpReflector, dev)
+            pid
+          end
+
+        try do
+          {queues, loadgen({"10.62.0.1", "10.62.0.2"}, 64, System.pid(), opts, @flows)}
+        after
+          Enum.each(servers, &GenServer.stop/1)
+        end
+      end
+
+    for queues <- @queue_counts do
+      mine = for {^queues, sample} <- samples, do: sample
+      pps = Stats.median(Enum.map(mine, & &1.pps))
+      cpu = Stats.median(Enum.map(mine, & &1.cpu_us))
+
+      IO.puts(
+        "  multi-queue reflector, #{queues} queue(s), #{@flows} flows: #{round(pps)} pps (#{cpu} µs CPU/packet)"
+      )
+
+      %{section: :multi_queue, queues: queues, flows: @flows, pps: pps, cpu_us: cpu}
+    end
   end
 
   defp start_raw({address, peer}, prefix) do
@@ -63,29 +113,33 @@ defmodule TundraBench.Reflector do
     ])
   end
 
-  # The serving process owns the device; stopping it removes the device.
-  defp start_elixir({address, peer}, prefix, serve) do
-    {:ok, {dev, _name}} = Tundra.create(address, dstaddr: peer, prefix: prefix)
-    {:ok, pid} = serve.(dev)
+  # The serving process creates and owns the device; stopping it removes
+  # the device.
+  defp start_elixir(server, {address, peer}, prefix, opts) do
+    {:ok, pid} = server.start_link({:create, address, dstaddr: peer, prefix: prefix}, opts)
     pid
   end
 
   defp pps_row(family, payload, addrs, os_pids, opts) do
     samples =
       for round <- 1..opts[:rounds] do
-        sides = if rem(round, 2) == 1, do: [:raw, :elixir], else: [:elixir, :raw]
+        # Each side goes first in turn.
+        sides = Enum.take(Stream.drop(Stream.cycle([:raw, :elixir, :drain]), round), 3)
         Map.new(sides, fn side -> {side, loadgen(addrs[side], payload, os_pids[side], opts)} end)
       end
 
     median = fn side, key -> Stats.median(Enum.map(samples, & &1[side][key])) end
     raw = median.(:raw, :pps)
     elixir = median.(:elixir, :pps)
+    drain = median.(:drain, :pps)
     raw_cpu = median.(:raw, :cpu_us)
     elixir_cpu = median.(:elixir, :cpu_us)
+    drain_cpu = median.(:drain, :cpu_us)
 
     IO.puts(
       "  reflector #{family} #{payload} B: raw #{round(raw)} pps (#{raw_cpu} µs CPU/packet), " <>
-        "Elixir #{round(elixir)} pps (#{elixir_cpu} µs CPU/packet)"
+        "Elixir active #{round(elixir)} pps (#{elixir_cpu} µs), " <>
+        "drain loop #{round(drain)} pps (#{drain_cpu} µs)"
     )
 
     %{
@@ -95,15 +149,18 @@ defmodule TundraBench.Reflector do
       raw: raw,
       elixir: elixir,
       ratio: Stats.ratio(elixir, raw),
+      drain: drain,
+      active_over_drain: Stats.ratio(elixir, drain),
       raw_cpu_us: raw_cpu,
       elixir_cpu_us: elixir_cpu,
+      drain_cpu_us: drain_cpu,
       samples: samples
     }
   end
 
   # One loadgen run against a side: its packets/s, and the CPU time the
   # reflecting process spent per packet meanwhile (µs).
-  defp loadgen({address, peer}, payload, os_pid, opts) do
+  defp loadgen({address, peer}, payload, os_pid, opts, flows \\ 1) do
     cpu_before = Stats.cpu_seconds(os_pid)
 
     result =
@@ -117,7 +174,9 @@ defmodule TundraBench.Reflector do
         "--payload",
         "#{payload}",
         "--window",
-        "#{@window}",
+        "#{@window * flows}",
+        "--flows",
+        "#{flows}",
         "--seconds",
         "#{opts[:seconds]}"
       ])

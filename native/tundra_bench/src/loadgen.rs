@@ -1,12 +1,16 @@
-//! The load generator: a UDP socket keeps `--window` datagrams of
-//! `--payload` bytes in flight to `--to`:`--port` and counts the answers.
-//! Every answer is replaced by a new datagram at once; if nothing comes
-//! back for a while (packets were dropped), the window is refilled.
-//! `all_received` counts the warm-up's answers too, for per-packet costs
-//! measured over the whole run.
+//! The load generator: UDP sockets (`--flows`, one source port each) keep
+//! `--window` datagrams of `--payload` bytes in flight to `--to`:`--port`
+//! between them and count the answers. Every answer is replaced by a new
+//! datagram on its socket at once; if nothing comes back for a while
+//! (packets were dropped), the windows are refilled. `all_received` counts
+//! the warm-up's answers too, for per-packet costs measured over the
+//! whole run.
 
 use std::net::{IpAddr, SocketAddr, UdpSocket};
+use std::os::fd::AsFd;
 use std::time::{Duration, Instant};
+
+use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
 
 use crate::args::Args;
 
@@ -22,43 +26,84 @@ pub fn run(args: &Args) -> Result<(), String> {
     let seconds: f64 = args.get_or("seconds", 2.0)?;
     let warmup: f64 = args.get_or("warmup", 0.3)?;
 
-    let socket = UdpSocket::bind(SocketAddr::new(from, 0)).map_err(|e| format!("bind: {e}"))?;
-    socket
-        .connect(SocketAddr::new(to, port))
-        .map_err(|e| format!("connect: {e}"))?;
-    socket
-        .set_read_timeout(Some(STALL))
-        .map_err(|e| format!("timeout: {e}"))?;
+    let flows: usize = args.get_or("flows", 1)?;
+    let per_flow = (window / flows.max(1)).max(1);
+
+    let sockets = (0..flows.max(1))
+        .map(|_| {
+            let socket =
+                UdpSocket::bind(SocketAddr::new(from, 0)).map_err(|e| format!("bind: {e}"))?;
+            socket
+                .connect(SocketAddr::new(to, port))
+                .map_err(|e| format!("connect: {e}"))?;
+            socket
+                .set_nonblocking(true)
+                .map_err(|e| format!("nonblocking: {e}"))?;
+            Ok(socket)
+        })
+        .collect::<Result<Vec<_>, String>>()?;
     let data = vec![0x5au8; payload];
     let mut buf = vec![0u8; payload + 1];
 
-    let fill = |n: usize| -> Result<(), String> {
+    let fill = |socket: &UdpSocket, n: usize| -> Result<(), String> {
         for _ in 0..n {
-            socket.send(&data).map_err(|e| format!("send: {e}"))?;
+            match socket.send(&data) {
+                Ok(_) => {}
+                // A full socket buffer loses the datagram, as a busy link would.
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+                Err(e) => return Err(format!("send: {e}")),
+            }
         }
         Ok(())
     };
+    let stall_ms = u16::try_from(STALL.as_millis()).unwrap_or(u16::MAX);
 
     let mut run_for = |duration: Duration| -> Result<(u64, u64), String> {
         let (mut received, mut stalls) = (0u64, 0u64);
         let started = Instant::now();
-        fill(window)?;
+        for socket in &sockets {
+            fill(socket, per_flow)?;
+        }
         while started.elapsed() < duration {
-            match socket.recv(&mut buf) {
-                Ok(n) if n == payload => {
-                    received += 1;
-                    fill(1)?;
+            let mut fds: Vec<_> = sockets
+                .iter()
+                .map(|s| PollFd::new(s.as_fd(), PollFlags::POLLIN))
+                .collect();
+            let ready =
+                poll(&mut fds, PollTimeout::from(stall_ms)).map_err(|e| format!("poll: {e}"))?;
+            if ready == 0 {
+                stalls += 1;
+                for socket in &sockets {
+                    fill(socket, per_flow)?;
                 }
-                Ok(_) => {}
-                Err(e) if is_timeout(&e) => {
-                    stalls += 1;
-                    fill(window)?;
+                continue;
+            }
+            let readable: Vec<bool> = fds
+                .iter()
+                .map(|fd| fd.revents().is_some_and(|r| r.contains(PollFlags::POLLIN)))
+                .collect();
+            for (socket, readable) in sockets.iter().zip(readable) {
+                if !readable {
+                    continue;
                 }
-                Err(e) => return Err(format!("recv: {e}")),
+                loop {
+                    match socket.recv(&mut buf) {
+                        Ok(n) if n == payload => {
+                            received += 1;
+                            fill(socket, 1)?;
+                        }
+                        Ok(_) => {}
+                        Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
+                        Err(e) => return Err(format!("recv: {e}")),
+                    }
+                }
             }
         }
-        // Let the window drain so a following run starts clean.
-        while socket.recv(&mut buf).is_ok() {}
+        // Let the windows drain so a following run starts clean.
+        std::thread::sleep(STALL);
+        for socket in &sockets {
+            while socket.recv(&mut buf).is_ok() {}
+        }
         Ok((received, stalls))
     };
 
@@ -72,11 +117,4 @@ pub fn run(args: &Args) -> Result<(), String> {
         warmup_received + received
     );
     Ok(())
-}
-
-fn is_timeout(e: &std::io::Error) -> bool {
-    matches!(
-        e.kind(),
-        std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
-    )
 }
