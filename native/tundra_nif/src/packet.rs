@@ -32,7 +32,8 @@ thread_local! {
     // One read buffer per scheduler thread, reused for every packet: a
     // read costs one copy of the packet's own size, never an MTU-sized
     // allocation.
-    static SCRATCH: RefCell<Vec<u8>> = RefCell::new(vec![0; SCRATCH_LEN]);
+    // Room for two packets: `read_batch` reads its first two here.
+    static SCRATCH: RefCell<Vec<u8>> = RefCell::new(vec![0; 2 * SCRATCH_LEN]);
 }
 
 /// Reads one packet (at most `max_len` bytes of it, or all of it for 0;
@@ -62,7 +63,7 @@ pub fn read_with<R>(
     use_packet: impl FnOnce(&[u8]) -> R,
 ) -> io::Result<R> {
     SCRATCH.with_borrow_mut(|buf| {
-        let n = nix::unistd::read(fd, buf)?;
+        let n = nix::unistd::read(fd, &mut buf[..SCRATCH_LEN])?;
         let packet = buf.get(framing.header_len()..n).unwrap_or_default();
         Ok(use_packet(packet))
     })
@@ -82,11 +83,12 @@ const BATCH_LEN: usize = 256 * 1024;
 
 /// Reads up to `count` whole packets into one binary, one allocation for
 /// the batch, and returns them as sub-binaries of it, shrunk to what was
-/// read. The first packet goes through the scratch buffer, so a call that
-/// finds nothing (the last of every drain) allocates nothing; the rest are
-/// read straight into the batch, until `until`. `Err` only when no packet
-/// was read; an error after some packets ends the batch, and the next
-/// read meets it.
+/// read. The first two packets go through the scratch buffer, so a call
+/// that finds nothing (the last of every drain) allocates nothing, and
+/// one that finds a single packet (a ping, light traffic) allocates only
+/// that packet's binary; from the third on they are read straight into
+/// the batch, until `until`. `Err` only when no packet was read; an error
+/// after some packets ends the batch, and the next read meets it.
 pub fn read_batch<'a>(
     env: Env<'a>,
     fd: BorrowedFd,
@@ -94,21 +96,41 @@ pub fn read_batch<'a>(
     count: usize,
     until: Instant,
 ) -> io::Result<Vec<Term<'a>>> {
-    let (mut buf, first) = SCRATCH.with_borrow_mut(|scratch| -> io::Result<_> {
-        let n = nix::unistd::read(fd, scratch)?;
-        let mut buf = OwnedBinary::new(BATCH_LEN);
-        buf.as_mut_slice()[..n].copy_from_slice(&scratch[..n]);
-        Ok((buf, n))
+    let header = framing.header_len();
+    let packet_at = |at: usize, n: usize| (at + header.min(n), n - header.min(n));
+    let first_two = SCRATCH.with_borrow_mut(|scratch| -> io::Result<_> {
+        let first = nix::unistd::read(fd, &mut scratch[..SCRATCH_LEN])?;
+        let (offset, len) = packet_at(0, first);
+        if count == 1 {
+            return Ok(FirstReads::One(to_binary(
+                env,
+                &scratch[offset..offset + len],
+            )));
+        }
+        match nix::unistd::read(fd, &mut scratch[first..first + SCRATCH_LEN]) {
+            Ok(second) => {
+                let mut buf = OwnedBinary::new(BATCH_LEN);
+                buf.as_mut_slice()[..first + second].copy_from_slice(&scratch[..first + second]);
+                Ok(FirstReads::Two(buf, first, second))
+            }
+            // Only one was waiting (or the next read fails: it comes back
+            // on the next call).
+            Err(_) => Ok(FirstReads::One(to_binary(
+                env,
+                &scratch[offset..offset + len],
+            ))),
+        }
     })?;
-    let header = framing.header_len().min(first);
-    let mut spans = Vec::with_capacity(count.min(64));
-    spans.push((header, first - header));
-    let mut used = first;
+    let (mut buf, first, second) = match first_two {
+        FirstReads::Two(buf, first, second) => (buf, first, second),
+        FirstReads::One(single) => return Ok(vec![single.to_term(env)]),
+    };
+    let mut spans = vec![packet_at(0, first), packet_at(first, second)];
+    let mut used = first + second;
     while spans.len() < count && BATCH_LEN - used >= SCRATCH_LEN && Instant::now() < until {
         match nix::unistd::read(fd, &mut buf.as_mut_slice()[used..]) {
             Ok(n) => {
-                let header = framing.header_len().min(n);
-                spans.push((used + header, n - header));
+                spans.push(packet_at(used, n));
                 used += n;
             }
             Err(_) => break,
@@ -127,6 +149,13 @@ pub fn read_batch<'a>(
                 .map_err(|_| io::Error::from_raw_os_error(libc::EIO))
         })
         .collect()
+}
+
+/// What `read_batch`'s first reads found: one packet (as its binary), or
+/// two, already in the batch (their byte counts, headers included).
+enum FirstReads<'a> {
+    One(Binary<'a>),
+    Two(OwnedBinary, usize, usize),
 }
 
 /// Largest packet `send` takes: an IP packet's length field cannot say
