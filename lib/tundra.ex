@@ -164,6 +164,60 @@ defmodule Tundra do
   privileged process and used by anyone it hands the file descriptor to
   (see `adopt/2`).
 
+  ## Changing a device
+
+  A device's owner can change it while it runs: `set/2` brings the link up
+  or down and sets its MTU, `add_address/3` and `remove_address/3` manage
+  its addresses (IPv4 and IPv6, with a peer or a prefix), `add_route/3`
+  and `remove_route/3` route networks through it. Without `CAP_NET_ADMIN`
+  these go through `tundra_server`, which makes only changes the
+  administrator delegated (see the README). `info/1` reports the result:
+  addresses, routes and the interface's counters.
+
+  ## Network namespaces
+
+  With `netns: "name"` (Linux, direct creation only) `create/2` makes the
+  device inside another network namespace, on a short-lived thread of
+  Tundra's own: no thread of the VM ever changes namespace. The device is
+  used as any other; `info/1`, `set/2` and the other changes act on it in
+  its namespace, and link events come from there. `adopt/2` of a device
+  in another namespace finds it there (with `CAP_NET_ADMIN`).
+
+  ## TAP devices
+
+  With `mode: :tap` the device carries Ethernet frames (Linux): `recv/3`
+  returns whole frames (destination and source address, EtherType,
+  payload; no preamble or checksum) and `send/3` takes them, at least 14
+  bytes. Addresses are given as for TUN, which makes the kernel treat the
+  interface as an Ethernet link: to reach a peer it first asks for the
+  peer's Ethernet address, with ARP (IPv4) or neighbour solicitations
+  (IPv6), and only then sends it IP packets. A program that plays the
+  peer must answer those (an ARP reply, or a neighbour advertisement),
+  and sees the kernel's own IPv6 chatter and broadcasts too (turn IPv6
+  off with `ipv6: false` where it is not used). `TundraExamples.TapResponder`
+  in `examples/` answers ARP and ping.
+
+  ## Persistent devices
+
+  An administrator (or a privileged VM, with `persist: true` and
+  `:owner`/`:group`) can make a device that outlives its file
+  descriptors, addresses and routes included. Its owner's unprivileged VM
+  opens it with `attach/2`, without `tundra_server`, and may close and
+  open it again; `ip link del NAME` removes it.
+
+  ## Link events
+
+  An owner that asks (`link_events: true` on `create/2`, `attach/2`,
+  `adopt/2` or `setopts/2`) receives
+
+      {:tundra_link, device, %{up: boolean, mtu: integer}}
+
+  each time the link goes up or down or its MTU changes, whoever changed
+  it (`ip link set NAME down`, another program, or `set/2`). Changes that
+  leave both as they were are not reported. The kernel's notifications
+  are read by a thread of Tundra's own per network namespace; the message
+  comes through the device's reader process, as active-mode packets do.
+
   ## Platforms
 
   Linux TUN devices, and macOS utun devices (written but not yet run on
@@ -182,7 +236,7 @@ defmodule Tundra do
   `FunctionClauseError` or `ArgumentError`, as elsewhere in Elixir.
   """
 
-  alias Tundra.{Nif, Options}
+  alias Tundra.{Changes, Nif, Options}
 
   @typedoc "A TUN device. Only its owner may do I/O on it."
   @type device :: {:"$tundra", reference()}
@@ -269,16 +323,67 @@ defmodule Tundra do
           dstaddr: :inet.ip_address() | nil
         }
 
+  @typedoc "A route through a device, as `info/1` reports it."
+  @type route_info :: %{
+          address: :inet.ip_address(),
+          prefix: 0..128,
+          metric: non_neg_integer() | nil
+        }
+
+  @typedoc "An interface's counters, as `info/1` reports them."
+  @type stats :: %{
+          rx_packets: non_neg_integer(),
+          rx_bytes: non_neg_integer(),
+          rx_errors: non_neg_integer(),
+          rx_dropped: non_neg_integer(),
+          tx_packets: non_neg_integer(),
+          tx_bytes: non_neg_integer(),
+          tx_errors: non_neg_integer(),
+          tx_dropped: non_neg_integer()
+        }
+
   @typedoc "What `info/1` returns; see there."
   @type info :: %{
           name: String.t(),
           index: pos_integer(),
+          mode: :tun | :tap,
           mtu: pos_integer(),
           up: boolean(),
           owner: pid(),
           fd: non_neg_integer(),
-          addresses: [interface_address()]
+          addresses: [interface_address()],
+          routes: [route_info()],
+          stats: stats(),
+          mac: String.t() | nil,
+          link_events: boolean()
         }
+
+  @typedoc "A network to route: `\"10.8.0.0/16\"`, or an address and a prefix length."
+  @type route :: String.t() | charlist() | {address(), 0..128}
+
+  @typedoc "Why a change to a device was refused (see `set/2`)."
+  @type change_error ::
+          {:invalid_address, term()}
+          | {:invalid_route, term()}
+          | option_error()
+          | use_error()
+          | posix()
+
+  @typedoc "Why `attach/2` failed."
+  @type attach_error :: option_error() | posix()
+
+  @typedoc "Where to find `tundra_server` for a change it must make (see `set/2`)."
+  @type server_option :: {:socket_path, String.t()} | {:timeout, pos_integer()}
+
+  @type set_option :: {:up, boolean()} | {:mtu, 68..65_535} | server_option()
+
+  @type address_option ::
+          {:dstaddr, address()}
+          | {:prefix, 0..128}
+          | {:netmask, address()}
+          | server_option()
+
+  @type route_option :: {:metric, non_neg_integer()} | server_option()
 
   @type create_option ::
           {:dstaddr, address()}
@@ -292,6 +397,14 @@ defmodule Tundra do
           | {:timeout, pos_integer()}
           | {:queues, 1..64}
           | {:active, active()}
+          | {:mode, :tun | :tap}
+          | {:mac, String.t()}
+          | {:ipv6, boolean()}
+          | {:netns, String.t()}
+          | {:persist, boolean()}
+          | {:owner, non_neg_integer() | String.t()}
+          | {:group, non_neg_integer() | String.t()}
+          | {:link_events, boolean()}
 
   @doc """
   Creates a TUN device with `address`, configures it and brings it up.
@@ -331,6 +444,28 @@ defmodule Tundra do
       `{:ok, {[device, ...], name}}` (see "Multi-queue devices").
     * `:active` - the active mode each device starts in (see
       "Active mode"). Default: `false`.
+    * `:link_events` - when `true`, the owner receives
+      `{:tundra_link, device, %{up: boolean, mtu: integer}}` whenever the
+      link's state or MTU changes (see "Link events"). Default: `false`.
+    * `:mode` - `:tun` (the default: IP packets) or `:tap` (Ethernet
+      frames; see "TAP devices").
+    * `:mac` - a TAP device's Ethernet address, `"02:00:5e:10:00:01"`
+      (unicast, not all zeros). Default: one the kernel picks.
+    * `:ipv6` - `false` turns IPv6 off on the interface before it comes
+      up: no link-local address, and none of the kernel's router
+      solicitations or MLD reports, so an IPv4 device reads only what is
+      sent to it. Not with an IPv6 `address`. Default: `true`.
+    * `:netns` - the network namespace to make the device in: a name as
+      `ip netns` knows it (`"vpn"`, meaning `/var/run/netns/vpn`) or a
+      path (`"/proc/1234/ns/net"`). Direct creation only (see "Network
+      namespaces").
+    * `:persist` - `true` makes a persistent device, which outlives its
+      file descriptors, as `ip tuntap add` does: closing it (or the
+      owner's exit) leaves the interface, which `attach/2` opens again
+      and `ip link del` removes. Direct creation only.
+    * `:owner`, `:group` - with `persist: true`: the user and group (a
+      name or a number) that may `attach/2` the device without
+      privilege.
 
   ## Errors
 
@@ -341,10 +476,14 @@ defmodule Tundra do
       `:dstaddr` equal to `address`, a non-contiguous `:netmask`, a `:prefix`
       longer than the address, an `:mtu` out of range, a `:name` too long or
       with characters the kernel refuses.
-    * `{:unknown_option, key}`, `{:duplicate_option, key}` (given twice) and
-      `{:conflicting_options, [:netmask, :prefix]}`.
+    * `{:unknown_option, key}`, `{:duplicate_option, key}` (given twice),
+      `{:conflicting_options, [:netmask, :prefix]}` and
+      `{:conflicting_options, [:via, key]}` for `:netns` or `:persist`
+      with `via: :server`.
     * A POSIX atom for a system failure: `:eperm`/`:eacces` without
-      privilege, `:ebusy` when an interface of that name exists (`create/2`
+      privilege (with `:netns` or `:persist`, which the server does not
+      do, even with `via: :auto`), `:enoent` for a `:netns` that does not
+      exist, `:ebusy` when an interface of that name exists (`create/2`
       makes new interfaces only), `:einval` when the kernel refuses.
     * From `tundra_server`: `:eacces` when the caller is neither root nor
       in its group, or asks for addresses not delegated to it or a name
@@ -380,15 +519,10 @@ defmodule Tundra do
           {:ok, {device() | [device(), ...], String.t()}} | {:error, create_error()}
   def create(address, opts \\ [])
       when (is_binary(address) or is_list(address) or is_tuple(address)) and is_list(opts) do
-    with {:ok, args, active} <- Options.create_args(address, opts) do
+    with {:ok, args, start} <- Options.create_args(address, opts) do
       case Nif.create(args) do
-        {:ok, {refs, name}} when is_list(refs) ->
-          devices = for ref <- refs, do: {:"$tundra", ref}
-          with :ok <- start_active(devices, active), do: {:ok, {devices, name}}
-
-        {:ok, {ref, name}} ->
-          with :ok <- start_active([{:"$tundra", ref}], active),
-               do: {:ok, {{:"$tundra", ref}, name}}
+        {:ok, made} ->
+          started(made, start)
 
         {:error, {:invalid_option, :address}} ->
           {:error, {:invalid_address, address}}
@@ -402,15 +536,23 @@ defmodule Tundra do
     end
   end
 
-  # Puts new devices into their first active mode; on failure they close.
-  defp start_active(_devices, {:off, _}), do: :ok
+  # New devices from the NIF (one, or a list of queues), with link events
+  # and their first active mode set; on failure they close.
+  defp started({refs, name}, start) when is_list(refs) do
+    devices = for ref <- refs, do: {:"$tundra", ref}
+    with :ok <- start(devices, start), do: {:ok, {devices, name}}
+  end
 
-  defp start_active(devices, {mode, n}) do
+  defp started({ref, name}, start) do
+    with :ok <- start([{:"$tundra", ref}], start), do: {:ok, {{:"$tundra", ref}, name}}
+  end
+
+  defp start(devices, {active, link_events}) do
     Enum.reduce_while(devices, :ok, fn {:"$tundra", ref}, :ok ->
-      case set_active(ref, mode, n) do
-        {:ok, _} ->
-          {:cont, :ok}
-
+      with :ok <- if(link_events, do: link_events(ref, true), else: :ok),
+           {:ok, _} <- start_active(ref, active) do
+        {:cont, :ok}
+      else
         {:error, reason} ->
           Enum.each(devices, fn {:"$tundra", ref} -> Nif.close(ref) end)
           {:halt, {:error, reason}}
@@ -418,28 +560,43 @@ defmodule Tundra do
     end)
   end
 
+  defp start_active(_ref, {:off, _}), do: {:ok, {:off, 0}}
+  defp start_active(ref, {mode, n}), do: set_active(ref, mode, n)
+
   # An active device needs its reader process (Tundra.Reader); the first
   # time the device becomes active, it gets one.
   defp set_active(ref, :off, n), do: Nif.set_active(ref, :off, n)
 
   defp set_active(ref, mode, n) do
-    with {:ok, nil} <- Nif.reader(ref),
-         :ok <- Nif.set_reader(ref, Tundra.Reader.start(ref, self())) do
-      Nif.set_active(ref, mode, n)
-    else
-      {:ok, _reader} -> Nif.set_active(ref, mode, n)
+    with :ok <- ensure_reader(ref), do: Nif.set_active(ref, mode, n)
+  end
+
+  # Link events, too, come through the reader.
+  defp link_events(ref, false), do: Nif.link_events(ref, false)
+
+  defp link_events(ref, true) do
+    with :ok <- ensure_reader(ref), do: Nif.link_events(ref, true)
+  end
+
+  defp ensure_reader(ref) do
+    case Nif.reader(ref) do
+      {:ok, nil} -> Nif.set_reader(ref, Tundra.Reader.start(ref, self()))
+      {:ok, _reader} -> :ok
       {:error, reason} -> {:error, reason}
     end
   end
 
   @doc """
-  Takes over an open file descriptor of an existing TUN device, for example
-  one inherited from a parent process or received from another program.
+  Takes over an open file descriptor of an existing TUN or TAP device, for
+  example one inherited from a parent process or received from another
+  program.
 
   The calling process becomes the owner. The fd is put into non-blocking
-  mode. A device whose fd carries the Linux packet-information header
+  mode. A TUN device whose fd carries the Linux packet-information header
   (created without `IFF_NO_PI`) is handled too: the header is removed and
   added by Tundra, so `recv/3` and `send/3` still deal in raw IP packets.
+  The kernel is asked what the device is, in its own network namespace
+  when that is another one (which needs `CAP_NET_ADMIN` there).
 
   ## Options
 
@@ -448,54 +605,102 @@ defmodule Tundra do
       When `false`, ownership of `fd` passes to Tundra, which closes it with
       the device; the caller must not use or close it afterwards.
     * `:active` - the active mode the device starts in (see "Active mode").
+    * `:link_events` - see "Link events".
 
   ## Errors
 
     * `:ebadf` - `fd` is not an open file descriptor.
-    * `:not_tun` - `fd` is open but is not attached to a TUN device (a
-      regular file, a socket, a TAP device, an unattached `/dev/net/tun`).
+    * `:not_tun` - `fd` is open but is not attached to a TUN or TAP
+      device (a regular file, a socket, an unattached `/dev/net/tun`).
+    * `:eopnotsupp` - a TAP device whose frames carry the
+      packet-information header.
     * `:ebusy` - with `dup: false`, `fd` already belongs to a device of this
       VM (such as `info(device).fd`): two owners would close it twice.
   """
-  @spec adopt(non_neg_integer(), dup: boolean(), active: active()) ::
+  @spec adopt(non_neg_integer(), dup: boolean(), active: active(), link_events: boolean()) ::
           {:ok, {device(), String.t()}} | {:error, adopt_error()}
   def adopt(fd, opts \\ []) when is_integer(fd) and fd >= 0 and is_list(opts) do
-    with {:ok, dup, active} <- Options.adopt_args(opts),
-         {:ok, {ref, name}} <- Nif.adopt(fd, dup),
-         :ok <- start_active([{:"$tundra", ref}], active) do
-      {:ok, {{:"$tundra", ref}, name}}
+    with {:ok, dup, start} <- Options.adopt_args(opts),
+         {:ok, made} <- Nif.adopt(fd, dup) do
+      started(made, start)
     end
   end
 
   @doc """
-  Sets options of a device; the owner only. The one option is `:active`
-  (see "Active mode" in the moduledoc): `false`, `true`, `:once`, or a
-  count to add to the current one. When a count comes to 0 or less this
-  way, the device becomes passive and the owner receives
-  `{:tundra_passive, device}`, as with `:gen_udp`.
+  Opens an existing persistent device by its interface name, as
+  `ip tuntap add dev NAME mode tun user alice` or
+  `create(..., persist: true, owner: "alice")` made it.
 
-  Returns `:ok`, or `{:error, reason}`: `{:invalid_option, {:active, value}}`,
-  `{:unknown_option, key}`, `:not_owner`, `:closed`.
+  The kernel lets a persistent device's owner (or a member of its group)
+  do this without privilege, so an unprivileged VM can use a device its
+  administrator made for it, with no server involved. The device keeps the
+  addresses, routes and state it was given; closing it (or the owner's
+  exit) leaves the interface in place for the next `attach/2`. The caller
+  becomes the owner. TUN devices come as raw IP packets and TAP devices as
+  Ethernet frames; a device made with the packet-information header is
+  switched to raw packets.
+
+  ## Options
+
+    * `:queues` - for a multi-queue device, the number of queues to open
+      (1 to 64); returns a list of devices, as `create/2` does.
+    * `:active` - the active mode the device starts in.
+    * `:link_events` - see "Link events" in the moduledoc.
+
+  ## Errors
+
+    * `:enodev` - there is no interface of that name.
+    * `:einval` - the interface is not a TUN or TAP device, or
+      `:queues` > 1 for one that is not multi-queue; or `name` is not a
+      valid interface name.
+    * `:eperm` - the caller is not the device's owner nor in its group
+      (and has no `CAP_NET_ADMIN`).
+    * `:ebusy` - another file descriptor holds the device (a device that
+      is not multi-queue has one holder at a time).
   """
-  @spec setopts(device(), active: active()) :: :ok | {:error, setopts_error()}
+  @spec attach(String.t(), queues: 1..64, active: active(), link_events: boolean()) ::
+          {:ok, {device() | [device(), ...], String.t()}} | {:error, attach_error()}
+  def attach(name, opts \\ []) when is_binary(name) and is_list(opts) do
+    with {:ok, queues, start} <- Options.attach_args(opts),
+         {:ok, made} <- Nif.attach(name, queues) do
+      started(made, start)
+    end
+  end
+
+  @doc """
+  Sets options of a device; the owner only:
+
+    * `:active` (see "Active mode" in the moduledoc): `false`, `true`,
+      `:once`, or a count to add to the current one. When a count comes
+      to 0 or less this way, the device becomes passive and the owner
+      receives `{:tundra_passive, device}`, as with `:gen_udp`.
+    * `:link_events` (see "Link events"): `true` or `false`. Changes
+      after this returns are reported.
+
+  Returns `:ok`, or `{:error, reason}`: `{:invalid_option, {key, value}}`,
+  `{:unknown_option, key}`, `:not_owner`, `:closed`, or a POSIX atom when
+  link events cannot be watched.
+  """
+  @spec setopts(device(), active: active(), link_events: boolean()) ::
+          :ok | {:error, setopts_error()}
   def setopts({:"$tundra", ref} = device, opts) when is_reference(ref) and is_list(opts) do
-    case Options.setopts_args(opts) do
-      {:ok, nil} ->
+    with {:ok, active, link_events} <- Options.setopts_args(opts),
+         :ok <- if(link_events == nil, do: :ok, else: link_events(ref, link_events)) do
+      setopts_active(device, active)
+    end
+  end
+
+  defp setopts_active(_device, nil), do: :ok
+
+  defp setopts_active({:"$tundra", ref} = device, {mode, n}) do
+    case set_active(ref, mode, n) do
+      # A count that ran out here: passive now, and said so.
+      {:ok, {:off, _}} when mode == :add ->
+        Kernel.send(self(), {:tundra_passive, device})
         :ok
 
-      {:ok, {mode, n}} ->
-        case set_active(ref, mode, n) do
-          # A count that ran out here: passive now, and said so.
-          {:ok, {:off, _}} when mode == :add ->
-            Kernel.send(self(), {:tundra_passive, device})
-            :ok
-
-          {:ok, _} ->
-            :ok
-
-          {:error, reason} ->
-            {:error, reason}
-        end
+      {:ok, _} ->
+        :ok
 
       {:error, reason} ->
         {:error, reason}
@@ -830,6 +1035,7 @@ defmodule Tundra do
       {:tundra, ^device, _packet} = message -> forward(message, device, pid)
       {:tundra_passive, ^device} = message -> forward(message, device, pid)
       {:tundra_closed, ^device} = message -> forward(message, device, pid)
+      {:tundra_link, ^device, _info} = message -> forward(message, device, pid)
     after
       0 -> :ok
     end
@@ -849,15 +1055,163 @@ defmodule Tundra do
   end
 
   @doc """
+  Changes the link of the caller's device: `up: true | false` brings it up
+  or down, `mtu: n` sets its MTU (68..65535; below 1280 the kernel turns
+  IPv6 off on the interface). The owner only.
+
+  A VM with `CAP_NET_ADMIN` changes the device itself; one without asks
+  `tundra_server` (as `create/2` does, with the `:socket_path` and
+  `:timeout` options), which changes only devices it made for the caller.
+  The result is the same either way.
+
+      {:ok, {dev, _}} = Tundra.create("10.99.0.2", dstaddr: "10.99.0.1", up: false)
+      # ... set things up, then:
+      :ok = Tundra.set(dev, up: true, mtu: 1400)
+
+  Bringing a link up routes its peers again: when `set/2` returns, an
+  IPv6 peer is reachable too.
+
+  ## Errors
+
+  `{:invalid_option, {key, value}}`, `{:unknown_option, key}`,
+  `:not_owner`, `:closed`, or a POSIX atom: `:einval` when the kernel
+  refuses the value, and from the server those listed under `create/2`
+  (`:eacces` for a device it did not make for the caller).
+  """
+  @spec set(device(), [set_option()]) :: :ok | {:error, change_error()}
+  def set({:"$tundra", ref}, opts) when is_reference(ref) and is_list(opts) do
+    case Changes.set(opts) do
+      {:ok, {:link, nil, nil}, _server} -> :ok
+      {:ok, change, server} -> change(ref, change, server, opts, nil)
+      {:error, reason} -> {:error, reason}
+    end
+  end
+
+  @doc """
+  Adds an address to the caller's device, as `ip addr add` does: with
+  `:dstaddr` (a peer, routed through the device) and/or `:prefix` or
+  `:netmask` (default: the whole address, a host route), IPv4 or IPv6,
+  whatever the device's first address. IPv6 addresses are usable at once
+  (no duplicate address detection). The owner only; directly or through
+  `tundra_server` as `set/2` says, where the address, its peer and its
+  prefix must lie in ranges delegated to the caller and collide with
+  nothing on the host.
+
+      :ok = Tundra.add_address(dev, "fd00:99::2", dstaddr: "fd00:99::1")
+      :ok = Tundra.add_address(dev, "10.100.0.1", prefix: 24)
+
+  ## Errors
+
+  `{:invalid_address, address}`, `{:invalid_option, {key, value}}`,
+  `:not_owner`, `:closed`, or a POSIX atom: `:eexist` when the device has
+  the address already; from the server `:eacces` (not delegated) or
+  `:eaddrinuse` (collides with the host's addresses or routes).
+  """
+  @spec add_address(device(), address(), [address_option()]) :: :ok | {:error, change_error()}
+  def add_address({:"$tundra", ref}, address, opts \\ [])
+      when is_reference(ref) and is_list(opts) do
+    with {:ok, change, server} <- Changes.add_address(address, opts),
+         do: change(ref, change, server, opts, {:invalid_address, address})
+  end
+
+  @doc """
+  Removes an address from the caller's device, whatever its prefix or
+  peer; the routes the kernel made for it go with it. Options:
+  `:socket_path` and `:timeout`, as for `set/2`.
+
+  ## Errors
+
+  As `add_address/3`; `:eaddrnotavail` when the device does not have the
+  address.
+  """
+  @spec remove_address(device(), address(), [server_option()]) :: :ok | {:error, change_error()}
+  def remove_address({:"$tundra", ref}, address, opts \\ [])
+      when is_reference(ref) and is_list(opts) do
+    with {:ok, change, server} <- Changes.remove_address(address, opts),
+         do: change(ref, change, server, opts, {:invalid_address, address})
+  end
+
+  @doc """
+  Routes a network through the caller's device, as `ip route add
+  DESTINATION dev NAME [metric M]` does: `destination` is a string such as
+  `"10.8.0.0/16"` or `"fd00:8::/64"`, or `{address, prefix}`, and must
+  have no host bits set. A default route (prefix 0) is refused: that is
+  the host's routing, not the device's. Option `:metric` (default: the
+  kernel's), and `:socket_path` and `:timeout` as for `set/2`. Through
+  `tundra_server`, the network must lie in ranges delegated to the caller
+  and overlap no route of the host's.
+
+      :ok = Tundra.add_route(dev, "10.8.0.0/16", metric: 10)
+
+  ## Errors
+
+  `{:invalid_route, destination}`, `{:invalid_option, {:metric, value}}`,
+  `:not_owner`, `:closed`, or a POSIX atom: `:eexist` when the route
+  exists; from the server `:eacces` or `:eaddrinuse`.
+  """
+  @spec add_route(device(), route(), [route_option()]) :: :ok | {:error, change_error()}
+  def add_route({:"$tundra", ref}, destination, opts \\ [])
+      when is_reference(ref) and is_list(opts) do
+    with {:ok, change, server} <- Changes.route(:add_route, destination, opts),
+         do: change(ref, change, server, opts, {:invalid_route, destination})
+  end
+
+  @doc """
+  Removes a route through the caller's device, given as to `add_route/3`
+  (with the same `:metric`, if it had one). Only routes through this
+  device are removed.
+
+  ## Errors
+
+  As `add_route/3`; `:esrch` when there is no such route.
+  """
+  @spec remove_route(device(), route(), [route_option()]) :: :ok | {:error, change_error()}
+  def remove_route({:"$tundra", ref}, destination, opts \\ [])
+      when is_reference(ref) and is_list(opts) do
+    with {:ok, change, server} <- Changes.route(:remove_route, destination, opts),
+         do: change(ref, change, server, opts, {:invalid_route, destination})
+  end
+
+  # Makes a change and names a refused value as the caller gave it.
+  defp change(ref, change, {socket_path, timeout}, opts, invalid_value) do
+    case Nif.change(ref, change, socket_path, timeout) do
+      {:error, {:invalid_option, key}} when key in [:address, :route] and invalid_value != nil ->
+        {:error, invalid_value}
+
+      {:error, {:invalid_option, key}} ->
+        {:error, {:invalid_option, {key, opts[key]}}}
+
+      result ->
+        result
+    end
+  end
+
+  @doc """
   Describes the device's interface as the kernel sees it now.
 
-  Returns `{:ok, info}` with keys `:name`, `:index` (interface index),
-  `:mtu`, `:up`, `:owner` (a pid), `:fd` (the OS file descriptor, for
-  diagnostics or for `adopt/2` with `dup: true`; never close it yourself)
-  and `:addresses`, a list of maps with
-  `:address`, `:prefix` and `:dstaddr` (the peer or `nil`), addresses as
-  `:inet` tuples. The kernel's own addresses (such as the IPv6 link-local
-  one) are included. Any process may call it.
+  Returns `{:ok, info}` with keys:
+
+    * `:name`, `:index` (interface index), `:mode` (`:tun` or `:tap`),
+      `:mtu`, `:up`;
+    * `:addresses` - maps with `:address`, `:prefix` and `:dstaddr` (the
+      peer or `nil`), addresses as `:inet` tuples. The kernel's own
+      addresses (such as the IPv6 link-local one) are included;
+    * `:routes` - the main table's routes through the device, maps with
+      `:address` and `:prefix` (the destination) and `:metric` (or
+      `nil`), the kernel's own (for addresses and peers) included;
+    * `:stats` - the interface's counters (IFLA_STATS64): `:rx_packets`,
+      `:rx_bytes`, `:rx_errors`, `:rx_dropped` count what the system
+      received on the interface, that is what the program sent;
+      `:tx_packets`, `:tx_bytes`, `:tx_errors`, `:tx_dropped` what the
+      system sent through it, that is what the program was given to read
+      (`:tx_dropped` counts what the device could not queue for it);
+    * `:mac` - a TAP device's Ethernet address (`"02:..."`), else `nil`;
+    * `:owner` (a pid), `:fd` (the OS file descriptor, for diagnostics or
+      for `adopt/2` with `dup: true`; never close it yourself) and
+      `:link_events` (whether the owner gets them).
+
+  The kernel is asked about this one link (and its addresses and routes),
+  in the device's network namespace. Any process may call it.
 
   ## Errors
 
@@ -865,7 +1219,11 @@ defmodule Tundra do
   from outside, or another POSIX atom.
   """
   @spec info(device()) :: {:ok, info()} | {:error, :closed | posix()}
-  def info({:"$tundra", ref}) when is_reference(ref), do: Nif.info(ref)
+  def info({:"$tundra", ref}) when is_reference(ref) do
+    with {:ok, info} <- Nif.info(ref) do
+      {:ok, Map.update!(info, :mac, &(&1 && Options.format_mac(&1)))}
+    end
+  end
 
   # The blocking forms: the :nowait call, repeated after each select
   # notification until it completes or the deadline passes. One loop per

@@ -188,3 +188,57 @@ defmodule TundraExamples.UdpTunnelTest do
     end
   end
 end
+
+defmodule TundraExamples.TapResponderTest do
+  # What the TAP responder answers, frame by frame (the whole responder
+  # answers ping in Tundra.ManageTest).
+  use ExUnit.Case, async: true
+
+  alias TundraExamples.{Icmp, TapResponder}
+
+  @host TapResponder.host("02:00:5e:00:00:01", ["10.0.0.1", "fd00::1"])
+  @peer_mac <<2, 0, 0x5E, 0, 0, 2>>
+
+  test "answers an ARP request for its address, and only for it" do
+    request = fn target ->
+      <<-1::48, @peer_mac::binary, 0x0806::16, 1::16, 0x0800::16, 6, 4, 1::16, @peer_mac::binary,
+        10, 0, 0, 2, 0::48, target::binary>>
+    end
+
+    assert {:ok, reply} = TapResponder.answer(request.(<<10, 0, 0, 1>>), @host)
+
+    assert reply ==
+             <<@peer_mac::binary, @host.mac::binary, 0x0806::16, 1::16, 0x0800::16, 6, 4, 2::16,
+               @host.mac::binary, 10, 0, 0, 1, @peer_mac::binary, 10, 0, 0, 2>>
+
+    assert TapResponder.answer(request.(<<10, 0, 0, 9>>), @host) == :ignore
+  end
+
+  test "answers a neighbour solicitation with a valid advertisement" do
+    from = <<0xFD00::16, 0::96, 2::16>>
+    target = <<0xFD00::16, 0::96, 1::16>>
+    icmp = <<135, 0, 0::16, 0::32, target::binary, 1, 1, @peer_mac::binary>>
+
+    solicitation =
+      <<@host.mac::binary, @peer_mac::binary, 0x86DD::16, 6::4, 0::28, byte_size(icmp)::16, 58,
+        255, from::binary, 0xFF02::16, 0::64, 1::16, 0xFF00::16, 1::16, icmp::binary>>
+
+    assert {:ok, <<@peer_mac::binary, mac::binary-6, 0x86DD::16, ip::binary>>} =
+             TapResponder.answer(solicitation, @host)
+
+    assert mac == @host.mac
+
+    assert <<6::4, _::28, len::16, 58, 255, ^target::binary-16, ^from::binary-16, na::binary>> =
+             ip
+
+    assert byte_size(na) == len
+    assert <<136, 0, _sum::16, 0b011::3, 0::29, ^target::binary-16, 2, 1, ^mac::binary>> = na
+    # A valid checksum sums, with the pseudo-header, to zero.
+    assert Icmp.checksum(<<target::binary, from::binary, len::32, 0::24, 58, na::binary>>) == 0
+  end
+
+  test "ignores what is not for it" do
+    assert TapResponder.answer(<<1, 2, 3>>, @host) == :ignore
+    assert TapResponder.answer(:binary.copy(<<0>>, 60), @host) == :ignore
+  end
+end

@@ -2,8 +2,9 @@ defmodule TundraExamples do
   @moduledoc """
   Examples of Tundra packet servers: `TundraExamples.EchoResponder`
   (answers `ping`), `TundraExamples.UdpReflector` (sends UDP datagrams
-  back) and `TundraExamples.UdpTunnel` (a point-to-point IP-over-UDP
-  tunnel). Each is a GenServer that gets its device in `init/1`, so it is
+  back), `TundraExamples.UdpTunnel` (a point-to-point IP-over-UDP
+  tunnel) and `TundraExamples.TapResponder` (plays a host on a TAP
+  device: ARP, neighbour discovery, ping). Each is a GenServer that gets its device in `init/1`, so it is
   started (and restarted) under a supervisor like any other:
 
       children = [

@@ -22,6 +22,18 @@ defmodule Tundra.Nif do
           {:ok, {reference(), String.t()}} | {:error, :not_tun | Tundra.posix()}
   def adopt(_fd, _dup), do: :erlang.nif_error(:nif_not_loaded)
 
+  @spec attach(String.t(), pos_integer() | nil) ::
+          {:ok, {reference() | [reference(), ...], String.t()}} | {:error, Tundra.posix()}
+  def attach(_name, _queues), do: :erlang.nif_error(:nif_not_loaded)
+
+  @spec change(reference(), Tundra.Changes.change(), String.t(), pos_integer()) ::
+          :ok | {:error, {:invalid_option, atom()} | refused() | Tundra.posix()}
+  def change(_ref, _change, _socket_path, _timeout), do: :erlang.nif_error(:nif_not_loaded)
+
+  # Link events go to the device's reader (see Tundra.Reader).
+  @spec link_events(reference(), boolean()) :: :ok | {:error, refused() | Tundra.posix()}
+  def link_events(_ref, _on), do: :erlang.nif_error(:nif_not_loaded)
+
   @spec recv(reference(), non_neg_integer()) ::
           {:ok, binary()} | select() | {:error, refused() | Tundra.posix()}
   def recv(_ref, _length), do: :erlang.nif_error(:nif_not_loaded)
@@ -79,6 +91,7 @@ defmodule Tundra.Nif do
           :ok | {:error, refused() | :esrch | Tundra.posix()}
   def controlling_process(_ref, _pid, _mode, _n), do: :erlang.nif_error(:nif_not_loaded)
 
-  @spec info(reference()) :: {:ok, Tundra.info()} | {:error, :closed | Tundra.posix()}
+  # As Tundra.info/1 returns it, but `:mac` as its 6 bytes.
+  @spec info(reference()) :: {:ok, map()} | {:error, :closed | Tundra.posix()}
   def info(_ref), do: :erlang.nif_error(:nif_not_loaded)
 end

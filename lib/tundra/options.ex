@@ -1,10 +1,11 @@
 defmodule Tundra.Options do
   @moduledoc false
-  # Parses and type-checks the options of Tundra.create/2 into the map the
-  # NIF takes (and the active mode, which Tundra sets once the devices
-  # exist). Ranges and meaning (MTU bounds, name rules, family mix,
-  # contiguous netmask, queues) are checked once, in Rust (tundra_core),
-  # so the direct path and the server refuse the same things.
+  # Parses and type-checks the options of Tundra.create/2, attach/2,
+  # adopt/2 and setopts/2 into what the NIF takes (and what Tundra sets
+  # once the devices exist: active mode, link events). Ranges and meaning
+  # (MTU bounds, name rules, family mix, contiguous netmask, queues, MAC
+  # addresses) are checked once, in Rust (tundra_core), so the direct path
+  # and the server refuse the same things.
 
   @create_keys [
     :dstaddr,
@@ -17,13 +18,29 @@ defmodule Tundra.Options do
     :socket_path,
     :timeout,
     :queues,
-    :active
+    :active,
+    :mode,
+    :mac,
+    :ipv6,
+    :netns,
+    :persist,
+    :owner,
+    :group,
+    :link_events
   ]
+  # Options that only direct creation can honour.
+  @direct_only [:netns, :persist]
   @default_socket "/var/run/tundra.sock"
   @default_timeout 5_000
 
+  @typedoc "An IPv4 or IPv6 address as the NIF takes it."
+  @type ip_bytes :: <<_::32>> | <<_::128>>
+
+  @typedoc "What Tundra sets on new devices: the active mode and link events."
+  @type start :: {active_change(), boolean()}
+
   @spec create_args(Tundra.address(), keyword()) ::
-          {:ok, map(), active_change()} | {:error, Tundra.create_error()}
+          {:ok, map(), start()} | {:error, Tundra.create_error()}
   def create_args(address, opts) do
     with :ok <- keyword!(opts),
          :ok <- known_keys(opts, @create_keys),
@@ -40,7 +57,16 @@ defmodule Tundra.Options do
          {:ok, socket_path} <- optional(opts, :socket_path, &is_binary/1),
          {:ok, timeout} <- optional(opts, :timeout, &(is_integer(&1) and &1 > 0)),
          {:ok, queues} <- optional(opts, :queues, &is_integer/1),
-         {:ok, active} <- active(opts) do
+         {:ok, mode} <- optional(opts, :mode, &(&1 in [:tun, :tap])),
+         {:ok, mac} <- optional_mac(opts),
+         {:ok, ipv6} <- optional(opts, :ipv6, &is_boolean/1),
+         {:ok, netns} <- optional(opts, :netns, &is_binary/1),
+         {:ok, persist} <- optional(opts, :persist, &is_boolean/1),
+         {:ok, owner} <- optional(opts, :owner, &id?/1),
+         {:ok, group} <- optional(opts, :group, &id?/1),
+         :ok <- persist_ids(opts, persist),
+         :ok <- direct_only(opts, via),
+         {:ok, start} <- start(opts) do
       {:ok,
        %{
          address: address,
@@ -53,8 +79,70 @@ defmodule Tundra.Options do
          via: via || :auto,
          socket_path: socket_path || socket_path(),
          timeout_ms: timeout || @default_timeout,
-         queues: queues
-       }, active}
+         queues: queues,
+         mode: mode || :tun,
+         mac: mac,
+         ipv6: ipv6 != false,
+         netns: netns,
+         persist: persist == true,
+         owner: owner,
+         group: group
+       }, start}
+    end
+  end
+
+  # A uid or gid: a number or a name.
+  defp id?(id), do: (is_integer(id) and id >= 0) or is_binary(id)
+
+  # An owner or group is recorded on persistent devices only.
+  defp persist_ids(opts, persist) do
+    case Enum.find([:owner, :group], &Keyword.has_key?(opts, &1)) do
+      key when key != nil and persist != true -> invalid(key, opts[key])
+      _ -> :ok
+    end
+  end
+
+  defp direct_only(opts, :server) do
+    case Enum.find(@direct_only, &Keyword.has_key?(opts, &1)) do
+      nil -> :ok
+      key -> {:error, {:conflicting_options, [:via, key]}}
+    end
+  end
+
+  defp direct_only(_opts, _via), do: :ok
+
+  defp optional_mac(opts) do
+    case Keyword.fetch(opts, :mac) do
+      :error -> {:ok, nil}
+      {:ok, text} -> with :error <- parse_mac(text), do: invalid(:mac, text)
+    end
+  end
+
+  # "02:00:5e:00:53:01" (or with "-") as its 6 bytes.
+  defp parse_mac(text) when is_binary(text) do
+    with [_, _, _, _, _, _] = parts <- String.split(text, [":", "-"]),
+         bytes when length(bytes) == 6 <- for(<<h::binary-2>> <- parts, do: h),
+         {:ok, mac} <- Base.decode16(Enum.join(bytes), case: :mixed) do
+      {:ok, mac}
+    else
+      _ -> :error
+    end
+  end
+
+  defp parse_mac(_other), do: :error
+
+  @doc "A MAC address as `info/1` reports it."
+  @spec format_mac(<<_::48>>) :: String.t()
+  def format_mac(<<_::48>> = mac) do
+    for(<<byte <- mac>>, do: Base.encode16(<<byte>>, case: :lower)) |> Enum.join(":")
+  end
+
+  @doc "The `:active` and `:link_events` options of `opts`."
+  @spec start(keyword()) :: {:ok, start()} | {:error, Tundra.option_error()}
+  def start(opts) do
+    with {:ok, active} <- active(opts),
+         {:ok, link_events} <- optional(opts, :link_events, &is_boolean/1) do
+      {:ok, {active, link_events == true}}
     end
   end
 
@@ -81,26 +169,70 @@ defmodule Tundra.Options do
       @default_socket
   end
 
-  @spec adopt_args(keyword()) ::
-          {:ok, boolean(), active_change()} | {:error, Tundra.option_error()}
+  @spec adopt_args(keyword()) :: {:ok, boolean(), start()} | {:error, Tundra.option_error()}
   def adopt_args(opts) do
     with :ok <- keyword!(opts),
-         :ok <- known_keys(opts, [:dup, :active]),
+         :ok <- known_keys(opts, [:dup, :active, :link_events]),
          :ok <- no_duplicates(opts),
          {:ok, dup} <- optional(opts, :dup, &is_boolean/1),
-         {:ok, active} <- active(opts) do
-      {:ok, dup != false, active}
+         {:ok, start} <- start(opts) do
+      {:ok, dup != false, start}
     end
   end
 
-  @doc "The options of `Tundra.setopts/2`: the active change, if any."
+  @spec attach_args(keyword()) ::
+          {:ok, pos_integer() | nil, start()} | {:error, Tundra.option_error()}
+  def attach_args(opts) do
+    with :ok <- keyword!(opts),
+         :ok <- known_keys(opts, [:queues, :active, :link_events]),
+         :ok <- no_duplicates(opts),
+         {:ok, queues} <- optional(opts, :queues, &(is_integer(&1) and &1 in 1..64)),
+         {:ok, start} <- start(opts) do
+      {:ok, queues, start}
+    end
+  end
+
+  @doc """
+  The options of `Tundra.setopts/2`: the active change and the link
+  events switch, each `nil` when not given.
+  """
   @spec setopts_args(keyword()) ::
-          {:ok, active_change() | nil} | {:error, Tundra.option_error()}
+          {:ok, active_change() | nil, boolean() | nil} | {:error, Tundra.option_error()}
   def setopts_args(opts) do
     with :ok <- keyword!(opts),
-         :ok <- known_keys(opts, [:active]),
-         :ok <- no_duplicates(opts) do
-      if Keyword.has_key?(opts, :active), do: active(opts), else: {:ok, nil}
+         :ok <- known_keys(opts, [:active, :link_events]),
+         :ok <- no_duplicates(opts),
+         {:ok, link_events} <- optional(opts, :link_events, &is_boolean/1) do
+      if Keyword.has_key?(opts, :active) do
+        with {:ok, active} <- active(opts), do: {:ok, active, link_events}
+      else
+        {:ok, nil, link_events}
+      end
+    end
+  end
+
+  @doc "Checks a keyword list's keys: known, each given once."
+  @spec check_keys(keyword(), [atom()]) :: :ok | {:error, Tundra.option_error()}
+  def check_keys(opts, known) do
+    with :ok <- keyword!(opts), :ok <- known_keys(opts, known), do: no_duplicates(opts)
+  end
+
+  @doc "An option's value if `valid?`, `nil` when absent."
+  @spec optional(keyword(), atom(), (term() -> boolean())) ::
+          {:ok, term()} | {:error, Tundra.option_error()}
+  def optional(opts, key, valid?) do
+    case Keyword.fetch(opts, key) do
+      :error -> {:ok, nil}
+      {:ok, value} -> if valid?.(value), do: {:ok, value}, else: invalid(key, value)
+    end
+  end
+
+  @doc "An optional address option, as the NIF takes it (4 or 16 bytes)."
+  @spec optional_ip(keyword(), atom()) :: {:ok, binary() | nil} | {:error, Tundra.option_error()}
+  def optional_ip(opts, key) do
+    case Keyword.fetch(opts, key) do
+      :error -> {:ok, nil}
+      {:ok, value} -> parse_ip(value, {:invalid_option, {key, value}})
     end
   end
 
@@ -134,24 +266,13 @@ defmodule Tundra.Options do
       else: :ok
   end
 
-  defp optional(opts, key, valid?) do
-    case Keyword.fetch(opts, key) do
-      :error -> {:ok, nil}
-      {:ok, value} -> if valid?.(value), do: {:ok, value}, else: invalid(key, value)
-    end
-  end
+  @doc "`{:error, {:invalid_option, {key, value}}}`."
+  @spec invalid(atom(), term()) :: {:error, {:invalid_option, {atom(), term()}}}
+  def invalid(key, value), do: {:error, {:invalid_option, {key, value}}}
 
-  defp optional_ip(opts, key) do
-    case Keyword.fetch(opts, key) do
-      :error -> {:ok, nil}
-      {:ok, value} -> parse_ip(value, {:invalid_option, {key, value}})
-    end
-  end
-
-  defp invalid(key, value), do: {:error, {:invalid_option, {key, value}}}
-
-  # An address as the NIF takes it: 4 or 16 bytes in network order.
-  defp parse_ip(text, error) when is_binary(text) do
+  @doc "An address as the NIF takes it (4 or 16 bytes), or `{:error, error}`."
+  @spec parse_ip(term(), error) :: {:ok, ip_bytes()} | {:error, error} when error: term()
+  def parse_ip(text, error) when is_binary(text) do
     parse_ip(String.to_charlist(text), error)
   rescue
     # String.to_charlist/1 raises on invalid UTF-8
@@ -159,22 +280,22 @@ defmodule Tundra.Options do
   end
 
   # A charlist, as :inet users write addresses.
-  defp parse_ip(chars, error) when is_list(chars) do
+  def parse_ip(chars, error) when is_list(chars) do
     case :inet.parse_strict_address(chars) do
       {:ok, ip} -> parse_ip(ip, error)
       {:error, _} -> {:error, error}
     end
   end
 
-  defp parse_ip({_, _, _, _} = ip, error) do
+  def parse_ip({_, _, _, _} = ip, error) do
     if :inet.is_ipv4_address(ip), do: {:ok, ip_binary(ip)}, else: {:error, error}
   end
 
-  defp parse_ip({_, _, _, _, _, _, _, _} = ip, error) do
+  def parse_ip({_, _, _, _, _, _, _, _} = ip, error) do
     if :inet.is_ipv6_address(ip), do: {:ok, ip_binary(ip)}, else: {:error, error}
   end
 
-  defp parse_ip(_other, error), do: {:error, error}
+  def parse_ip(_other, error), do: {:error, error}
 
   defp ip_binary({a, b, c, d}), do: <<a, b, c, d>>
 

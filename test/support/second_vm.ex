@@ -21,15 +21,34 @@ defmodule TundraTest.SecondVM do
     root
   end
 
-  @doc "Starts `code` (with `args` as System.argv/0) as `user`, from `prepare/0`'s dir."
-  def start(root, user, code, args \\ []) do
+  @doc """
+  Starts `code` (with `args` as System.argv/0) as `user`, from `prepare/0`'s
+  dir. With `open_tun: true` the user may open /dev/net/tun, as on most
+  distributions (mode 0666), even where the machine's node is 0600: the VM
+  runs in a mount namespace of its own where a 0666 node of the same
+  device stands in for it. The machine's node is not touched.
+  """
+  def start(root, user, code, args \\ [], opts \\ []) do
     runuser = System.find_executable("runuser") || raise "runuser (util-linux) not found"
 
-    argv =
-      ["-u", user, "--", "env", "HOME=/tmp", "elixir", "-pa", Path.join(root, "tundra/ebin")] ++
-        ["-e", code, "--"] ++ args
+    vm =
+      [runuser, "-u", user, "--", "env", "HOME=/tmp", "elixir"] ++
+        ["-pa", Path.join(root, "tundra/ebin"), "-e", code, "--"] ++ args
 
-    Port.open({:spawn_executable, runuser}, [
+    {program, argv} =
+      if Keyword.get(opts, :open_tun, false) do
+        unshare = System.find_executable("unshare") || raise "unshare (util-linux) not found"
+
+        script =
+          "mount -t tmpfs tundra-test /mnt && mknod -m 0666 /mnt/tun c 10 200 && " <>
+            "mount --bind /mnt/tun /dev/net/tun && exec \"$@\""
+
+        {unshare, ["--mount", "--propagation", "private", "sh", "-c", script, "sh" | vm]}
+      else
+        {runuser, tl(vm)}
+      end
+
+    Port.open({:spawn_executable, program}, [
       :binary,
       :exit_status,
       :stderr_to_stdout,

@@ -364,4 +364,111 @@ defmodule Tundra.ServerTest do
       assert got == "pi #{i}"
     end
   end
+
+  # Runs in the member's VM: a device from the server, changed through the
+  # server (within the delegation, and twice beyond it), then answering
+  # ping; waits for stdin to close.
+  @change_code ~S"""
+  [socket] = System.argv()
+  s = [socket_path: socket]
+  {:ok, {dev, name}} = Tundra.create("10.93.40.2", [dstaddr: "10.93.40.1", up: false] ++ s)
+  results = [
+    Tundra.set(dev, [up: true, mtu: 1400] ++ s),
+    Tundra.add_address(dev, "10.93.41.2", [prefix: 24] ++ s),
+    Tundra.add_address(dev, "fd93:42::2", [dstaddr: "fd93:42::1"] ++ s),
+    Tundra.add_route(dev, "10.93.43.0/24", s),
+    Tundra.add_address(dev, "10.93.46.2", s),
+    Tundra.remove_address(dev, "10.93.46.2", s),
+    Tundra.add_address(dev, "10.50.0.2", s),
+    Tundra.add_route(dev, "10.93.45.0/24", s),
+    Tundra.set(dev, [mtu: 1] ++ s)
+  ]
+  {:ok, _} = TundraExamples.EchoResponder.serve(dev)
+  IO.puts("READY #{name} #{inspect(results)}")
+  IO.read(:line)
+  """
+
+  test "a member's VM changes its device through the server, within what is delegated", ctx do
+    # Root's device, whose prefix route the member must not shadow.
+    assert {:ok, {root_dev, _}} = Tundra.create("10.93.45.1", prefix: 24)
+
+    vm = SecondVM.start(ctx.vm, ctx.member, @change_code, [ctx.socket])
+    ["READY", name, results] = String.split(SecondVM.line(vm, "READY"), " ", parts: 3)
+
+    assert results ==
+             inspect([
+               :ok,
+               :ok,
+               :ok,
+               :ok,
+               :ok,
+               :ok,
+               {:error, :eacces},
+               {:error, :eaddrinuse},
+               {:error, {:invalid_option, {:mtu, 1}}}
+             ])
+
+    addresses = System.cmd("ip", ["addr", "show", name]) |> elem(0)
+    assert addresses =~ "mtu 1400"
+    assert addresses =~ "10.93.41.2/24"
+    assert addresses =~ "fd93:42::2 peer fd93:42::1"
+    refute addresses =~ "10.93.46.2"
+    refute addresses =~ "10.50.0.2"
+
+    for peer <- ["10.93.40.1", "10.93.41.9", "fd93:42::1", "10.93.43.9"] do
+      assert {0, _} = ping(peer, 1)
+    end
+
+    SecondVM.stop(vm)
+    assert eventually(fn -> not interface_exists?(name) end)
+    :ok = Tundra.close(root_dev)
+  end
+
+  @attach_code ~S"""
+  [name] = System.argv()
+  result = Tundra.attach(name)
+
+  with {:ok, {dev, ^name}} <- result do
+    {:ok, _} = TundraExamples.EchoResponder.serve(dev)
+  end
+
+  shown = with {:ok, _} <- result, do: :ok
+  IO.puts("READY #{inspect(shown)} #{inspect(Tundra.create("10.93.52.2"))}")
+  IO.read(:line)
+  """
+
+  test "a persistent device made for a user is opened by that user's VM, no server needed",
+       ctx do
+    name = "tpers#{rem(System.unique_integer([:positive]), 10_000)}"
+
+    assert {:ok, {dev, ^name}} =
+             Tundra.create("10.93.50.2",
+               dstaddr: "10.93.50.1",
+               name: name,
+               persist: true,
+               owner: ctx.member
+             )
+
+    on_exit(fn -> System.cmd("ip", ["link", "del", name], stderr_to_stdout: true) end)
+    :ok = Tundra.close(dev)
+    assert interface_exists?(name)
+
+    # Anyone else is refused by the kernel.
+    # (Both may open /dev/net/tun, as on most distributions.)
+    outsider = SecondVM.start(ctx.vm, ctx.outsider, @attach_code, [name], open_tun: true)
+    assert SecondVM.line(outsider, "READY") =~ "READY {:error, :eperm}"
+    SecondVM.stop(outsider)
+
+    # The owner's VM attaches; with no server at the default socket, it
+    # could not have been given a device any other way.
+    vm = SecondVM.start(ctx.vm, ctx.member, @attach_code, [name], open_tun: true)
+    assert SecondVM.line(vm, "READY") == "READY :ok {:error, :enoent}"
+    assert {0, _} = ping("10.93.50.1", 2)
+
+    SecondVM.stop(vm)
+    # Once the VM is gone no fd holds the device, which stays.
+    assert eventually(fn -> File.read("/sys/class/net/#{name}/carrier") == {:ok, "0\n"} end)
+    assert interface_exists?(name)
+    assert System.cmd("ip", ["addr", "show", name]) |> elem(0) =~ "10.93.50.2 peer 10.93.50.1"
+  end
 end

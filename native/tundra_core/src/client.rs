@@ -1,23 +1,25 @@
-//! Asking `tundra_server` for a device: connect, send a create request,
-//! receive the reply and the device fd (SCM_RIGHTS). Blocking, with one
+//! Asking `tundra_server` for a device or a change to one: connect, send
+//! the request (a change with the device's fd), receive the reply and the
+//! device fds (SCM_RIGHTS). Blocking, with one
 //! deadline for the whole exchange, connect included; the NIF runs it on
 //! a dirty I/O scheduler, which it therefore never holds for longer.
 
 use std::io::{self, IoSliceMut, Read, Write};
-use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
 use std::os::unix::net::UnixStream;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
 use nix::errno::Errno;
 use nix::sys::socket::{
-    self, AddressFamily, ControlMessageOwned, MsgFlags, SockFlag, SockType, UnixAddr,
+    self, AddressFamily, ControlMessage, ControlMessageOwned, MsgFlags, SockFlag, SockType,
+    UnixAddr,
 };
 
 use crate::config::MAX_QUEUES;
 use crate::platform::{self, Device};
 use crate::protocol::{self, Reply, Request, HEADER_LEN, MAX_PAYLOAD};
-use crate::{ConfigError, DeviceConfig};
+use crate::{Change, ConfigError, DeviceConfig};
 
 /// Default path of the server's socket.
 pub const DEFAULT_SOCKET: &str = "/var/run/tundra.sock";
@@ -65,61 +67,102 @@ impl Deadline {
 /// server), or the errno the server replied with (EACCES, EBUSY, ...;
 /// EAGAIN, "no connection free", only once retrying it used up `timeout`).
 pub fn create(socket: &Path, config: &DeviceConfig, timeout: Duration) -> io::Result<Outcome> {
-    let deadline = Deadline(Instant::now() + timeout);
-    let mut pause = Duration::from_millis(5);
-    loop {
-        match create_once(socket, config, deadline) {
-            // The server had no connection slot free (for this user): it
-            // frees up as other requests finish, so try again while there
-            // is time.
-            Err(e) if e.raw_os_error() == Some(libc::EAGAIN) => match deadline.left() {
-                Ok(left) if left > pause => {
-                    std::thread::sleep(pause);
-                    pause = (pause * 2).min(Duration::from_millis(100));
-                }
-                _ => return Err(e),
-            },
-            result => return result,
-        }
+    let frame = encode(&Request::Create(config.clone()))?;
+    let (reply, fds) = ask(socket, &frame, None, timeout)?;
+    match reply {
+        Reply::Created { name } => created(name, fds, config.queues).map(Outcome::Created),
+        Reply::Failed { errno } => Err(io::Error::from_raw_os_error(errno)),
+        Reply::Invalid { option } => Ok(Outcome::Invalid(option)),
+        Reply::Changed => Err(protocol_error()),
     }
 }
 
-fn create_once(socket: &Path, config: &DeviceConfig, deadline: Deadline) -> io::Result<Outcome> {
-    let mut stream = connect(socket, deadline)?;
-    let frame = protocol::encode(&Request::Create(config.clone()))
-        .map_err(|e| io::Error::from_raw_os_error(e.errno()))?;
-    let (reply, fds) = exchange(&mut stream, &frame, deadline)?;
-
+/// Asks the server at `socket` to make `change` to the device of `device`
+/// (whose fd goes along, as proof that the caller holds it), within
+/// `timeout`. `Ok(Err(option))` when the server found the change invalid;
+/// errors as for `create`.
+pub fn change(
+    socket: &Path,
+    device: BorrowedFd<'_>,
+    change: &Change,
+    timeout: Duration,
+) -> io::Result<Result<(), ConfigError>> {
+    let frame = encode(&Request::Change(*change))?;
+    let (reply, _unexpected_fds) = ask(socket, &frame, Some(device), timeout)?;
     match reply {
-        Reply::Created { name } => {
-            let protocol_error = || io::Error::from_raw_os_error(libc::EPROTO);
-            if fds.len() != usize::from(config.queues) {
-                return Err(protocol_error());
-            }
-            let mut framing = None;
-            for fd in &fds {
-                platform::set_nonblocking(fd.as_fd(), true)?;
-                // Trust, but verify: each must be a queue of the TUN
-                // device the reply names.
-                let tun = platform::inspect(fd.as_fd())?;
-                if tun.name != name || framing.is_some_and(|f| f != tun.framing) {
-                    return Err(protocol_error());
-                }
-                framing = Some(tun.framing);
-            }
-            let mut fds = fds.into_iter();
-            let (Some(fd), Some(framing)) = (fds.next(), framing) else {
-                return Err(protocol_error());
-            };
-            Ok(Outcome::Created(Device {
-                fd,
-                queues: fds.collect(),
-                name,
-                framing,
-            }))
-        }
+        Reply::Changed => Ok(Ok(())),
         Reply::Failed { errno } => Err(io::Error::from_raw_os_error(errno)),
-        Reply::Invalid { option } => Ok(Outcome::Invalid(option)),
+        Reply::Invalid { option } => Ok(Err(option)),
+        Reply::Created { .. } => Err(protocol_error()),
+    }
+}
+
+fn protocol_error() -> io::Error {
+    io::Error::from_raw_os_error(libc::EPROTO)
+}
+
+fn encode(request: &Request) -> io::Result<Vec<u8>> {
+    protocol::encode(request).map_err(|e| io::Error::from_raw_os_error(e.errno()))
+}
+
+/// The device the server made, from the fds that came with its reply.
+fn created(name: String, fds: Vec<OwnedFd>, queues: u16) -> io::Result<Device> {
+    if fds.len() != usize::from(queues) {
+        return Err(protocol_error());
+    }
+    let mut framing = None;
+    for fd in &fds {
+        platform::set_nonblocking(fd.as_fd(), true)?;
+        // Trust, but verify: each must be a queue of the TUN device the
+        // reply names.
+        let tun = platform::inspect(fd.as_fd())?;
+        if tun.name != name || framing.is_some_and(|f| f != tun.framing) {
+            return Err(protocol_error());
+        }
+        framing = Some(tun.framing);
+    }
+    let mut fds = fds.into_iter();
+    let (Some(fd), Some(framing)) = (fds.next(), framing) else {
+        return Err(protocol_error());
+    };
+    Ok(Device {
+        fd,
+        queues: fds.collect(),
+        name,
+        framing,
+        netns: None,
+    })
+}
+
+/// Sends `frame` (with `fd` attached, if any) and returns the reply and
+/// the fds that came with it. A server with no connection slot free (for
+/// this user) replies EAGAIN: that frees up as other requests finish, so
+/// this tries again while there is time.
+fn ask(
+    socket: &Path,
+    frame: &[u8],
+    fd: Option<BorrowedFd<'_>>,
+    timeout: Duration,
+) -> io::Result<(Reply, Vec<OwnedFd>)> {
+    let deadline = Deadline(Instant::now() + timeout);
+    let mut pause = Duration::from_millis(5);
+    loop {
+        let mut stream = connect(socket, deadline)?;
+        let answer = exchange(&mut stream, frame, fd, deadline)?;
+        if answer.0
+            != (Reply::Failed {
+                errno: libc::EAGAIN,
+            })
+        {
+            return Ok(answer);
+        }
+        match deadline.left() {
+            Ok(left) if left > pause => {
+                std::thread::sleep(pause);
+                pause = (pause * 2).min(Duration::from_millis(100));
+            }
+            _ => return Ok(answer),
+        }
     }
 }
 
@@ -162,17 +205,39 @@ fn connect(path: &Path, deadline: Deadline) -> io::Result<UnixStream> {
 fn exchange(
     stream: &mut UnixStream,
     frame: &[u8],
+    fd: Option<BorrowedFd<'_>>,
     deadline: Deadline,
 ) -> io::Result<(Reply, Vec<OwnedFd>)> {
     let mut write_failure = None;
     deadline.apply(stream)?;
-    if let Err(e) = stream.write_all(frame) {
+    if let Err(e) = send_frame(stream, frame, fd) {
         match e.kind() {
             io::ErrorKind::BrokenPipe | io::ErrorKind::ConnectionReset => write_failure = Some(e),
             _ => return Err(timed_out(e)),
         }
     }
     read_reply(stream, deadline).map_err(|e| write_failure.unwrap_or(e))
+}
+
+/// Writes `frame`, its first byte carrying `fd` (SCM_RIGHTS) if given.
+fn send_frame(stream: &mut UnixStream, frame: &[u8], fd: Option<BorrowedFd<'_>>) -> io::Result<()> {
+    let Some(fd) = fd else {
+        return stream.write_all(frame);
+    };
+    let fds = [fd.as_raw_fd()];
+    let sent = loop {
+        match socket::sendmsg::<()>(
+            stream.as_raw_fd(),
+            &[io::IoSlice::new(frame)],
+            &[ControlMessage::ScmRights(&fds)],
+            MsgFlags::MSG_NOSIGNAL,
+            None,
+        ) {
+            Err(Errno::EINTR) => {}
+            other => break other?,
+        }
+    };
+    stream.write_all(&frame[sent..])
 }
 
 /// Reads the reply frame, and the fds that come with it, if any.
@@ -254,7 +319,7 @@ mod tests {
         drop(server);
         // Large enough that the write really meets the closed peer.
         let request = vec![0u8; 64 * 1024];
-        match exchange(&mut client, &request, soon()) {
+        match exchange(&mut client, &request, None, soon()) {
             Ok((Reply::Failed { errno }, fds)) if fds.is_empty() => {
                 assert_eq!(errno, libc::EACCES)
             }
@@ -266,7 +331,7 @@ mod tests {
     fn without_a_reply_the_write_failure_is_reported() {
         let (mut client, server) = UnixStream::pair().expect("pair");
         drop(server);
-        let err = exchange(&mut client, b"request", soon()).expect_err("no server");
+        let err = exchange(&mut client, b"request", None, soon()).expect_err("no server");
         assert_eq!(err.kind(), io::ErrorKind::BrokenPipe);
     }
 }

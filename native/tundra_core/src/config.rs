@@ -25,6 +25,14 @@ pub const MAX_NAME_LEN: usize = 15;
 /// cores of a machine, and within what one SCM_RIGHTS message carries.
 pub const MAX_QUEUES: u16 = 64;
 
+/// What kind of device: TUN (IP packets) or TAP (Ethernet frames).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+pub enum Mode {
+    #[default]
+    Tun,
+    Tap,
+}
+
 /// Everything needed to create and configure one TUN device. It is also
 /// the body of a create request on the wire (see `protocol`).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -44,6 +52,12 @@ pub struct DeviceConfig {
     /// device (Linux `IFF_MULTI_QUEUE`), whose packets the kernel spreads
     /// over the queues by flow.
     pub queues: u16,
+    pub mode: Mode,
+    /// A TAP device's Ethernet address (the kernel picks one otherwise).
+    pub mac: Option<[u8; 6]>,
+    /// Whether the interface does IPv6 at all (no link-local address, no
+    /// router solicitations or MLD reports when not).
+    pub ipv6: bool,
 }
 
 /// Names the option that made a configuration invalid. The names are the
@@ -57,6 +71,12 @@ pub enum ConfigError {
     Mtu,
     Name,
     Queues,
+    Mode,
+    Mac,
+    Ipv6,
+    /// A route's destination.
+    Route,
+    Metric,
 }
 
 impl ConfigError {
@@ -69,6 +89,11 @@ impl ConfigError {
             ConfigError::Mtu => "mtu",
             ConfigError::Name => "name",
             ConfigError::Queues => "queues",
+            ConfigError::Mode => "mode",
+            ConfigError::Mac => "mac",
+            ConfigError::Ipv6 => "ipv6",
+            ConfigError::Route => "route",
+            ConfigError::Metric => "metric",
         }
     }
 }
@@ -145,45 +170,30 @@ impl DeviceConfig {
             name: None,
             up: true,
             queues: 1,
+            mode: Mode::Tun,
+            mac: None,
+            ipv6: true,
         }
     }
 
-    /// The addresses a device made from this configuration takes: its own
-    /// address and its peer (each a host prefix), and the prefix the kernel
-    /// routes through it, which is the peer's prefix for IPv4
-    /// (`ip addr add A peer P/p` routes P/p) and the address's own for
-    /// IPv6 (A/p, besides P/128). Duplicates are left out.
+    /// The addresses a device made from this configuration takes (see
+    /// `AddressSpec::claims`).
     pub fn claims(&self) -> Vec<Cidr> {
-        let mut claims = vec![Cidr::host(self.address)];
-        claims.extend(self.dstaddr.map(Cidr::host));
-        let routed_from = match (self.address, self.dstaddr) {
-            (IpAddr::V4(_), Some(peer)) => peer,
-            _ => self.address,
-        };
-        if let Some(routed) = Cidr::new(routed_from, self.prefix) {
-            if !claims.contains(&routed) {
-                claims.push(routed);
-            }
+        self.address_spec().claims()
+    }
+
+    /// The device's address, as one it could be given later.
+    pub fn address_spec(&self) -> AddressSpec {
+        AddressSpec {
+            address: self.address,
+            dstaddr: self.dstaddr,
+            prefix: self.prefix,
         }
-        claims
     }
 
     /// Checks every field; the error names the first offending option.
     pub fn validate(&self) -> Result<(), ConfigError> {
-        if !usable_address(&self.address) {
-            return Err(ConfigError::Address);
-        }
-        if let Some(dst) = &self.dstaddr {
-            if dst.is_ipv4() != self.address.is_ipv4()
-                || !usable_address(dst)
-                || *dst == self.address
-            {
-                return Err(ConfigError::Dstaddr);
-            }
-        }
-        if self.prefix > address_bits(&self.address) {
-            return Err(ConfigError::Prefix);
-        }
+        self.address_spec().validate()?;
         let min_mtu = if self.address.is_ipv4() {
             MIN_MTU_V4
         } else {
@@ -200,7 +210,70 @@ impl DeviceConfig {
         if !(1..=MAX_QUEUES).contains(&self.queues) {
             return Err(ConfigError::Queues);
         }
+        if let Some(mac) = &self.mac {
+            if self.mode != Mode::Tap || !usable_mac(mac) {
+                return Err(ConfigError::Mac);
+            }
+        }
+        if !self.ipv6 && self.address.is_ipv6() {
+            return Err(ConfigError::Ipv6);
+        }
         Ok(())
+    }
+}
+
+/// A unicast, non-zero Ethernet address.
+pub fn usable_mac(mac: &[u8; 6]) -> bool {
+    mac[0] & 1 == 0 && mac.iter().any(|&b| b != 0)
+}
+
+/// An address of an interface: its own address and either a peer (on a
+/// point-to-point link) or a prefix (its network).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AddressSpec {
+    pub address: IpAddr,
+    pub dstaddr: Option<IpAddr>,
+    /// Prefix length of the address (or of the peer, when there is one).
+    pub prefix: u8,
+}
+
+impl AddressSpec {
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if !usable_address(&self.address) {
+            return Err(ConfigError::Address);
+        }
+        if let Some(dst) = &self.dstaddr {
+            if dst.is_ipv4() != self.address.is_ipv4()
+                || !usable_address(dst)
+                || *dst == self.address
+            {
+                return Err(ConfigError::Dstaddr);
+            }
+        }
+        if self.prefix > address_bits(&self.address) {
+            return Err(ConfigError::Prefix);
+        }
+        Ok(())
+    }
+
+    /// The addresses an interface with this address takes: the address and
+    /// its peer (each a host prefix), and the prefix the kernel routes
+    /// through it, which is the peer's prefix for IPv4
+    /// (`ip addr add A peer P/p` routes P/p) and the address's own for
+    /// IPv6 (A/p, besides P/128). Duplicates are left out.
+    pub fn claims(&self) -> Vec<Cidr> {
+        let mut claims = vec![Cidr::host(self.address)];
+        claims.extend(self.dstaddr.map(Cidr::host));
+        let routed_from = match (self.address, self.dstaddr) {
+            (IpAddr::V4(_), Some(peer)) => peer,
+            _ => self.address,
+        };
+        if let Some(routed) = Cidr::new(routed_from, self.prefix) {
+            if !claims.contains(&routed) {
+                claims.push(routed);
+            }
+        }
+        claims
     }
 }
 
@@ -296,6 +369,15 @@ mod tests {
         check(&|c| c.name = Some("a".repeat(16)), ConfigError::Name);
         check(&|c| c.queues = 0, ConfigError::Queues);
         check(&|c| c.queues = MAX_QUEUES + 1, ConfigError::Queues);
+        check(&|c| c.mac = Some([2, 0, 0, 0, 0, 1]), ConfigError::Mac);
+        let mut tap = base.clone();
+        tap.mode = Mode::Tap;
+        tap.mac = Some([2, 0, 0, 0, 0, 1]);
+        assert_eq!(tap.validate(), Ok(()));
+        tap.mac = Some([1, 0, 0, 0, 0, 1]);
+        assert_eq!(tap.validate(), Err(ConfigError::Mac), "multicast");
+        tap.mac = Some([0; 6]);
+        assert_eq!(tap.validate(), Err(ConfigError::Mac), "zero");
 
         let mut c6 = DeviceConfig::new(v6("fd00::2"));
         c6.mtu = 1279;
@@ -303,6 +385,9 @@ mod tests {
         c6.mtu = 1280;
         c6.prefix = 129;
         assert_eq!(c6.validate(), Err(ConfigError::Prefix));
+        c6.prefix = 64;
+        c6.ipv6 = false;
+        assert_eq!(c6.validate(), Err(ConfigError::Ipv6));
     }
 
     #[test]

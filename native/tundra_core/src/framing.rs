@@ -14,6 +14,9 @@ pub enum Framing {
     /// macOS utun: the packet's address family as a 4-byte big-endian
     /// integer (Darwin's `AF_INET` or `AF_INET6`).
     AddressFamily,
+    /// Ethernet frames, no header before them (a Linux TAP device with
+    /// `IFF_NO_PI`).
+    Ethernet,
 }
 
 const ETH_P_IP: u16 = 0x0800;
@@ -32,7 +35,7 @@ impl Framing {
     /// Bytes of header before each packet.
     pub fn header_len(self) -> usize {
         match self {
-            Framing::Raw => 0,
+            Framing::Raw | Framing::Ethernet => 0,
             Framing::LinuxPacketInfo | Framing::AddressFamily => 4,
         }
     }
@@ -41,7 +44,7 @@ impl Framing {
     /// Only the first `header_len()` bytes are meaningful.
     pub fn header_for(self, packet: &[u8]) -> [u8; MAX_HEADER_LEN] {
         match self {
-            Framing::Raw => [0; MAX_HEADER_LEN],
+            Framing::Raw | Framing::Ethernet => [0; MAX_HEADER_LEN],
             Framing::LinuxPacketInfo => {
                 let proto = match packet.first().map(|b| b >> 4) {
                     Some(6) => ETH_P_IPV6,

@@ -19,5 +19,7 @@ pub mod protocol;
 pub mod utun;
 
 pub use cidr::Cidr;
-pub use config::{prefix_from_netmask, ConfigError, DeviceConfig};
+pub mod change;
+pub use change::{Change, RouteSpec};
+pub use config::{prefix_from_netmask, AddressSpec, ConfigError, DeviceConfig, Mode};
 pub use framing::Framing;

@@ -4,7 +4,9 @@
 //! A frame is `MAGIC` (4 bytes, `TNDR`), a version byte, a big-endian `u16`
 //! payload length, then the payload: a postcard-encoded [`Request`] or
 //! [`Reply`]. The reply to a successful create carries the device fd as
-//! SCM_RIGHTS ancillary data on the same `sendmsg`.
+//! SCM_RIGHTS ancillary data on the same `sendmsg`; a change request
+//! carries the fd of the device to change the same way, as proof that the
+//! client holds it.
 //!
 //! A 0.x C client's request starts with its 4-byte request type (0 for
 //! create), so its first byte is never `T`: the two can't be confused.
@@ -15,11 +17,11 @@ use std::io::{self, Read};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
-use crate::{ConfigError, DeviceConfig};
+use crate::{Change, ConfigError, DeviceConfig};
 
 pub const MAGIC: [u8; 4] = *b"TNDR";
-/// 2: `DeviceConfig` has `queues`, and a reply to a create carries one fd
-/// per queue.
+/// 2: `DeviceConfig` has `queues`, `mode`, `mac` and `ipv6`, a reply to a
+/// create carries one fd per queue, and there are change requests.
 pub const VERSION: u8 = 2;
 pub const HEADER_LEN: usize = 7;
 /// Largest payload either side accepts. A create request is well under 100
@@ -31,6 +33,8 @@ pub const MAX_PAYLOAD: usize = 512;
 pub enum Request {
     /// Create and configure a device; the reply carries its fd.
     Create(DeviceConfig),
+    /// Change the device whose fd is attached to this frame.
+    Change(Change),
 }
 
 /// What the server answers.
@@ -39,6 +43,8 @@ pub enum Reply {
     /// The device was made; its fds (one per queue) are attached to this
     /// frame.
     Created { name: String },
+    /// The change was made.
+    Changed,
     /// The request was refused or failed with this errno (EACCES for a
     /// peer that may not use the server, EPROTO for a malformed frame,
     /// EPROTONOSUPPORT for an unknown version, ...).
@@ -139,16 +145,22 @@ mod tests {
 
     #[test]
     fn requests_and_replies_round_trip() {
-        let request = Request::Create(config());
-        let frame = encode(&request).unwrap();
-        assert_eq!(&frame[..4], b"TNDR");
-        let payload = read_payload(&mut &frame[..]).unwrap();
-        assert_eq!(decode::<Request>(&payload).unwrap(), request);
+        let change = Change::AddRoute(crate::RouteSpec {
+            dst: "10.8.0.0/16".parse().unwrap(),
+            metric: Some(5),
+        });
+        for request in [Request::Create(config()), Request::Change(change)] {
+            let frame = encode(&request).unwrap();
+            assert_eq!(&frame[..4], b"TNDR");
+            let payload = read_payload(&mut &frame[..]).unwrap();
+            assert_eq!(decode::<Request>(&payload).unwrap(), request);
+        }
 
         for reply in [
             Reply::Created {
                 name: "tun0".into(),
             },
+            Reply::Changed,
             Reply::Failed {
                 errno: libc::EACCES,
             },

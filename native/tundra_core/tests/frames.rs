@@ -9,7 +9,7 @@ use std::net::IpAddr;
 use proptest::prelude::*;
 use tundra_core::legacy::{self, REQUEST_LEN};
 use tundra_core::protocol::{self, Reply, Request, HEADER_LEN, MAGIC, MAX_PAYLOAD, VERSION};
-use tundra_core::DeviceConfig;
+use tundra_core::{DeviceConfig, Mode};
 
 fn ip() -> impl Strategy<Value = IpAddr> {
     prop_oneof![
@@ -28,9 +28,14 @@ fn config() -> impl Strategy<Value = DeviceConfig> {
         proptest::option::of("[ -~]{0,20}"),
         any::<bool>(),
         any::<u16>(),
+        (
+            any::<bool>(),
+            proptest::option::of(any::<[u8; 6]>()),
+            any::<bool>(),
+        ),
     )
         .prop_map(
-            |(address, dstaddr, prefix, mtu, name, up, queues)| DeviceConfig {
+            |(address, dstaddr, prefix, mtu, name, up, queues, (tap, mac, ipv6))| DeviceConfig {
                 address,
                 dstaddr,
                 prefix,
@@ -38,6 +43,9 @@ fn config() -> impl Strategy<Value = DeviceConfig> {
                 name,
                 up,
                 queues,
+                mode: if tap { Mode::Tap } else { Mode::Tun },
+                mac,
+                ipv6,
             },
         )
 }

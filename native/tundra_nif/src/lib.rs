@@ -9,6 +9,7 @@
 //! `Tundra` is the public API.
 
 mod atoms;
+mod linkwatch;
 mod packet;
 mod registry;
 mod resource;
@@ -16,13 +17,17 @@ mod resource;
 use std::io;
 use std::net::IpAddr;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use rustler::{Atom, Binary, Encoder, Env, LocalPid, NifMap, NifResult, Term};
 use tundra_core::client::{self, Outcome};
 use tundra_core::closer::DeferredFd;
-use tundra_core::platform::{self, InterfaceAddress};
-use tundra_core::{errno, prefix_from_netmask, ConfigError, DeviceConfig, Framing};
+use tundra_core::platform::{self, InterfaceAddress, LinkStats, Netns, Persist, Placement};
+use tundra_core::{
+    errno, prefix_from_netmask, AddressSpec, Change, Cidr, ConfigError, DeviceConfig, Framing,
+    Mode, RouteSpec,
+};
 
 use crate::packet::{Outgoing, Refusal, Unwritable};
 use crate::resource::{Active, ActiveChange, Direction, Refused};
@@ -44,6 +49,29 @@ struct CreateArgs<'a> {
     timeout_ms: u64,
     /// `None`: one device, returned alone; `Some(n)`: a list of `n`.
     queues: Option<i64>,
+    /// `tun` or `tap`.
+    mode: Atom,
+    mac: Option<Binary<'a>>,
+    ipv6: bool,
+    /// Direct creation only: a network namespace, and persistence with
+    /// an owner and group (each a number or a name).
+    netns: Option<String>,
+    persist: bool,
+    owner: Option<Term<'a>>,
+    group: Option<Term<'a>>,
+}
+
+/// Why a create is refused before anything is made: a `DeviceConfig`
+/// field, or an option only this side knows.
+enum BadCreate {
+    Config(ConfigError),
+    Option(Atom),
+}
+
+impl From<ConfigError> for BadCreate {
+    fn from(bad: ConfigError) -> Self {
+        BadCreate::Config(bad)
+    }
 }
 
 fn ip_from_binary(bin: &Binary, err: ConfigError) -> Result<IpAddr, ConfigError> {
@@ -75,8 +103,73 @@ impl CreateArgs<'_> {
         if let Some(queues) = self.queues {
             config.queues = u16::try_from(queues).map_err(|_| ConfigError::Queues)?;
         }
+        config.mode = if self.mode == atoms::tap() {
+            Mode::Tap
+        } else {
+            Mode::Tun
+        };
+        if let Some(mac) = &self.mac {
+            config.mac = Some(<[u8; 6]>::try_from(mac.as_slice()).map_err(|_| ConfigError::Mac)?);
+        }
+        config.ipv6 = self.ipv6;
         config.validate()?;
         Ok(config)
+    }
+
+    /// Where the device goes, when not simply here: only direct creation
+    /// can place it.
+    fn placement(&self) -> Result<Option<Placement>, BadCreate> {
+        let persist = if self.persist {
+            Some(Persist {
+                owner: given(self.owner)
+                    .map(|t| user_id(t).ok_or(BadCreate::Option(atoms::owner())))
+                    .transpose()?,
+                group: given(self.group)
+                    .map(|t| group_id(t).ok_or(BadCreate::Option(atoms::group())))
+                    .transpose()?,
+            })
+        } else {
+            None
+        };
+        Ok(
+            (self.netns.is_some() || persist.is_some()).then(|| Placement {
+                netns: self.netns.clone(),
+                persist,
+            }),
+        )
+    }
+}
+
+/// An optional term that is not `nil` (a `Term` field decodes `nil`
+/// too).
+fn given(term: Option<Term>) -> Option<Term> {
+    term.filter(|t| t.decode::<Atom>().ok() != Some(rustler::types::atom::nil()))
+}
+
+/// A uid: a number, or a user name the user database knows.
+fn user_id(term: Term) -> Option<u32> {
+    numeric_or_named(term, |name| {
+        nix::unistd::User::from_name(name)
+            .ok()
+            .flatten()
+            .map(|u| u.uid.as_raw())
+    })
+}
+
+/// A gid: a number, or a group name the group database knows.
+fn group_id(term: Term) -> Option<u32> {
+    numeric_or_named(term, |name| {
+        nix::unistd::Group::from_name(name)
+            .ok()
+            .flatten()
+            .map(|g| g.gid.as_raw())
+    })
+}
+
+fn numeric_or_named(term: Term, look_up: impl FnOnce(&str) -> Option<u32>) -> Option<u32> {
+    match term.decode::<u32>() {
+        Ok(id) => Some(id),
+        Err(_) => look_up(&term.decode::<String>().ok()?),
     }
 }
 
@@ -110,6 +203,11 @@ fn config_error_atom(bad: ConfigError) -> Atom {
         ConfigError::Mtu => atoms::mtu(),
         ConfigError::Name => atoms::name(),
         ConfigError::Queues => atoms::queues(),
+        ConfigError::Mode => atoms::mode(),
+        ConfigError::Mac => atoms::mac(),
+        ConfigError::Ipv6 => atoms::ipv6(),
+        ConfigError::Route => atoms::route(),
+        ConfigError::Metric => atoms::metric(),
     }
 }
 
@@ -117,13 +215,35 @@ fn invalid_option(env: Env, bad: ConfigError) -> Term {
     error(env, (atoms::invalid_option(), config_error_atom(bad)))
 }
 
+fn invalid_create(env: Env, bad: BadCreate) -> Term {
+    match bad {
+        BadCreate::Config(bad) => invalid_option(env, bad),
+        BadCreate::Option(key) => error(env, (atoms::invalid_option(), key)),
+    }
+}
+
 /// Wraps a fresh device fd in a resource owned by the caller: `{:ok,
 /// {ref, name}}`.
-fn make_device<'a>(env: Env<'a>, fd: OwnedFd, name: String, framing: Framing) -> Term<'a> {
-    match make_device_term(env, fd, name.clone(), framing) {
-        Ok(term) => (atoms::ok(), (term, name)).encode(env),
-        Err(failed) => failed,
+/// Wraps the fds of a fresh device in resources owned by the caller:
+/// `{:ok, {ref, name}}`, or `{:ok, {[ref, ...], name}}` when `as_list`
+/// (a device with queues). Should one fail, the others already made
+/// close with the list's garbage.
+fn make_devices<'a>(env: Env<'a>, dev: platform::Device, as_list: bool) -> Term<'a> {
+    let netns = dev.netns.map(Arc::new);
+    if !as_list {
+        return match make_device_term(env, dev.fd, dev.name.clone(), dev.framing, netns) {
+            Ok(term) => (atoms::ok(), (term, dev.name)).encode(env),
+            Err(failed) => failed,
+        };
     }
+    let mut devices = Vec::with_capacity(1 + dev.queues.len());
+    for fd in std::iter::once(dev.fd).chain(dev.queues) {
+        match make_device_term(env, fd, dev.name.clone(), dev.framing, netns.clone()) {
+            Ok(term) => devices.push(term),
+            Err(failed) => return failed,
+        }
+    }
+    (atoms::ok(), (devices, dev.name)).encode(env)
 }
 
 /// The resource term for a fresh device fd, claimed in the registry here
@@ -133,6 +253,7 @@ fn make_device_term<'a>(
     fd: OwnedFd,
     name: String,
     framing: Framing,
+    netns: Option<Arc<Netns>>,
 ) -> Result<Term<'a>, Term<'a>> {
     let Some(id) = registry::claim_fresh(fd.as_raw_fd()) else {
         // A fresh fd is never claimed; this would mean the registry lost
@@ -140,7 +261,7 @@ fn make_device_term<'a>(
         drop(DeferredFd::new(fd));
         return Err(error(env, atoms::ebusy()));
     };
-    resource_for(env, fd, id, name, framing)
+    resource_for(env, fd, id, name, framing, netns)
 }
 
 fn resource_for<'a>(
@@ -149,9 +270,11 @@ fn resource_for<'a>(
     id: registry::Id,
     name: String,
     framing: Framing,
+    netns: Option<Arc<Netns>>,
 ) -> Result<Term<'a>, Term<'a>> {
     let fd = DeferredFd::with_after_close(fd, Box::new(move || registry::released(id)));
-    resource::new_device(env, fd, id, name, framing).ok_or_else(|| error(env, atoms::enomem()))
+    resource::new_device(env, fd, id, name, framing, netns)
+        .ok_or_else(|| error(env, atoms::enomem()))
 }
 
 #[rustler::nif(schedule = "DirtyIo")]
@@ -160,9 +283,13 @@ fn create<'a>(env: Env<'a>, args: CreateArgs<'a>) -> Term<'a> {
         Ok(config) => config,
         Err(bad) => return invalid_option(env, bad),
     };
+    let placement = match args.placement() {
+        Ok(placement) => placement,
+        Err(bad) => return invalid_create(env, bad),
+    };
     let deadline = Instant::now() + Duration::from_millis(args.timeout_ms);
     let outcome = loop {
-        let outcome = create_once(&args, &config, deadline);
+        let outcome = create_once(&args, &config, placement.as_ref(), deadline);
         match (&outcome, config.name.as_deref()) {
             // A name of ours that is still closing (an owner that exited, a
             // restarted supervisor child): wait for the close, then again.
@@ -179,27 +306,24 @@ fn create<'a>(env: Env<'a>, args: CreateArgs<'a>) -> Term<'a> {
             _ => break outcome,
         }
     };
-    let dev = match outcome {
-        Ok(Outcome::Created(dev)) => dev,
-        Ok(Outcome::Invalid(bad)) => return invalid_option(env, bad),
-        Err(err) => return io_error(env, &err),
-    };
-    if args.queues.is_none() {
-        return make_device(env, dev.fd, dev.name, dev.framing);
+    match outcome {
+        Ok(Outcome::Created(dev)) => make_devices(env, dev, args.queues.is_some()),
+        Ok(Outcome::Invalid(bad)) => invalid_option(env, bad),
+        Err(err) => io_error(env, &err),
     }
-    // One device per queue, each owned by the caller. Should one fail, the
-    // others already made close with the list's garbage.
-    let mut devices = Vec::with_capacity(1 + dev.queues.len());
-    for fd in std::iter::once(dev.fd).chain(dev.queues) {
-        match make_device_term(env, fd, dev.name.clone(), dev.framing) {
-            Ok(term) => devices.push(term),
-            Err(failed) => return failed,
-        }
-    }
-    (atoms::ok(), (devices, dev.name)).encode(env)
 }
 
-fn create_once(args: &CreateArgs, config: &DeviceConfig, deadline: Instant) -> io::Result<Outcome> {
+/// One try: a placed device directly (the server places none), else
+/// directly or through the server as `via` says.
+fn create_once(
+    args: &CreateArgs,
+    config: &DeviceConfig,
+    placement: Option<&Placement>,
+    deadline: Instant,
+) -> io::Result<Outcome> {
+    if let Some(placement) = placement {
+        return platform::create_placed(config, placement).map(Outcome::Created);
+    }
     let via_server = || {
         let socket = std::path::Path::new(&args.socket_path);
         let left = deadline.saturating_duration_since(Instant::now());
@@ -226,6 +350,9 @@ fn adopt(env: Env, fd: RawFd, dup: bool) -> Term {
     let borrowed = borrow_named_fd(fd);
     let tun = match platform::inspect(borrowed) {
         Ok(tun) => tun,
+        Err(e) if e.raw_os_error() == Some(libc::EOPNOTSUPP) => {
+            return error(env, atoms::eopnotsupp())
+        }
         Err(_) => return error(env, atoms::not_tun()),
     };
     let (owned, id) = if dup {
@@ -259,9 +386,21 @@ fn adopt(env: Env, fd: RawFd, dup: bool) -> Term {
         ));
         return io_error(env, &err);
     }
-    match resource_for(env, owned, id, tun.name.clone(), tun.framing) {
+    let netns = tun.netns.map(Arc::new);
+    match resource_for(env, owned, id, tun.name.clone(), tun.framing, netns) {
         Ok(term) => (atoms::ok(), (term, tun.name)).encode(env),
         Err(failed) => failed,
+    }
+}
+
+/// Opens the existing persistent device `name` (with `queues` fds; a list
+/// of devices when `queues` is given), as its owner or group may without
+/// privilege.
+#[rustler::nif(schedule = "DirtyIo")]
+fn attach<'a>(env: Env<'a>, name: String, queues: Option<u16>) -> Term<'a> {
+    match platform::attach(&name, queues.unwrap_or(1)) {
+        Ok(dev) => make_devices(env, dev, queues.is_some()),
+        Err(err) => io_error(env, &err),
     }
 }
 
@@ -696,14 +835,46 @@ fn encode_address<'a>(env: Env<'a>, a: &InterfaceAddress) -> Term<'a> {
     .unwrap_or_else(|_| rustler::types::atom::nil().encode(env))
 }
 
+fn map<'a>(env: Env<'a>, pairs: &[(Atom, Term<'a>)]) -> NifResult<Term<'a>> {
+    let pairs: Vec<(Term, Term)> = pairs.iter().map(|(k, v)| (k.encode(env), *v)).collect();
+    Term::map_from_pairs(env, &pairs)
+}
+
+fn encode_route<'a>(env: Env<'a>, route: &platform::RouteInfo) -> NifResult<Term<'a>> {
+    map(
+        env,
+        &[
+            (atoms::address(), encode_ip(env, &route.dst.network())),
+            (atoms::prefix(), route.dst.prefix_len().encode(env)),
+            (atoms::metric(), route.metric.encode(env)),
+        ],
+    )
+}
+
+fn encode_stats<'a>(env: Env<'a>, stats: &LinkStats) -> NifResult<Term<'a>> {
+    map(
+        env,
+        &[
+            (atoms::rx_packets(), stats.rx_packets.encode(env)),
+            (atoms::rx_bytes(), stats.rx_bytes.encode(env)),
+            (atoms::rx_errors(), stats.rx_errors.encode(env)),
+            (atoms::rx_dropped(), stats.rx_dropped.encode(env)),
+            (atoms::tx_packets(), stats.tx_packets.encode(env)),
+            (atoms::tx_bytes(), stats.tx_bytes.encode(env)),
+            (atoms::tx_errors(), stats.tx_errors.encode(env)),
+            (atoms::tx_dropped(), stats.tx_dropped.encode(env)),
+        ],
+    )
+}
+
 #[rustler::nif(schedule = "DirtyIo")]
 fn info<'a>(env: Env<'a>, dev: Term<'a>) -> NifResult<Term<'a>> {
     let dev = resource::get(env, dev).ok_or(rustler::Error::BadArg)?;
-    let (name, owner, fd) = match dev.describe() {
+    let found = match dev.describe() {
         Ok(found) => found,
         Err(why) => return Ok(refused(env, why)),
     };
-    let link = match platform::link_info(&name) {
+    let link = match platform::link_info(&found.name, found.netns.as_deref()) {
         Ok(link) => link,
         Err(err) => return Ok(io_error(env, &err)),
     };
@@ -712,19 +883,179 @@ fn info<'a>(env: Env<'a>, dev: Term<'a>) -> NifResult<Term<'a>> {
         .iter()
         .map(|a| encode_address(env, a))
         .collect();
-    let map = Term::map_from_pairs(
+    let routes = link
+        .routes
+        .iter()
+        .map(|r| encode_route(env, r))
+        .collect::<NifResult<Vec<Term>>>()?;
+    let (mode, mac) = match found.framing {
+        Framing::Ethernet => (atoms::tap(), link.mac.map(|m| m.to_vec())),
+        _ => (atoms::tun(), None),
+    };
+    let mac = match mac {
+        Some(bytes) => packet::to_binary(env, &bytes).encode(env),
+        None => rustler::types::atom::nil().encode(env),
+    };
+    let info = map(
         env,
         &[
-            (atoms::name().encode(env), name.encode(env)),
-            (atoms::index().encode(env), link.index.encode(env)),
-            (atoms::mtu().encode(env), link.mtu.encode(env)),
-            (atoms::up().encode(env), link.up.encode(env)),
-            (atoms::addresses().encode(env), addresses.encode(env)),
-            (atoms::owner().encode(env), owner.encode(env)),
-            (atoms::fd().encode(env), fd.encode(env)),
+            (atoms::name(), found.name.encode(env)),
+            (atoms::index(), link.index.encode(env)),
+            (atoms::mode(), mode.encode(env)),
+            (atoms::mtu(), link.mtu.encode(env)),
+            (atoms::up(), link.up.encode(env)),
+            (atoms::addresses(), addresses.encode(env)),
+            (atoms::routes(), routes.encode(env)),
+            (atoms::stats(), encode_stats(env, &link.stats)?),
+            (atoms::mac(), mac),
+            (atoms::owner(), found.owner.encode(env)),
+            (atoms::fd(), found.fd.encode(env)),
+            (atoms::link_events(), found.link_events.encode(env)),
         ],
     )?;
-    Ok((atoms::ok(), map).encode(env))
+    Ok((atoms::ok(), info).encode(env))
+}
+
+/// A change as the Elixir side passes it (types already checked there):
+/// `{:link, up | nil, mtu | nil}`, `{:add_address | :remove_address,
+/// address, dstaddr | nil, prefix}` (addresses as 4 or 16 bytes), or
+/// `{:add_route | :remove_route, network, prefix, metric | nil}`.
+fn decode_change(term: Term) -> NifResult<Result<Change, ConfigError>> {
+    let parts = rustler::types::tuple::get_tuple(term)?;
+    let kind: Atom = parts.first().ok_or(rustler::Error::BadArg)?.decode()?;
+    let part = |i: usize| parts.get(i).copied().ok_or(rustler::Error::BadArg);
+    if kind == atoms::link() {
+        let up: Option<bool> = part(1)?.decode()?;
+        let mtu: Option<i64> = part(2)?.decode()?;
+        let mtu = match mtu.map(u32::try_from).transpose() {
+            Ok(mtu) => mtu,
+            Err(_) => return Ok(Err(ConfigError::Mtu)),
+        };
+        return Ok(Ok(Change::Link { up, mtu }));
+    }
+    if kind == atoms::add_address() || kind == atoms::remove_address() {
+        let address: Binary = part(1)?.decode()?;
+        let dstaddr: Option<Binary> = part(2)?.decode()?;
+        let prefix: i64 = part(3)?.decode()?;
+        let spec = (|| {
+            Ok(AddressSpec {
+                address: ip_from_binary(&address, ConfigError::Address)?,
+                dstaddr: dstaddr
+                    .map(|d| ip_from_binary(&d, ConfigError::Dstaddr))
+                    .transpose()?,
+                prefix: u8::try_from(prefix).map_err(|_| ConfigError::Prefix)?,
+            })
+        })();
+        return Ok(spec.map(|spec| {
+            if kind == atoms::add_address() {
+                Change::AddAddress(spec)
+            } else {
+                Change::RemoveAddress(spec)
+            }
+        }));
+    }
+    if kind == atoms::add_route() || kind == atoms::remove_route() {
+        let network: Binary = part(1)?.decode()?;
+        let prefix: i64 = part(2)?.decode()?;
+        let metric: Option<i64> = part(3)?.decode()?;
+        let route = (|| {
+            let network = ip_from_binary(&network, ConfigError::Route)?;
+            let prefix = u8::try_from(prefix).map_err(|_| ConfigError::Route)?;
+            // As `ip route`: a destination with host bits set is a mistake.
+            let dst = Cidr::new(network, prefix)
+                .filter(|c| c.network() == network)
+                .ok_or(ConfigError::Route)?;
+            let metric = metric
+                .map(u32::try_from)
+                .transpose()
+                .map_err(|_| ConfigError::Metric)?;
+            Ok(RouteSpec { dst, metric })
+        })();
+        return Ok(route.map(|route| {
+            if kind == atoms::add_route() {
+                Change::AddRoute(route)
+            } else {
+                Change::RemoveRoute(route)
+            }
+        }));
+    }
+    Err(rustler::Error::BadArg)
+}
+
+/// Changes the caller's device: directly, or, without the privilege,
+/// through the server at `socket_path` (within `timeout_ms`), which checks
+/// the change as it checks a new device. `:ok`, `{:error, {:invalid_option,
+/// key}}` or `{:error, reason}`.
+#[rustler::nif(schedule = "DirtyIo")]
+fn change<'a>(
+    env: Env<'a>,
+    dev: Term<'a>,
+    what: Term<'a>,
+    socket_path: String,
+    timeout_ms: u64,
+) -> NifResult<Term<'a>> {
+    let change = match decode_change(what)?.and_then(|c| c.validate().map(|()| c)) {
+        Ok(change) => change,
+        Err(bad) => return Ok(invalid_option(env, bad)),
+    };
+    let dev = resource::get(env, dev).ok_or(rustler::Error::BadArg)?;
+    let (name, netns) = match dev.owned() {
+        Ok(owned) => (owned.name().to_owned(), owned.netns()),
+        Err(why) => return Ok(refused(env, why)),
+    };
+    let result = match platform::apply(&name, &change, netns.as_deref()) {
+        // The server changes only devices of its own namespace.
+        Err(e) if is_privilege_error(&e) && netns.is_none() => {
+            // A copy of the fd goes along as proof that the caller holds it.
+            let copy = match dev.owned() {
+                Ok(owned) => owned.fd().try_clone_to_owned(),
+                Err(why) => return Ok(refused(env, why)),
+            };
+            copy.and_then(|fd| {
+                let socket = std::path::Path::new(&socket_path);
+                client::change(
+                    socket,
+                    fd.as_fd(),
+                    &change,
+                    Duration::from_millis(timeout_ms),
+                )
+            })
+        }
+        direct => direct.map(Ok),
+    };
+    Ok(match result {
+        Ok(Ok(())) => atoms::ok().encode(env),
+        Ok(Err(bad)) => invalid_option(env, bad),
+        Err(err) => io_error(env, &err),
+    })
+}
+
+/// Starts or stops link events for the caller's device (see `linkwatch`);
+/// they go through its reader, which the caller gave it first.
+#[rustler::nif(schedule = "DirtyIo")]
+fn link_events<'a>(env: Env<'a>, dev: Term<'a>, on: bool) -> NifResult<Term<'a>> {
+    let dev = resource::get(env, dev).ok_or(rustler::Error::BadArg)?;
+    let (name, netns, reader) = match dev.owned() {
+        Ok(mut owned) if !on => {
+            owned.set_link_events(None);
+            return Ok(atoms::ok().encode(env));
+        }
+        Ok(owned) => (owned.name().to_owned(), owned.netns(), owned.reader()),
+        Err(why) => return Ok(refused(env, why)),
+    };
+    let Some(reader) = reader else {
+        return Ok(io_error(env, &io::Error::from_raw_os_error(libc::EINVAL)));
+    };
+    let subscription = platform::link_info(&name, netns.as_deref())
+        .and_then(|link| linkwatch::subscribe(netns, link.index, reader, (link.up, link.mtu)));
+    Ok(match (subscription, dev.owned()) {
+        (Ok(subscription), Ok(mut owned)) => {
+            owned.set_link_events(Some(subscription));
+            atoms::ok().encode(env)
+        }
+        (Err(err), _) => io_error(env, &err),
+        (_, Err(why)) => refused(env, why),
+    })
 }
 
 fn load(env: Env, _info: Term) -> bool {

@@ -16,8 +16,9 @@ use rustler::{Binary, Env, NewBinary, OwnedBinary, Term};
 use tundra_core::framing::MAX_HEADER_LEN;
 use tundra_core::Framing;
 
-/// Largest packet a TUN device can carry (its maximum MTU) plus header.
-const SCRATCH_LEN: usize = 65535 + MAX_HEADER_LEN;
+/// Largest packet a TUN device can carry (its maximum MTU) plus header;
+/// the same for a TAP device's frames.
+const SCRATCH_LEN: usize = MAX_FRAME + MAX_HEADER_LEN;
 
 /// Most pieces of iodata written without flattening; longer or deeper
 /// iodata, or iodata with byte integers, is flattened by the VM first.
@@ -162,6 +163,12 @@ enum FirstReads<'a> {
 /// more (and a TUN device's MTU is at most this).
 pub const MAX_PACKET: usize = 65535;
 
+/// An Ethernet header: two addresses and the EtherType.
+const ETHERNET_HEADER: usize = 14;
+/// Largest frame `send` takes on a TAP device: a largest packet with its
+/// Ethernet header and a VLAN tag.
+pub const MAX_FRAME: usize = MAX_PACKET + ETHERNET_HEADER + 4;
+
 /// Most terms of an iolist looked at before giving up on writing it
 /// without flattening: bounds the work of one call whatever its input.
 const MAX_VISITS: usize = 64;
@@ -188,9 +195,10 @@ pub enum Unwritable {
 /// Why a packet is refused before it reaches the kernel.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Refusal {
-    /// Longer than `MAX_PACKET`.
+    /// Longer than `MAX_PACKET` (a frame: than its largest).
     TooLong,
-    /// Not a whole IPv4 or IPv6 packet (see `tundra_core::ip`).
+    /// Not a whole IPv4 or IPv6 packet (see `tundra_core::ip`), or a
+    /// frame shorter than an Ethernet header.
     NotIp,
 }
 
@@ -251,6 +259,15 @@ impl<'a> Outgoing<'a> {
 
     /// Whether the kernel should be handed this packet.
     pub fn check(&self, framing: Framing) -> Result<(), Refusal> {
+        if framing == Framing::Ethernet {
+            // The kernel checks nothing else of a frame before it is
+            // received on the TAP interface.
+            return match self.len {
+                len if len > MAX_FRAME => Err(Refusal::TooLong),
+                len if len < ETHERNET_HEADER => Err(Refusal::NotIp),
+                _ => Ok(()),
+            };
+        }
         if self.len > MAX_PACKET {
             return Err(Refusal::TooLong);
         }
@@ -264,14 +281,10 @@ impl<'a> Outgoing<'a> {
                 break;
             }
         }
-        match framing {
-            Framing::Raw | Framing::LinuxPacketInfo | Framing::AddressFamily => {
-                if tundra_core::ip::is_whole_packet(&head[..at], self.len) {
-                    Ok(())
-                } else {
-                    Err(Refusal::NotIp)
-                }
-            }
+        if tundra_core::ip::is_whole_packet(&head[..at], self.len) {
+            Ok(())
+        } else {
+            Err(Refusal::NotIp)
         }
     }
 

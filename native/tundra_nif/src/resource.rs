@@ -43,7 +43,7 @@ use std::ffi::{c_int, c_void};
 use std::mem::{align_of, MaybeUninit};
 use std::os::fd::{AsRawFd, BorrowedFd, RawFd};
 use std::ptr::{self, NonNull};
-use std::sync::{Mutex, MutexGuard, OnceLock};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 
 use rustler::env::{OwnedEnv, SavedTerm};
 use rustler::sys::{
@@ -52,8 +52,10 @@ use rustler::sys::{
 };
 use rustler::{Encoder, Env, LocalPid, Term};
 use tundra_core::closer::DeferredFd;
+use tundra_core::platform::Netns;
 use tundra_core::Framing;
 
+use crate::linkwatch::Subscription;
 use crate::{atoms, packet, registry};
 
 // enif_select mode flags (erl_drv_nif.h). rustler's constants of the same
@@ -143,9 +145,13 @@ struct State {
     /// (invariant 6) is still held.
     self_ref: bool,
     active: Active,
-    /// The process that reads the device for its owner in active mode,
-    /// once there is one.
+    /// The process that reads the device for its owner in active mode
+    /// (and passes link events on), once there is one.
     reader: Option<ErlNifPid>,
+    /// The device's network namespace, when it is not the VM's.
+    netns: Option<Arc<Netns>>,
+    /// Link events go to the reader while this is held.
+    link_events: Option<Subscription>,
 }
 
 /// A select handle (a reference), kept in an environment of its own so
@@ -236,10 +242,15 @@ pub fn new_device<'a>(
     id: registry::Id,
     name: String,
     framing: Framing,
+    netns: Option<Arc<Netns>>,
 ) -> Option<Term<'a>> {
     let kind = RESOURCE_TYPE.get()?.0.as_ptr();
     let owner = self_pid(env);
-    let index = nix::net::if_::if_nametoindex(name.as_str()).unwrap_or(0);
+    // The registry matches names of this namespace only.
+    let index = match netns {
+        None => nix::net::if_::if_nametoindex(name.as_str()).unwrap_or(0),
+        Some(_) => 0,
+    };
     registry::describe(id, &name, index, LocalPid::from_c_arg(owner));
     // SAFETY: `kind` is our registered type; the size is that of `Device`.
     let obj = unsafe { sys::enif_alloc_resource(kind, std::mem::size_of::<Device>()) };
@@ -264,6 +275,8 @@ pub fn new_device<'a>(
                     self_ref: true,
                     active: Active::Off,
                     reader: None,
+                    netns,
+                    link_events: None,
                 }),
             },
         )
@@ -324,6 +337,16 @@ pub fn get<'a>(env: Env<'a>, term: Term<'a>) -> Option<DeviceRef<'a>> {
     Some(DeviceRef { env, term, device })
 }
 
+/// What `DeviceRef::describe` reads.
+pub struct Described {
+    pub name: String,
+    pub owner: LocalPid,
+    pub fd: RawFd,
+    pub framing: Framing,
+    pub netns: Option<Arc<Netns>>,
+    pub link_events: bool,
+}
+
 /// The device locked for its owner, open. Dropping it unlocks.
 pub struct Owned<'r, 'a> {
     dev: &'r DeviceRef<'a>,
@@ -358,15 +381,18 @@ impl<'a> DeviceRef<'a> {
         (is_reader && state.fd.is_some()).then_some(Reading { dev: self, state })
     }
 
-    /// Name, owner and fd number, for anyone to read; `Closed` once closed.
-    pub fn describe(&self) -> Result<(String, LocalPid, RawFd), Refused> {
+    /// What anyone may read of the device; `Closed` once closed.
+    pub fn describe(&self) -> Result<Described, Refused> {
         let state = self.device.lock();
         match state.fd.as_ref().and_then(DeferredFd::as_fd) {
-            Some(fd) => Ok((
-                state.name.clone(),
-                LocalPid::from_c_arg(state.owner),
-                fd.as_raw_fd(),
-            )),
+            Some(fd) => Ok(Described {
+                name: state.name.clone(),
+                owner: LocalPid::from_c_arg(state.owner),
+                fd: fd.as_raw_fd(),
+                framing: state.framing,
+                netns: state.netns.clone(),
+                link_events: state.link_events.is_some(),
+            }),
             None => Err(Refused::Closed),
         }
     }
@@ -387,6 +413,19 @@ impl Owned<'_, '_> {
 
     pub fn framing(&self) -> Framing {
         self.state.framing
+    }
+
+    pub fn name(&self) -> &str {
+        &self.state.name
+    }
+
+    pub fn netns(&self) -> Option<Arc<Netns>> {
+        self.state.netns.clone()
+    }
+
+    /// Starts (`Some`) or ends (`None`) link events.
+    pub fn set_link_events(&mut self, subscription: Option<Subscription>) {
+        self.state.link_events = subscription;
     }
 
     /// Asks the VM to send `msg` to the owner once the fd is ready in
@@ -673,6 +712,7 @@ fn shut_down(env: *mut ErlNifEnv, obj: *mut c_void, mut state: MutexGuard<'_, St
     };
     registry::closing(state.id);
     state.active = Active::Off;
+    state.link_events = None;
     state.handles = Default::default();
     let self_ref = std::mem::take(&mut state.self_ref);
     if state.selected {

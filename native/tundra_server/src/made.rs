@@ -50,6 +50,13 @@ impl Records {
         self.lock().entry(uid).or_default().push(made);
     }
 
+    /// Whether device `index` called `name` was made for `uid`.
+    pub fn holds(&self, uid: u32, index: u32, name: &str) -> bool {
+        self.lock()
+            .get(&uid)
+            .is_some_and(|made| made.iter().any(|m| m.index == index && m.name == name))
+    }
+
     pub fn count(&self, uid: u32) -> usize {
         self.lock().get(&uid).map_or(0, Vec::len)
     }
@@ -131,6 +138,9 @@ mod tests {
             name: name.into(),
             persist: attached == 0,
             attached,
+            packet_info: false,
+            tap: false,
+            multi_queue: false,
         }
     }
 
@@ -149,6 +159,9 @@ mod tests {
         records.add(1000, made(12, "tun2"));
         records.add(2000, made(13, "tun3"));
         assert_eq!(records.count(1000), 3);
+        assert!(records.holds(1000, 11, "tun1"));
+        assert!(!records.holds(2000, 11, "tun1"), "another user's");
+        assert!(!records.holds(1000, 11, "tun9"), "index reused by another");
 
         // tun0 held, tun1 gone, tun2 persisted with no fd, and index 13
         // now names another device (the record's is gone).

@@ -197,6 +197,12 @@ pub fn conflict(address: &IpAddr, claims: &[Cidr], occupied: &Occupied) -> Optio
     if occupied.addresses.contains(address) {
         return Some(format!("{address} is already assigned to an interface"));
     }
+    route_conflict(claims, occupied)
+}
+
+/// `Some(why)` when a claim overlaps a route other than a default route
+/// (see `conflict`).
+pub fn route_conflict(claims: &[Cidr], occupied: &Occupied) -> Option<String> {
     claims.iter().find_map(|claim| {
         occupied
             .routes

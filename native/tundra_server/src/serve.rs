@@ -1,10 +1,11 @@
 //! One client connection: check the peer, read one bounded request before
-//! one deadline, decide, create the device, reply with its fd. Every
-//! connection ends in one [`Outcome`], rendered (reply and log line) in
-//! one place; nothing a client sends can take the server down.
+//! one deadline, decide, create the device (and reply with its fds) or
+//! change one the peer holds. Every connection ends in one [`Outcome`],
+//! rendered (reply and log line) in one place; nothing a client sends can
+//! take the server down.
 
-use std::io::{self, Read, Write};
-use std::os::fd::{AsFd, AsRawFd};
+use std::io::{self, IoSliceMut, Read, Write};
+use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::os::unix::net::UnixStream;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -13,7 +14,7 @@ use nix::unistd::Gid;
 use tundra_core::legacy::{self, LegacyError};
 use tundra_core::platform;
 use tundra_core::protocol::{self, FrameError, Reply, Request};
-use tundra_core::{errno, DeviceConfig, Framing};
+use tundra_core::{errno, Change, DeviceConfig, Framing};
 
 use crate::access::{self, Peer};
 use crate::log::{log, Untrusted};
@@ -37,9 +38,11 @@ pub struct Context {
 
 /// How one connection ends.
 enum Outcome {
-    /// A device was made; `reply` goes out with its fd.
+    /// Done: `reply` goes out, with the fds of `made` when a device was
+    /// made; `device` names the device.
     Served {
-        device: platform::Device,
+        made: Option<platform::Device>,
+        device: String,
         reply: Vec<u8>,
         note: &'static str,
     },
@@ -137,11 +140,13 @@ fn serve(stream: &UnixStream, peer: &Peer, ctx: &Context, deadline: Deadline) ->
     }
     let mut reader = DeadlineReader { stream, deadline };
     // A current frame starts with MAGIC, a 0.x create request with its
-    // type, 0: the first four bytes tell the two apart.
+    // type, 0: the first four bytes tell the two apart. A change request's
+    // device fd rides on its first byte.
     let mut first = [0u8; 4];
-    if let Err(e) = reader.read_exact(&mut first) {
-        return Outcome::dropped("-", format!("dropped: {}", read_failure(&e)));
-    }
+    let attached = match read_first(&mut reader, &mut first) {
+        Ok(attached) => attached,
+        Err(e) => return Outcome::dropped("-", format!("dropped: {}", read_failure(&e))),
+    };
     if first == legacy::CREATE_PREFIX {
         return serve_legacy(&mut reader, first, peer, ctx);
     }
@@ -149,6 +154,7 @@ fn serve(stream: &UnixStream, peer: &Peer, ctx: &Context, deadline: Deadline) ->
         protocol::read_payload(&mut (&first[..]).chain(reader)).and_then(|p| protocol::decode(&p));
     let config = match request {
         Ok(Request::Create(config)) => config,
+        Ok(Request::Change(change)) => return serve_change(ctx, peer, change, attached),
         // Silent, slow or vanished client: dropped without a reply.
         Err(FrameError::Io(e)) => {
             return Outcome::dropped("-", format!("dropped: {}", read_failure(&e)))
@@ -163,12 +169,14 @@ fn serve(stream: &UnixStream, peer: &Peer, ctx: &Context, deadline: Deadline) ->
             why: format!("invalid option {}", option.option_name()),
         };
     }
-    match create(ctx, peer, config, platform::NATIVE_FRAMING) {
+    let framing = platform::framing_for(config.mode);
+    match create(ctx, peer, config, framing) {
         Ok(device) => match protocol::encode(&Reply::Created {
             name: device.name.clone(),
         }) {
             Ok(reply) => Outcome::Served {
-                device,
+                device: device.name.clone(),
+                made: Some(device),
                 reply,
                 note: "created",
             },
@@ -211,7 +219,8 @@ fn serve_legacy(reader: &mut impl Read, first: [u8; 4], peer: &Peer, ctx: &Conte
     match created {
         Ok(device) => Outcome::Served {
             reply: legacy::encode_reply(&device.name).to_vec(),
-            device,
+            device: device.name.clone(),
+            made: Some(device),
             note: "created (0.x client)",
         },
         Err(refused) => Outcome::dropped("-", format!("0.x request {}", refused.why)),
@@ -255,7 +264,7 @@ fn create(
             ));
         }
     }
-    let occupied = platform::occupied().map_err(|e| Refusal::io(&e))?;
+    let occupied = platform::occupied(None).map_err(|e| Refusal::io(&e))?;
     if let Some(why) = policy::conflict(&config.address, &claims, &occupied) {
         return Err(Refusal::new(
             libc::EADDRINUSE,
@@ -276,6 +285,140 @@ fn create(
     Ok(device)
 }
 
+/// Serves a change request: the attached fd must be a device the server
+/// made for this peer (root: any device of the server's namespace), and
+/// an address or route it adds must pass the checks a new device's would.
+fn serve_change(ctx: &Context, peer: &Peer, change: Change, attached: Option<OwnedFd>) -> Outcome {
+    let Some(fd) = attached else {
+        return Outcome::failed(
+            libc::EBADF,
+            "-",
+            "bad request: no device fd attached".into(),
+        );
+    };
+    let name = match platform::inspect(fd.as_fd()) {
+        Ok(tun) if tun.netns.is_none() => tun.name,
+        Ok(tun) => {
+            return Outcome::failed(
+                libc::EACCES,
+                &tun.name,
+                "refused (eacces): the device is in another network namespace".into(),
+            )
+        }
+        Err(_) => {
+            return Outcome::failed(libc::EBADF, "-", "bad request: not a TUN or TAP fd".into())
+        }
+    };
+    if let Err(option) = change.validate() {
+        return Outcome::Refused {
+            answer: Some(Reply::Invalid { option }),
+            device: name,
+            why: format!("invalid option {}", option.option_name()),
+        };
+    }
+    match make_change(ctx, peer, &name, &change) {
+        Ok(()) => match protocol::encode(&Reply::Changed) {
+            Ok(reply) => Outcome::Served {
+                made: None,
+                device: name,
+                reply,
+                note: change_note(&change),
+            },
+            Err(bad) => Outcome::dropped(&name, format!("cannot encode the reply: {bad:?}")),
+        },
+        Err(refused) => Outcome::failed(refused.errno, &name, refused.why),
+    }
+}
+
+fn change_note(change: &Change) -> &'static str {
+    match change {
+        Change::Link { .. } => "changed: link",
+        Change::AddAddress(_) => "changed: address added",
+        Change::RemoveAddress(_) => "changed: address removed",
+        Change::AddRoute(_) => "changed: route added",
+        Change::RemoveRoute(_) => "changed: route removed",
+    }
+}
+
+/// Decides whether `peer` may make `change` to device `name` and makes it.
+fn make_change(ctx: &Context, peer: &Peer, name: &str, change: &Change) -> Result<(), Refusal> {
+    let index =
+        nix::net::if_::if_nametoindex(name).map_err(|e| Refusal::io(&io::Error::from(e)))?;
+    let apply = || platform::apply(name, change, None).map_err(|e| Refusal::io(&e));
+    if peer.uid == 0 {
+        return apply();
+    }
+    if !ctx.records.holds(peer.uid, index, name) {
+        return Err(Refusal::new(
+            libc::EACCES,
+            "refused (eacces): not a device the server made for this user",
+        ));
+    }
+    let claims = change.claims();
+    if claims.is_empty() {
+        return apply();
+    }
+    ctx.policy
+        .check_delegated(peer.uid, &access::groups(peer), &claims)
+        .map_err(|why| Refusal::new(libc::EACCES, format!("refused (eacces): {why}")))?;
+    let _creating = ctx.creating.lock().unwrap_or_else(|p| p.into_inner());
+    // What the device itself has does not collide with its own additions.
+    let occupied = platform::occupied(Some(index)).map_err(|e| Refusal::io(&e))?;
+    let address = match change {
+        Change::AddAddress(spec) => Some(spec.address),
+        _ => None,
+    };
+    let collision = match address {
+        Some(address) => policy::conflict(&address, &claims, &occupied),
+        None => policy::route_conflict(&claims, &occupied),
+    };
+    if let Some(why) = collision {
+        return Err(Refusal::new(
+            libc::EADDRINUSE,
+            format!("refused (eaddrinuse): {why}"),
+        ));
+    }
+    apply()
+}
+
+/// Reads the first bytes of a request into `first`, with any fd that rides
+/// on them (SCM_RIGHTS; installed close-on-exec, and closed when dropped
+/// unless a change request uses it). Extra fds are closed by the kernel.
+fn read_first(reader: &mut DeadlineReader, first: &mut [u8; 4]) -> io::Result<Option<OwnedFd>> {
+    use nix::sys::socket::{recvmsg, ControlMessageOwned, MsgFlags};
+    let left = reader.deadline.left().ok_or(io::ErrorKind::TimedOut)?;
+    reader.stream.set_read_timeout(Some(left))?;
+    let mut space = nix::cmsg_space!([RawFd; 1]);
+    let (got, fds) = {
+        let mut iov = [IoSliceMut::new(&mut first[..])];
+        let msg = recvmsg::<()>(
+            reader.stream.as_raw_fd(),
+            &mut iov,
+            Some(&mut space),
+            MsgFlags::MSG_CMSG_CLOEXEC,
+        )
+        .map_err(io::Error::from)?;
+        let mut fds = Vec::new();
+        for cmsg in msg.cmsgs().map_err(io::Error::from)? {
+            if let ControlMessageOwned::ScmRights(received) = cmsg {
+                fds.extend(received.into_iter().map(own_received));
+            }
+        }
+        (msg.bytes, fds)
+    };
+    if got == 0 {
+        return Err(io::ErrorKind::UnexpectedEof.into());
+    }
+    reader.read_exact(&mut first[got..])?;
+    Ok(fds.into_iter().next())
+}
+
+fn own_received(fd: RawFd) -> OwnedFd {
+    // SAFETY: `fd` was just received with SCM_RIGHTS: the kernel installed
+    // it in this process's table, and nothing else refers to it.
+    unsafe { OwnedFd::from_raw_fd(fd) }
+}
+
 /// Sends what `outcome` says to send and logs its one line.
 fn render(stream: &UnixStream, peer: &Peer, outcome: Outcome, deadline: Deadline) {
     // A request that made it in time still gets a moment for its reply.
@@ -283,18 +426,23 @@ fn render(stream: &UnixStream, peer: &Peer, outcome: Outcome, deadline: Deadline
     let _ = stream.set_write_timeout(Some(reply_time));
     match outcome {
         Outcome::Served {
+            made,
             device,
             reply,
             note,
         } => {
-            // The server's own copies of the fds are closed when `device`
+            // The server's own copies of the fds are closed when `made`
             // drops, leaving the client's as the only ones.
-            let result = match send_with_fds(stream, &reply, &device) {
+            let sent = match &made {
+                Some(made) => send_with_fds(stream, &reply, made),
+                None => (&*stream).write(&reply),
+            };
+            let result = match sent {
                 Ok(n) if n == reply.len() => note.to_string(),
                 Ok(_) => "dropped: short write of the reply".into(),
                 Err(e) => format!("dropped: {}", errno::io_error_name(&e)),
             };
-            log_request(peer, &device.name, &result);
+            log_request(peer, &device, &result);
         }
         Outcome::Refused {
             answer,

@@ -57,7 +57,7 @@ fn a_valid_request_gets_a_working_device_that_lives_as_long_as_its_fd() {
     };
     let sys = format!("/sys/class/net/{}", dev.name);
     assert!(Path::new(&sys).exists());
-    let info = tundra_core::platform::link_info(&dev.name).expect("link info");
+    let info = tundra_core::platform::link_info(&dev.name, None).expect("link info");
     assert!(info.up);
     assert_eq!(
         std::fs::read_to_string(format!("{sys}/owner"))

@@ -7,7 +7,7 @@
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::IpAddr;
-use std::os::fd::AsRawFd;
+use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::os::unix::fs::PermissionsExt;
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
@@ -17,7 +17,7 @@ use std::time::Duration;
 
 use tundra_core::client::{self, Outcome};
 use tundra_core::protocol::{self, Reply, Request};
-use tundra_core::DeviceConfig;
+use tundra_core::{AddressSpec, Change, Cidr, DeviceConfig, RouteSpec};
 
 mod support;
 use support::{eventually, interface_exists, privileged_netns, run, Server, MEMBER_GID, TIMEOUT};
@@ -56,6 +56,32 @@ fn unprivileged_client() {
             result(describe(client::create(socket, &config, TIMEOUT)));
         }
         "legacy" => result(legacy_create(socket, fields[2], fields[3])),
+        "change" => {
+            // The device: one inherited from the test (its fd number), or
+            // a new one from the server (address and peer).
+            let dev = match fields[2].parse::<RawFd>() {
+                // SAFETY: the test handed this fd down, open and not
+                // close-on-exec, for this process alone to use.
+                Ok(fd) => unsafe { OwnedFd::from_raw_fd(fd) },
+                Err(_) => {
+                    match client::create(socket, &device(fields[2], fields[3], "", ""), TIMEOUT) {
+                        Ok(Outcome::Created(dev)) => dev.fd,
+                        other => panic!("create: {}", describe(other)),
+                    }
+                }
+            };
+            let outcomes: Vec<String> = fields[4]
+                .split(';')
+                .map(
+                    |spec| match client::change(socket, dev.as_fd(), &change_of(spec), TIMEOUT) {
+                        Ok(Ok(())) => "ok".into(),
+                        Ok(Err(option)) => format!("invalid {}", option.option_name()),
+                        Err(e) => format!("errno {}", tundra_core::errno::io_error_name(&e)),
+                    },
+                )
+                .collect();
+            result(outcomes.join(","));
+        }
         "persist" => {
             // Devices made persistent and given to another user with the
             // ioctls any holder of the fd may use.
@@ -108,6 +134,48 @@ fn device(addr: &str, peer: &str, prefix: &str, name: &str) -> DeviceConfig {
         config.name = Some(name.into());
     }
     config
+}
+
+/// A change written as `mtu N`, `addr A/P`, `peer A P` or `route N/P`.
+fn change_of(spec: &str) -> Change {
+    let words: Vec<&str> = spec.split(' ').collect();
+    let prefixed = |text: &str| {
+        let (address, prefix) = text.split_once('/').expect("A/P");
+        (
+            address.parse::<IpAddr>().expect("address"),
+            prefix.parse::<u8>().expect("prefix"),
+        )
+    };
+    match words[..] {
+        ["mtu", n] => Change::Link {
+            up: None,
+            mtu: Some(n.parse().expect("mtu")),
+        },
+        ["addr", text] => {
+            let (address, prefix) = prefixed(text);
+            Change::AddAddress(AddressSpec {
+                address,
+                dstaddr: None,
+                prefix,
+            })
+        }
+        ["peer", address, peer] => {
+            let peer: IpAddr = peer.parse().expect("peer");
+            Change::AddAddress(AddressSpec {
+                address: address.parse().expect("address"),
+                dstaddr: Some(peer),
+                prefix: if peer.is_ipv4() { 32 } else { 128 },
+            })
+        }
+        ["route", text] => {
+            let (network, prefix) = prefixed(text);
+            Change::AddRoute(RouteSpec {
+                dst: Cidr::new(network, prefix).expect("route"),
+                metric: None,
+            })
+        }
+        _ => panic!("unknown change {spec:?}"),
+    }
 }
 
 fn describe(outcome: std::io::Result<Outcome>) -> String {
@@ -428,6 +496,71 @@ fn peer_hijack_short_prefixes_and_address_theft_are_refused() {
     assert_eq!(host.route_to("198.51.100.7"), host.link);
     let fine = create_as(ALICE, &server, "10.63.1.2", "10.63.1.1", "", "");
     assert!(fine.starts_with("created"), "{fine}");
+}
+
+#[test]
+fn changes_stay_inside_the_delegation_on_the_members_own_devices() {
+    if !privileged_netns() {
+        return;
+    }
+    let host = RemoteHost::new();
+    let config = format!(
+        "allow uid:{ALICE} 10.50.0.0/16 10.68.0.0/16 fd68::/48\nallow uid:{BOB} 10.69.0.0/16\n"
+    );
+    let server = Server::start("change", &config, &[]);
+    let socket = server.socket.display().to_string();
+    // Root's device in Alice's range, which she must not shadow.
+    let mut root = DeviceConfig::new("10.68.9.1".parse().expect("address"));
+    root.prefix = 24;
+    let root = tundra_core::platform::create(&root).expect("root's device");
+
+    let changes = [
+        // Hers to make.
+        "mtu 1400",
+        "addr 10.68.1.2/24",
+        "peer fd68::1:2 fd68::1:1",
+        "route 10.68.2.0/24",
+        // Outside her delegation: the host's routing.
+        "route 10.0.0.0/8",
+        "addr fd68::2:2/0",
+        "peer 10.68.3.2 169.254.169.254",
+        // Inside it, but the host's or root's already.
+        "route 10.50.0.0/24",
+        "peer 10.68.3.2 10.50.0.9",
+        "addr 10.50.0.9/32",
+        "route 10.68.9.0/25",
+    ];
+    let mut alice = as_member(
+        ALICE,
+        &format!("change|{socket}|10.68.0.2|10.68.0.1|{}", changes.join(";")),
+    );
+    assert_eq!(
+        alice.result(),
+        "ok,ok,ok,ok,errno eacces,errno eacces,errno eacces,\
+         errno eaddrinuse,errno eaddrinuse,errno eaddrinuse,errno eaddrinuse"
+    );
+    assert_eq!(host.route_to("10.50.0.9"), host.link);
+    assert_eq!(host.route_to("10.68.9.7"), root.name);
+    alice.finish();
+
+    // Bob holds an fd of root's device: not his, whatever he asks.
+    let fd = root.fd.as_raw_fd();
+    nix::fcntl::fcntl(
+        &root.fd,
+        nix::fcntl::FcntlArg::F_SETFD(nix::fcntl::FdFlag::empty()),
+    )
+    .expect("inheritable");
+    let mut bob = as_member(
+        BOB,
+        &format!("change|{socket}|{fd}||mtu 1300;route 10.69.1.0/24"),
+    );
+    assert_eq!(bob.result(), "errno eacces,errno eacces");
+    bob.finish();
+    let mtu = std::fs::read_to_string(format!("/sys/class/net/{}/mtu", root.name)).expect("mtu");
+    assert_eq!(mtu.trim(), "1500");
+    assert!(server
+        .log()
+        .contains("not a device the server made for this user"));
 }
 
 #[test]

@@ -1,26 +1,28 @@
 //! Routes to the code of the OS being built for. Every OS module exposes the
 //! same functions:
 //!
-//! - `create(&DeviceConfig) -> io::Result<Device>`: a configured device whose
-//!   fd is non-blocking and close-on-exec, framed as `NATIVE_FRAMING`;
+//! - `create(&DeviceConfig)`: a configured device whose fd is non-blocking
+//!   and close-on-exec, framed as `framing_for` its mode says;
 //! - `create_for(&DeviceConfig, Option<u32>, Framing)`: the same for the
 //!   server, recording the owning uid where the OS can, in a given framing
 //!   (`EOPNOTSUPP` for one the OS does not have);
+//! - `create_placed(&DeviceConfig, &Placement)`: direct creation in
+//!   another network namespace and/or as a persistent device;
+//! - `attach(name, queues)`: opens an existing persistent device the
+//!   caller may use (its owner or group);
 //! - `deprioritize_thread()`: lets the calling (closer) thread yield to the
 //!   VM's schedulers, where the OS can do that for one thread;
-//! - `inspect(BorrowedFd) -> io::Result<TunFd>`: whether an fd is a TUN
-//!   device, its interface name and framing (for adopting inherited fds);
-//! - `link_info(&str) -> io::Result<LinkInfo>`: MTU and addresses of an
-//!   interface;
-//! - `occupied() -> io::Result<Occupied>`: the addresses and routes of the
-//!   network namespace, which a new device must not collide with (for the
-//!   server);
-//! - `tun_links() -> io::Result<Vec<TunLink>>` and `delete_link(index)`:
-//!   the namespace's TUN devices and how many fds hold each, and removing
-//!   one (for the server, which removes its devices nobody holds).
+//! - `inspect(BorrowedFd)`: whether an fd is a TUN or TAP device, its
+//!   interface name, framing and network namespace (for adopting fds);
+//! - `link_info(name, netns)`: state, addresses, routes and counters of an
+//!   interface; `apply(name, &Change, netns)`: changes it;
+//! - `LinkMonitor`: notifications of link changes (`Netns::enter` puts a
+//!   thread of Tundra's own in a device's namespace to hear them there);
+//! - `occupied(except)`, `tun_links()`, `delete_link(index)`: what the
+//!   server's policy and reaper look at.
 //!
-//! Where an OS lacks one of these (the server's on macOS), it returns
-//! `EOPNOTSUPP`.
+//! Where an OS lacks one of these (most of the server's on macOS, network
+//! namespaces, TAP and persistent devices), it returns `EOPNOTSUPP`.
 
 use std::io;
 use std::net::IpAddr;
@@ -29,22 +31,22 @@ use std::os::fd::{BorrowedFd, OwnedFd};
 use nix::fcntl::{fcntl, FcntlArg, OFlag};
 
 use crate::cidr::Cidr;
-use crate::Framing;
+use crate::{Framing, Mode};
 
 #[cfg(target_os = "linux")]
 mod linux;
 #[cfg(target_os = "linux")]
 pub use linux::{
-    create, create_for, delete_link, deprioritize_thread, inspect, link_info, occupied, tun_links,
-    NATIVE_FRAMING,
+    apply, attach, create, create_for, create_placed, delete_link, deprioritize_thread, inspect,
+    link_info, occupied, tun_links, LinkMonitor, Netns, NATIVE_FRAMING,
 };
 
 #[cfg(target_os = "macos")]
 mod macos;
 #[cfg(target_os = "macos")]
 pub use macos::{
-    create, create_for, delete_link, deprioritize_thread, inspect, link_info, occupied, tun_links,
-    NATIVE_FRAMING,
+    apply, attach, create, create_for, create_placed, delete_link, deprioritize_thread, inspect,
+    link_info, occupied, tun_links, LinkMonitor, Netns, NATIVE_FRAMING,
 };
 
 #[cfg(not(any(target_os = "linux", target_os = "macos")))]
@@ -72,13 +74,43 @@ pub struct Device {
     pub queues: Vec<OwnedFd>,
     pub name: String,
     pub framing: Framing,
+    /// The network namespace it was made in, when not this process's.
+    pub netns: Option<Netns>,
 }
 
-/// What an existing TUN fd is attached to.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// How a device of `mode` frames packets: TAP devices carry Ethernet
+/// frames, TUN devices the platform's native framing.
+pub fn framing_for(mode: Mode) -> Framing {
+    match mode {
+        Mode::Tun => NATIVE_FRAMING,
+        Mode::Tap => Framing::Ethernet,
+    }
+}
+
+/// What an existing TUN or TAP fd is attached to.
+#[derive(Debug)]
 pub struct TunFd {
     pub name: String,
     pub framing: Framing,
+    /// The device's network namespace, when it is not this process's.
+    pub netns: Option<Netns>,
+}
+
+/// Where and how a device is made by `create_placed`.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Placement {
+    /// The network namespace to make it in: a name as `ip netns` knows
+    /// it, or a path such as `/proc/PID/ns/net`.
+    pub netns: Option<String>,
+    /// Made persistent: it outlives its fds, and these may open it again.
+    pub persist: Option<Persist>,
+}
+
+/// Who may open a persistent device without privilege.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Persist {
+    pub owner: Option<u32>,
+    pub group: Option<u32>,
 }
 
 /// One address of an interface.
@@ -97,6 +129,43 @@ pub struct LinkInfo {
     pub mtu: u32,
     pub up: bool,
     pub addresses: Vec<InterfaceAddress>,
+    /// The main table's routes through it.
+    pub routes: Vec<RouteInfo>,
+    pub stats: LinkStats,
+    /// A TAP device's Ethernet address.
+    pub mac: Option<[u8; 6]>,
+}
+
+/// A route through an interface.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RouteInfo {
+    pub dst: Cidr,
+    pub metric: Option<u32>,
+}
+
+/// An interface's counters (IFLA_STATS64): "rx" is what the system
+/// received on the interface (what the program sent), "tx" what it sent
+/// through it (what the program is given to read).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct LinkStats {
+    pub rx_packets: u64,
+    pub rx_bytes: u64,
+    pub rx_errors: u64,
+    pub rx_dropped: u64,
+    pub tx_packets: u64,
+    pub tx_bytes: u64,
+    pub tx_errors: u64,
+    pub tx_dropped: u64,
+}
+
+/// A link's state as a notification reports it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LinkEvent {
+    pub index: u32,
+    pub up: bool,
+    pub mtu: u32,
+    /// The link was deleted.
+    pub removed: bool,
 }
 
 /// What a network namespace already uses: every address assigned to an
@@ -120,4 +189,9 @@ pub struct TunLink {
     /// 0 on a persistent device means no fd holds it (or its holder turned
     /// the carrier off).
     pub attached: u32,
+    /// Whether its packets carry the `tun_pi` header.
+    pub packet_info: bool,
+    /// A TAP device (Ethernet frames).
+    pub tap: bool,
+    pub multi_queue: bool,
 }

@@ -1,63 +1,190 @@
-//! Linux: TUN devices from `/dev/net/tun`, configured over rtnetlink.
+//! Linux: TUN and TAP devices from `/dev/net/tun`, configured over
+//! rtnetlink, in this network namespace or another one.
 
 mod netlink;
+mod netns;
 mod sys;
 mod tun;
 
 use std::io;
 use std::net::IpAddr;
-use std::os::fd::BorrowedFd;
+use std::os::fd::{AsFd, BorrowedFd};
 
-use super::{Device, LinkInfo, Occupied, TunFd, TunLink};
-use crate::{DeviceConfig, Framing};
+pub use netlink::LinkMonitor;
+pub use netns::Netns;
+
+use super::{Device, LinkInfo, Occupied, Persist, Placement, TunFd, TunLink};
+use crate::config::valid_interface_name;
+use crate::{AddressSpec, Change, DeviceConfig, Framing, Mode};
+use netlink::Rtnl;
+use netns::run_in;
+use tun::Kind;
 
 fn interface_index(name: &str) -> io::Result<u32> {
     Ok(nix::net::if_::if_nametoindex(name)?)
 }
 
-/// How this platform's devices frame packets unless asked otherwise.
+fn einval() -> io::Error {
+    io::Error::from_raw_os_error(libc::EINVAL)
+}
+
+/// How this platform's TUN devices frame packets unless asked otherwise.
 pub const NATIVE_FRAMING: Framing = Framing::Raw;
 
-/// Creates a TUN device and configures it as `config` says. On any failure
+/// Creates a device and configures it as `config` says. On any failure
 /// the fd is dropped, which removes the half-made device.
 pub fn create(config: &DeviceConfig) -> io::Result<Device> {
-    create_for(config, None, NATIVE_FRAMING)
+    create_for(config, None, super::framing_for(config.mode))
 }
 
 /// Like `create`, recording `owner` as the device's owning uid, with the
-/// given framing: `Raw`, or `LinuxPacketInfo` (0.x clients' devices).
+/// given framing: `Raw` or `LinuxPacketInfo` (0.x clients' devices) for
+/// TUN, `Ethernet` for TAP.
 pub fn create_for(
     config: &DeviceConfig,
     owner: Option<u32>,
     framing: Framing,
 ) -> io::Result<Device> {
-    config
-        .validate()
-        .map_err(|_| io::Error::from_raw_os_error(libc::EINVAL))?;
-    let packet_info = match framing {
-        Framing::Raw => false,
-        Framing::LinuxPacketInfo => true,
-        Framing::AddressFamily => return Err(io::Error::from_raw_os_error(libc::EOPNOTSUPP)),
+    make(config, framing, |fd| match owner {
+        Some(uid) => tun::set_owner(fd, uid),
+        None => Ok(()),
+    })
+}
+
+/// Creates a device as `create` does, in `placement`'s network namespace
+/// (on a thread of its own that enters it) and/or persistent, its owner
+/// and group recorded so that they may attach to it without privilege.
+pub fn create_placed(config: &DeviceConfig, placement: &Placement) -> io::Result<Device> {
+    let netns = placement.netns.as_deref().map(Netns::open).transpose()?;
+    let framing = super::framing_for(config.mode);
+    let mut device = run_in(netns.as_ref(), || {
+        let device = make(config, framing, |fd| match placement.persist {
+            Some(persist) => set_persist_ids(fd, persist),
+            None => Ok(()),
+        })?;
+        // Last, so that a failure before leaves no device behind.
+        if placement.persist.is_some() {
+            tun::set_persist(device.fd.as_fd(), true)?;
+        }
+        Ok(device)
+    })?;
+    device.netns = netns.filter(|ns| !ns.is_current());
+    Ok(device)
+}
+
+fn set_persist_ids(fd: BorrowedFd<'_>, persist: Persist) -> io::Result<()> {
+    if let Some(uid) = persist.owner {
+        tun::set_owner(fd, uid)?;
+    }
+    if let Some(gid) = persist.group {
+        tun::set_group(fd, gid)?;
+    }
+    Ok(())
+}
+
+/// Opens the device, lets `prepare` act on its first fd, then configures
+/// it, all in the calling thread's network namespace.
+fn make(
+    config: &DeviceConfig,
+    framing: Framing,
+    prepare: impl FnOnce(BorrowedFd<'_>) -> io::Result<()>,
+) -> io::Result<Device> {
+    config.validate().map_err(|_| einval())?;
+    let kind = match (config.mode, framing) {
+        (Mode::Tun, Framing::Raw) => Kind {
+            tap: false,
+            packet_info: false,
+            multi_queue: config.queues > 1,
+        },
+        (Mode::Tun, Framing::LinuxPacketInfo) => Kind {
+            tap: false,
+            packet_info: true,
+            multi_queue: config.queues > 1,
+        },
+        (Mode::Tap, Framing::Ethernet) => Kind {
+            tap: true,
+            packet_info: false,
+            multi_queue: config.queues > 1,
+        },
+        _ => return Err(io::Error::from_raw_os_error(libc::EOPNOTSUPP)),
     };
     let name = config.name.as_deref().unwrap_or("");
-    let (fd, queues, name) = tun::open_device(name, packet_info, config.queues)?;
-    if let Some(uid) = owner {
-        tun::set_owner(std::os::fd::AsFd::as_fd(&fd), uid)?;
-    }
-    let index = interface_index(&name)?;
-    let mut rtnl = netlink::Rtnl::open()?;
-    rtnl.add_address(index, config)?;
-    rtnl.set_link(index, config.mtu, config.up)?;
-    // A route needs its device up; for a link left down the kernel adds
-    // the peer route itself when it is brought up.
-    if let (Some(peer @ IpAddr::V6(_)), true) = (config.dstaddr, config.up) {
-        rtnl.add_ipv6_peer_route(index, &peer)?;
-    }
+    let (fd, queues, name) = tun::open_device(name, kind, config.queues)?;
+    prepare(fd.as_fd())?;
+    configure(&name, config)?;
     Ok(Device {
         fd,
         queues,
         name,
         framing,
+        netns: None,
+    })
+}
+
+/// Gives the new interface `name` what `config` says, in order: IPv6 off
+/// (before anything could use it), the address, the Ethernet address, MTU
+/// and link state, and an IPv6 peer's route.
+fn configure(name: &str, config: &DeviceConfig) -> io::Result<()> {
+    let index = interface_index(name)?;
+    if !config.ipv6 {
+        disable_ipv6(name)?;
+    }
+    let mut rtnl = Rtnl::open()?;
+    rtnl.add_address(index, &config.address_spec())?;
+    rtnl.set_link(index, Some(config.mtu), Some(config.up), config.mac)?;
+    // A route needs its device up; for a link left down it is added when
+    // the link is brought up (see `apply`).
+    if let (Some(peer @ IpAddr::V6(_)), true) = (config.dstaddr, config.up) {
+        rtnl.add_ipv6_peer_route(index, &peer)?;
+    }
+    Ok(())
+}
+
+/// Turns IPv6 off on interface `name` (of the calling thread's network
+/// namespace): no link-local address, no router solicitations or MLD
+/// reports. A kernel without IPv6 has nothing to turn off.
+fn disable_ipv6(name: &str) -> io::Result<()> {
+    let path = format!("/proc/sys/net/ipv6/conf/{name}/disable_ipv6");
+    match std::fs::write(path, b"1") {
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+        other => other,
+    }
+}
+
+/// Opens the existing persistent device `name` with `queues` fds (more
+/// than one for a multi-queue device). The kernel lets the device's owner
+/// or group do this without privilege; anyone else gets `EPERM`, and a
+/// device another fd holds (not multi-queue) `EBUSY`.
+pub fn attach(name: &str, queues: u16) -> io::Result<Device> {
+    if !valid_interface_name(name) || name.contains('%') || queues == 0 {
+        return Err(einval());
+    }
+    let link = Rtnl::open()?.link(interface_index(name)?)?;
+    let Some(tun) = link.tun else {
+        return Err(einval());
+    };
+    if queues > 1 && !tun.multi_queue {
+        return Err(einval());
+    }
+    let kind = Kind {
+        tap: tun.tap,
+        packet_info: false,
+        multi_queue: tun.multi_queue,
+    };
+    let fd = tun::attach_existing(name, kind)?;
+    let queues = (1..queues)
+        .map(|_| tun::attach_existing(name, kind))
+        .collect::<io::Result<Vec<_>>>()?;
+    Ok(Device {
+        fd,
+        queues,
+        name: name.into(),
+        framing: if tun.tap {
+            Framing::Ethernet
+        } else {
+            Framing::Raw
+        },
+        netns: None,
     })
 }
 
@@ -68,33 +195,125 @@ pub fn deprioritize_thread() {
     let _ = sys::set_thread_sched_idle();
 }
 
-/// What TUN device `fd` is attached to; `EINVAL` if it is not a TUN fd.
+/// What TUN or TAP device `fd` is attached to: `EINVAL` if it is not one,
+/// `EOPNOTSUPP` for a TAP device with the packet-information header.
+///
+/// Its network namespace comes from TUNGETDEVNETNS, which needs
+/// CAP_NET_ADMIN there; without, the device counts as this namespace's
+/// (an unprivileged process cannot have moved it elsewhere). Its framing
+/// is what the kernel reports of the link, asked in that namespace.
 pub fn inspect(fd: BorrowedFd<'_>) -> io::Result<TunFd> {
-    let (framing, name) = tun::inspect(fd)?;
-    Ok(TunFd { name, framing })
+    let (name, tap) = tun::inspect(fd)?;
+    let netns = match tun::device_netns(fd) {
+        Ok(ns) => Some(Netns::from_fd(ns)?).filter(|ns| !ns.is_current()),
+        Err(_) => None,
+    };
+    let link = run_in(netns.as_ref(), || {
+        Rtnl::open()?.link(interface_index(&name)?)
+    })?;
+    let packet_info = link.tun.as_ref().is_some_and(|t| t.packet_info);
+    let framing = match (tap, packet_info) {
+        (false, false) => Framing::Raw,
+        (false, true) => Framing::LinuxPacketInfo,
+        (true, false) => Framing::Ethernet,
+        (true, true) => return Err(io::Error::from_raw_os_error(libc::EOPNOTSUPP)),
+    };
+    Ok(TunFd {
+        name,
+        framing,
+        netns,
+    })
 }
 
-/// The addresses and routes of this network namespace.
-pub fn occupied() -> io::Result<Occupied> {
-    let mut rtnl = netlink::Rtnl::open()?;
+/// The addresses and routes of this network namespace, but those of
+/// interface `except` (a device about to be changed).
+pub fn occupied(except: Option<u32>) -> io::Result<Occupied> {
+    let mut rtnl = Rtnl::open()?;
     Ok(Occupied {
-        addresses: rtnl.all_addresses()?,
-        routes: rtnl.all_routes()?,
+        addresses: rtnl.all_addresses(except)?,
+        routes: rtnl.all_routes(except)?,
     })
 }
 
 /// The TUN devices of this network namespace.
 pub fn tun_links() -> io::Result<Vec<TunLink>> {
-    netlink::Rtnl::open()?.tun_links()
+    Rtnl::open()?.tun_links()
 }
 
 /// Deletes interface `index`.
 pub fn delete_link(index: u32) -> io::Result<()> {
-    netlink::Rtnl::open()?.delete_link(index)
+    Rtnl::open()?.delete_link(index)
 }
 
-/// MTU, state and addresses of the interface called `name`.
-pub fn link_info(name: &str) -> io::Result<LinkInfo> {
-    let index = interface_index(name)?;
-    netlink::Rtnl::open()?.link_info(index)
+/// State, addresses, routes and counters of interface `name` (in `netns`,
+/// or this namespace): one RTM_GETLINK for this link, then its addresses
+/// and routes.
+pub fn link_info(name: &str, netns: Option<&Netns>) -> io::Result<LinkInfo> {
+    run_in(netns, || {
+        let index = interface_index(name)?;
+        let mut rtnl = Rtnl::open()?;
+        let link = rtnl.link(index)?;
+        Ok(LinkInfo {
+            index,
+            mtu: link.mtu,
+            up: link.up,
+            addresses: rtnl.addresses_of(index)?,
+            routes: rtnl.routes_via(index)?,
+            stats: link.stats,
+            mac: link
+                .mac
+                .filter(|_| link.tun.as_ref().is_some_and(|t| t.tap)),
+        })
+    })
+}
+
+/// Applies `change` to interface `name` (in `netns`, or this namespace).
+/// Errors are the kernel's: `EEXIST` for an address or route it has,
+/// `EADDRNOTAVAIL`/`ESRCH` for one to remove that it has not.
+pub fn apply(name: &str, change: &Change, netns: Option<&Netns>) -> io::Result<()> {
+    change.validate().map_err(|_| einval())?;
+    run_in(netns, || {
+        let index = interface_index(name)?;
+        let mut rtnl = Rtnl::open()?;
+        match change {
+            Change::Link { up, mtu } => {
+                rtnl.set_link(index, *mtu, *up, None)?;
+                if *up == Some(true) {
+                    // As `configure` does at creation: IPv6 peers are
+                    // reachable when this returns.
+                    for address in rtnl.addresses_of(index)? {
+                        if let Some(peer @ IpAddr::V6(_)) = address.peer {
+                            rtnl.add_ipv6_peer_route(index, &peer)?;
+                        }
+                    }
+                }
+                Ok(())
+            }
+            Change::AddAddress(spec) => {
+                rtnl.add_address(index, spec)?;
+                match spec.dstaddr {
+                    Some(peer @ IpAddr::V6(_)) if rtnl.link(index)?.up => {
+                        rtnl.add_ipv6_peer_route(index, &peer)
+                    }
+                    _ => Ok(()),
+                }
+            }
+            // Whatever prefix and peer it has: the kernel matches them.
+            Change::RemoveAddress(spec) => {
+                let found = rtnl
+                    .addresses_of(index)?
+                    .into_iter()
+                    .find(|a| a.address == spec.address)
+                    .ok_or_else(|| io::Error::from_raw_os_error(libc::EADDRNOTAVAIL))?;
+                let found = AddressSpec {
+                    address: found.address,
+                    dstaddr: found.peer,
+                    prefix: found.prefix,
+                };
+                rtnl.remove_address(index, &found)
+            }
+            Change::AddRoute(route) => rtnl.add_route(index, route),
+            Change::RemoveRoute(route) => rtnl.remove_route(index, route),
+        }
+    })
 }

@@ -70,8 +70,14 @@ pub fn set_thread_sched_idle() -> std::io::Result<()> {
 // TUNSETIFF reads the request and writes the chosen name back.
 nix::ioctl_readwrite_bad!(tunsetiff, libc::TUNSETIFF, TunIfReq);
 nix::ioctl_read_bad!(tungetiff, libc::TUNGETIFF, TunIfReq);
-// TUNSETOWNER takes the uid as the argument value itself.
+// TUNSETOWNER, TUNSETGROUP and TUNSETPERSIST take their value (uid, gid,
+// 0/1) as the argument itself.
 nix::ioctl_write_int_bad!(tunsetowner, libc::TUNSETOWNER);
+nix::ioctl_write_int_bad!(tunsetgroup, libc::TUNSETGROUP);
+nix::ioctl_write_int_bad!(tunsetpersist, libc::TUNSETPERSIST);
+// TUNGETDEVNETNS takes no argument and returns a new fd of the device's
+// network namespace (Linux 5.2+).
+nix::ioctl_none_bad!(tungetdevnetns, libc::TUNGETDEVNETNS);
 
 #[cfg(test)]
 mod tests {

@@ -1,43 +1,65 @@
-//! Opening and inspecting TUN file descriptors.
+//! Opening and inspecting TUN and TAP file descriptors.
 
 use std::io;
-use std::os::fd::{AsRawFd, BorrowedFd, OwnedFd};
+use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
+use std::os::raw::c_short;
 
 use nix::fcntl::{open, OFlag};
 use nix::sys::stat::Mode;
 
 use super::sys::{self, TunIfReq};
-use crate::Framing;
 
-/// Opens `/dev/net/tun` and attaches a new TUN device: raw IP packets, or
-/// with `packet_info` the 4-byte `tun_pi` header before each (as 0.x
-/// made them). `name` may be empty or contain `%d`. The device must be
-/// new (IFF_TUN_EXCL): a name that exists, even as an unattached
-/// persistent device, gives `EBUSY` instead of attaching to it. With
-/// `queues` > 1 it is a multi-queue device, and the fds of its other
-/// queues come second.
+/// What kind of device a TUNSETIFF asks for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Kind {
+    /// TAP (Ethernet frames) rather than TUN (IP packets).
+    pub tap: bool,
+    /// With the 4-byte `tun_pi` header before each packet (0.x devices).
+    pub packet_info: bool,
+    pub multi_queue: bool,
+}
+
+impl Kind {
+    fn flags(self) -> c_short {
+        let mut flags = if self.tap { sys::IFF_TAP } else { sys::IFF_TUN };
+        if !self.packet_info {
+            flags |= sys::IFF_NO_PI;
+        }
+        if self.multi_queue {
+            flags |= sys::IFF_MULTI_QUEUE;
+        }
+        flags
+    }
+}
+
+/// Opens `/dev/net/tun` and attaches a new device of `kind`. `name` may
+/// be empty or contain `%d`. The device must be new (IFF_TUN_EXCL): a
+/// name that exists, even as an unattached persistent device, gives
+/// `EBUSY` instead of attaching to it. With `queues` > 1 (and a
+/// multi-queue `kind`) the fds of its other queues come second.
 pub fn open_device(
     name: &str,
-    packet_info: bool,
+    kind: Kind,
     queues: u16,
 ) -> io::Result<(OwnedFd, Vec<OwnedFd>, String)> {
-    let mut flags = sys::IFF_TUN;
-    if !packet_info {
-        flags |= sys::IFF_NO_PI;
-    }
-    if queues > 1 {
-        flags |= sys::IFF_MULTI_QUEUE;
-    }
-    let (first, name) = attach(name, flags | sys::IFF_TUN_EXCL)?;
+    let flags = kind.flags();
+    let (first, name) = set_iff(name, flags | sys::IFF_TUN_EXCL)?;
     // The other queues attach to the device just made, by its name.
     let others = (1..queues)
-        .map(|_| attach(&name, flags).map(|(fd, _)| fd))
+        .map(|_| set_iff(&name, flags).map(|(fd, _)| fd))
         .collect::<io::Result<Vec<_>>>()?;
     Ok((first, others, name))
 }
 
-/// One fd of /dev/net/tun attached with TUNSETIFF.
-fn attach(name: &str, flags: std::os::raw::c_short) -> io::Result<(OwnedFd, String)> {
+/// Attaches one fd to the existing device `name` of `kind` (a persistent
+/// device: the kernel lets its owner or group do this without privilege).
+pub fn attach_existing(name: &str, kind: Kind) -> io::Result<OwnedFd> {
+    set_iff(name, kind.flags()).map(|(fd, _)| fd)
+}
+
+/// One fd of /dev/net/tun attached with TUNSETIFF. The device is made in
+/// the network namespace of the calling thread.
+fn set_iff(name: &str, flags: c_short) -> io::Result<(OwnedFd, String)> {
     let fd = open(
         "/dev/net/tun",
         OFlag::O_RDWR | OFlag::O_NONBLOCK | OFlag::O_CLOEXEC,
@@ -51,42 +73,60 @@ fn attach(name: &str, flags: std::os::raw::c_short) -> io::Result<(OwnedFd, Stri
     Ok((fd, req.name()))
 }
 
-/// Records `uid` as the device's owner (shown in /sys/class/net/NAME/owner);
-/// the server uses it to count each user's live devices without keeping
-/// state of its own.
+fn c_int_id(id: u32) -> io::Result<libc::c_int> {
+    libc::c_int::try_from(id).map_err(|_| io::Error::from_raw_os_error(libc::EINVAL))
+}
+
+/// Records `uid` as the device's owner: it may attach to the device
+/// without privilege (a persistent device), and shows in
+/// /sys/class/net/NAME/owner.
 pub fn set_owner(fd: BorrowedFd<'_>, uid: u32) -> io::Result<()> {
-    let uid = libc::c_int::try_from(uid).map_err(|_| io::Error::from_raw_os_error(libc::EINVAL))?;
+    let uid = c_int_id(uid)?;
     // SAFETY: `fd` is an attached TUN fd; TUNSETOWNER reads only its integer
     // argument.
     unsafe { sys::tunsetowner(fd.as_raw_fd(), uid) }?;
     Ok(())
 }
 
-/// Whether `fd` is attached to a TUN (not TAP) device, and if so its name
-/// and framing. `ENOTTY`/`EINVAL`/`EBADFD` mean "not a TUN fd".
-pub fn inspect(fd: BorrowedFd<'_>) -> io::Result<(Framing, String)> {
+/// Records `gid` as the device's group, whose members may attach to it.
+pub fn set_group(fd: BorrowedFd<'_>, gid: u32) -> io::Result<()> {
+    let gid = c_int_id(gid)?;
+    // SAFETY: as in `set_owner`.
+    unsafe { sys::tunsetgroup(fd.as_raw_fd(), gid) }?;
+    Ok(())
+}
+
+/// Makes the device outlive its fds (or not).
+pub fn set_persist(fd: BorrowedFd<'_>, persist: bool) -> io::Result<()> {
+    // SAFETY: as in `set_owner`.
+    unsafe { sys::tunsetpersist(fd.as_raw_fd(), libc::c_int::from(persist)) }?;
+    Ok(())
+}
+
+/// The name of the device `fd` is attached to, and whether it is a TAP
+/// device; `EINVAL` when it is neither TUN nor TAP. (Whether its packets
+/// carry `tun_pi` cannot be read here: the kernel ORs IFF_NOFILTER, which
+/// has IFF_NO_PI's value, into the flags of every fd without a filter.)
+pub fn inspect(fd: BorrowedFd<'_>) -> io::Result<(String, bool)> {
     let mut req = TunIfReq::new("", 0);
     // SAFETY: `req` is a valid, properly sized `ifreq` that TUNGETIFF fills
     // in; on an fd that is not a TUN device the ioctl fails without writing.
     unsafe { sys::tungetiff(fd.as_raw_fd(), &mut req) }?;
-    if req.flags & sys::IFF_TUN == 0 || req.flags & sys::IFF_TAP != 0 {
+    let tap = req.flags & sys::IFF_TAP != 0;
+    if !tap && req.flags & sys::IFF_TUN == 0 {
         return Err(io::Error::from_raw_os_error(libc::EINVAL));
     }
-    let name = req.name();
-    Ok((framing_of(&name), name))
+    Ok((req.name(), tap))
 }
 
-/// The framing of TUN device `name`. TUNGETIFF cannot say: the kernel
-/// ORs IFF_NOFILTER, which has IFF_NO_PI's value, into the flags it
-/// reports for every fd without a socket filter. The device's
-/// `tun_flags` in sysfs are its own. A device sysfs does not show (one in
-/// another network namespace than this process's /sys) counts as raw.
-fn framing_of(name: &str) -> Framing {
-    let flags = std::fs::read_to_string(format!("/sys/class/net/{name}/tun_flags"))
-        .ok()
-        .and_then(|text| i64::from_str_radix(text.trim().trim_start_matches("0x"), 16).ok());
-    match flags {
-        Some(flags) if flags & i64::from(sys::IFF_NO_PI) == 0 => Framing::LinuxPacketInfo,
-        _ => Framing::Raw,
-    }
+/// A new fd of the network namespace the device of `fd` is in. Needs
+/// CAP_NET_ADMIN there (`EPERM` otherwise); older kernels say `ENOTTY`
+/// or `EINVAL`.
+pub fn device_netns(fd: BorrowedFd<'_>) -> io::Result<OwnedFd> {
+    // SAFETY: `fd` is a TUN fd; TUNGETDEVNETNS takes no argument and
+    // returns a new descriptor, which is owned here and nowhere else.
+    let raw = unsafe { sys::tungetdevnetns(fd.as_raw_fd()) }?;
+    // SAFETY: `raw` is the fresh descriptor the ioctl just returned (the
+    // kernel opens it close-on-exec).
+    Ok(unsafe { OwnedFd::from_raw_fd(raw) })
 }

@@ -14,10 +14,12 @@ use std::os::fd::{AsFd, BorrowedFd};
 
 use nix::fcntl::{fcntl, FcntlArg, FdFlag};
 
-use super::{Device, InterfaceAddress, LinkInfo, Occupied, TunFd, TunLink};
+use std::time::Duration;
+
+use super::{Device, InterfaceAddress, LinkEvent, LinkInfo, Occupied, Placement, TunFd, TunLink};
 use crate::config::address_bits;
 use crate::utun::{self, AliasRequest};
-use crate::{DeviceConfig, Framing};
+use crate::{Change, DeviceConfig, Framing, Mode};
 
 /// utun devices always carry the address-family header.
 pub const NATIVE_FRAMING: Framing = Framing::AddressFamily;
@@ -40,8 +42,9 @@ pub fn create_for(
     framing: Framing,
 ) -> io::Result<Device> {
     config.validate().map_err(|_| errno(libc::EINVAL))?;
-    // utun has one queue per device and only its own framing.
-    if framing != NATIVE_FRAMING || config.queues != 1 {
+    // utun has one queue per device, only its own framing, no TAP, and
+    // no switch for IPv6.
+    if framing != NATIVE_FRAMING || config.queues != 1 || config.mode != Mode::Tun || !config.ipv6 {
         return Err(errno(libc::EOPNOTSUPP));
     }
     let unit = utun::unit_for_name(config.name.as_deref()).ok_or_else(|| errno(libc::EINVAL))?;
@@ -79,6 +82,7 @@ pub fn create_for(
         queues: Vec::new(),
         name,
         framing,
+        netns: None,
     })
 }
 
@@ -113,12 +117,13 @@ pub fn inspect(fd: BorrowedFd<'_>) -> io::Result<TunFd> {
     Ok(TunFd {
         name,
         framing: NATIVE_FRAMING,
+        netns: None,
     })
 }
 
 /// Not written for macOS yet (it would read the routing table with
 /// sysctl): the server serves only root there.
-pub fn occupied() -> io::Result<Occupied> {
+pub fn occupied(_except: Option<u32>) -> io::Result<Occupied> {
     Err(errno(libc::EOPNOTSUPP))
 }
 
@@ -131,8 +136,9 @@ pub fn delete_link(_index: u32) -> io::Result<()> {
     Err(errno(libc::EOPNOTSUPP))
 }
 
-/// MTU, state and addresses of the interface called `name`.
-pub fn link_info(name: &str) -> io::Result<LinkInfo> {
+/// MTU, state and addresses of the interface called `name` (routes and
+/// counters are not read on macOS yet).
+pub fn link_info(name: &str, _netns: Option<&Netns>) -> io::Result<LinkInfo> {
     let index = nix::net::if_::if_nametoindex(name)?;
     let ctl = sys::socket(libc::AF_INET, libc::SOCK_DGRAM, 0)?;
     let mut req = utun::ifreq_int(name, 0);
@@ -171,5 +177,68 @@ pub fn link_info(name: &str) -> io::Result<LinkInfo> {
         mtu,
         up,
         addresses,
+        routes: Vec::new(),
+        stats: Default::default(),
+        mac: None,
     })
+}
+
+/// macOS has no network namespaces and utun devices cannot outlive their
+/// fd.
+pub fn create_placed(_config: &DeviceConfig, _placement: &Placement) -> io::Result<Device> {
+    Err(errno(libc::EOPNOTSUPP))
+}
+
+/// utun devices cannot outlive their fd: there is nothing to attach to.
+pub fn attach(_name: &str, _queues: u16) -> io::Result<Device> {
+    Err(errno(libc::EOPNOTSUPP))
+}
+
+/// Not written for macOS yet.
+pub fn apply(_name: &str, _change: &Change, _netns: Option<&Netns>) -> io::Result<()> {
+    Err(errno(libc::EOPNOTSUPP))
+}
+
+/// macOS has no network namespaces: no value of this type exists.
+#[derive(Debug)]
+pub enum Netns {}
+
+impl Netns {
+    pub fn open(_spec: &str) -> io::Result<Netns> {
+        Err(errno(libc::EOPNOTSUPP))
+    }
+
+    pub fn is_current(&self) -> bool {
+        match *self {}
+    }
+
+    pub fn same_as(&self, _other: &Netns) -> bool {
+        match *self {}
+    }
+
+    pub fn id(&self) -> (u64, u64) {
+        match *self {}
+    }
+
+    pub fn enter(&self) -> io::Result<()> {
+        match *self {}
+    }
+
+    pub fn run<T: Send>(&self, _work: impl FnOnce() -> io::Result<T> + Send) -> io::Result<T> {
+        match *self {}
+    }
+}
+
+/// Link notifications are not written for macOS yet (a PF_ROUTE socket
+/// would give them).
+pub struct LinkMonitor(());
+
+impl LinkMonitor {
+    pub fn open(_poll: Duration) -> io::Result<LinkMonitor> {
+        Err(errno(libc::EOPNOTSUPP))
+    }
+
+    pub fn read(&mut self) -> io::Result<Vec<LinkEvent>> {
+        Err(errno(libc::EOPNOTSUPP))
+    }
 }

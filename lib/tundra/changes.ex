@@ -1,0 +1,133 @@
+defmodule Tundra.Changes do
+  @moduledoc false
+  # Parses and type-checks the arguments of Tundra.set/2, add_address/3,
+  # remove_address/3, add_route/3 and remove_route/3 into the change the
+  # NIF takes (Tundra.Nif.change/4) and where to find the server. Ranges
+  # and meaning are checked once, in Rust (tundra_core::Change), for the
+  # direct path and the server alike.
+
+  alias Tundra.Options
+
+  @server_keys [:socket_path, :timeout]
+  @default_timeout 5_000
+
+  @typedoc "A change as Tundra.Nif.change/4 takes it."
+  @type change ::
+          {:link, boolean() | nil, integer() | nil}
+          | {:add_address | :remove_address, binary(), binary() | nil, integer()}
+          | {:add_route | :remove_route, binary(), integer(), integer() | nil}
+
+  @typedoc "Where the server is, should the change need it: socket and timeout."
+  @type server :: {String.t(), pos_integer()}
+
+  @spec set(keyword()) :: {:ok, change(), server()} | {:error, Tundra.option_error()}
+  def set(opts) do
+    with :ok <- Options.check_keys(opts, [:up, :mtu | @server_keys]),
+         {:ok, up} <- Options.optional(opts, :up, &is_boolean/1),
+         {:ok, mtu} <- Options.optional(opts, :mtu, &is_integer/1),
+         {:ok, server} <- server(opts) do
+      {:ok, {:link, up, mtu}, server}
+    end
+  end
+
+  @spec add_address(Tundra.address(), keyword()) ::
+          {:ok, change(), server()} | {:error, Tundra.change_error()}
+  def add_address(address, opts) do
+    with :ok <- Options.check_keys(opts, [:dstaddr, :netmask, :prefix | @server_keys]),
+         {:ok, ip} <- Options.parse_ip(address, {:invalid_address, address}),
+         {:ok, dstaddr} <- Options.optional_ip(opts, :dstaddr),
+         {:ok, prefix} <- prefix(opts, ip),
+         {:ok, server} <- server(opts) do
+      {:ok, {:add_address, ip, dstaddr, prefix}, server}
+    end
+  end
+
+  # The address is removed whatever its prefix and peer (the kernel is
+  # told those it has).
+  @spec remove_address(Tundra.address(), keyword()) ::
+          {:ok, change(), server()} | {:error, Tundra.change_error()}
+  def remove_address(address, opts) do
+    with :ok <- Options.check_keys(opts, @server_keys),
+         {:ok, ip} <- Options.parse_ip(address, {:invalid_address, address}),
+         {:ok, server} <- server(opts) do
+      {:ok, {:remove_address, ip, nil, bit_size(ip)}, server}
+    end
+  end
+
+  @spec route(:add_route | :remove_route, Tundra.route(), keyword()) ::
+          {:ok, change(), server()} | {:error, Tundra.change_error()}
+  def route(kind, destination, opts) do
+    with :ok <- Options.check_keys(opts, [:metric | @server_keys]),
+         {:ok, network, prefix} <- destination(destination),
+         {:ok, metric} <- Options.optional(opts, :metric, &(is_integer(&1) and &1 >= 0)),
+         {:ok, server} <- server(opts) do
+      {:ok, {kind, network, prefix, metric}, server}
+    end
+  end
+
+  # "10.8.0.0/16", ~c"fd00::/64" or {address, prefix}.
+  defp destination(destination) do
+    invalid = {:error, {:invalid_route, destination}}
+
+    with {address, prefix} <- split_destination(destination),
+         {:ok, network} <- Options.parse_ip(address, :bad),
+         true <- is_integer(prefix) and prefix in 0..bit_size(network) do
+      {:ok, network, prefix}
+    else
+      _ -> invalid
+    end
+  end
+
+  defp split_destination({address, prefix}), do: {address, prefix}
+
+  defp split_destination(text) when is_binary(text) do
+    with [address, prefix] <- String.split(text, "/"),
+         {prefix, ""} <- Integer.parse(prefix) do
+      {address, prefix}
+    end
+  end
+
+  defp split_destination(chars) when is_list(chars) do
+    split_destination(List.to_string(chars))
+  rescue
+    ArgumentError -> :error
+  end
+
+  defp split_destination(_other), do: :error
+
+  # The prefix length: `:prefix`, or from `:netmask`, or the whole address.
+  defp prefix(opts, ip) do
+    with :ok <- not_both(opts),
+         {:ok, prefix} <- Options.optional(opts, :prefix, &is_integer/1),
+         {:ok, mask} <- Options.optional_ip(opts, :netmask) do
+      cond do
+        prefix != nil -> {:ok, prefix}
+        mask == nil -> {:ok, bit_size(ip)}
+        bit_size(mask) != bit_size(ip) -> Options.invalid(:netmask, opts[:netmask])
+        true -> mask_prefix(mask, opts[:netmask])
+      end
+    end
+  end
+
+  defp not_both(opts) do
+    if Keyword.has_key?(opts, :netmask) and Keyword.has_key?(opts, :prefix),
+      do: {:error, {:conflicting_options, [:netmask, :prefix]}},
+      else: :ok
+  end
+
+  # The number of leading ones of a contiguous mask.
+  defp mask_prefix(mask, given) do
+    ones = for(<<1::1 <- mask>>, do: 1) |> length()
+
+    if mask == <<-1::size(ones), 0::size(bit_size(mask) - ones)>>,
+      do: {:ok, ones},
+      else: Options.invalid(:netmask, given)
+  end
+
+  defp server(opts) do
+    with {:ok, socket_path} <- Options.optional(opts, :socket_path, &is_binary/1),
+         {:ok, timeout} <- Options.optional(opts, :timeout, &(is_integer(&1) and &1 > 0)) do
+      {:ok, {socket_path || Options.socket_path(), timeout || @default_timeout}}
+    end
+  end
+end
