@@ -4,19 +4,16 @@
 //! deadline for the whole exchange, connect included; the NIF runs it on
 //! a dirty I/O scheduler, which it therefore never holds for longer.
 
-use std::io::{self, IoSliceMut, Read, Write};
-use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
+use std::io::{self, Read, Write};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 use std::os::unix::net::UnixStream;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
 use nix::errno::Errno;
-use nix::sys::socket::{
-    self, AddressFamily, ControlMessage, ControlMessageOwned, MsgFlags, SockFlag, SockType,
-    UnixAddr,
-};
+use nix::sys::socket::{self, UnixAddr};
 
-use crate::config::MAX_QUEUES;
+use crate::fdpass;
 use crate::platform::{self, Device};
 use crate::protocol::{self, Reply, Request, HEADER_LEN, MAX_PAYLOAD};
 use crate::{Change, ConfigError, DeviceConfig};
@@ -174,12 +171,8 @@ fn ask(
 /// until the deadline.
 fn connect(path: &Path, deadline: Deadline) -> io::Result<UnixStream> {
     let addr = UnixAddr::new(path)?;
-    let fd = socket::socket(
-        AddressFamily::Unix,
-        SockType::Stream,
-        SockFlag::SOCK_CLOEXEC | SockFlag::SOCK_NONBLOCK,
-        None,
-    )?;
+    let fd = fdpass::stream_socket()?;
+    platform::set_nonblocking(fd.as_fd(), true)?;
     let mut pause = Duration::from_millis(1);
     loop {
         match socket::connect(fd.as_raw_fd(), &addr) {
@@ -224,19 +217,7 @@ fn send_frame(stream: &mut UnixStream, frame: &[u8], fd: Option<BorrowedFd<'_>>)
     let Some(fd) = fd else {
         return stream.write_all(frame);
     };
-    let fds = [fd.as_raw_fd()];
-    let sent = loop {
-        match socket::sendmsg::<()>(
-            stream.as_raw_fd(),
-            &[io::IoSlice::new(frame)],
-            &[ControlMessage::ScmRights(&fds)],
-            MsgFlags::MSG_NOSIGNAL,
-            None,
-        ) {
-            Err(Errno::EINTR) => {}
-            other => break other?,
-        }
-    };
+    let sent = fdpass::send_with_fds(stream.as_fd(), frame, &[fd.as_raw_fd()])?;
     stream.write_all(&frame[sent..])
 }
 
@@ -246,7 +227,7 @@ fn read_reply(stream: &mut UnixStream, deadline: Deadline) -> io::Result<(Reply,
     // largest frame, then finish a frame that arrived in pieces.
     let mut buf = vec![0u8; HEADER_LEN + MAX_PAYLOAD];
     deadline.apply(stream)?;
-    let (mut got, fds) = recv_with_fds(stream, &mut buf).map_err(timed_out)?;
+    let (mut got, fds) = fdpass::recv_with_fds(stream.as_fd(), &mut buf).map_err(timed_out)?;
     if got < HEADER_LEN {
         deadline.apply(stream)?;
         stream
@@ -268,36 +249,6 @@ fn read_reply(stream: &mut UnixStream, deadline: Deadline) -> io::Result<(Reply,
     let reply = protocol::decode(&buf[HEADER_LEN..HEADER_LEN + len])
         .map_err(|e| io::Error::from_raw_os_error(e.errno()))?;
     Ok((reply, fds))
-}
-
-/// One `recvmsg`, taking the fds that ride along (SCM_RIGHTS), up to one
-/// per queue of the largest device. `MSG_CMSG_CLOEXEC` makes the kernel
-/// install them close-on-exec: setting the flag afterwards would leave a
-/// moment in which a process forked by another thread of the VM inherits
-/// a device and keeps it alive.
-fn recv_with_fds(stream: &UnixStream, buf: &mut [u8]) -> io::Result<(usize, Vec<OwnedFd>)> {
-    let mut iov = [IoSliceMut::new(buf)];
-    let mut space = nix::cmsg_space!([RawFd; MAX_QUEUES as usize]);
-    let msg = socket::recvmsg::<()>(
-        stream.as_raw_fd(),
-        &mut iov,
-        Some(&mut space),
-        MsgFlags::MSG_CMSG_CLOEXEC,
-    )?;
-    // Own every fd at once, so that every path closes them.
-    let mut received = Vec::new();
-    for cmsg in msg.cmsgs()? {
-        if let ControlMessageOwned::ScmRights(fds) = cmsg {
-            received.extend(fds.into_iter().map(own_received));
-        }
-    }
-    Ok((msg.bytes, received))
-}
-
-fn own_received(fd: RawFd) -> OwnedFd {
-    // SAFETY: `fd` was just received with SCM_RIGHTS: the kernel installed
-    // it in this process's table, and nothing else refers to it.
-    unsafe { OwnedFd::from_raw_fd(fd) }
 }
 
 #[cfg(test)]

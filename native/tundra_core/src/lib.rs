@@ -1,6 +1,7 @@
-//! Shared core of Tundra: the validated description of a TUN device, the one
-//! errno-to-name mapping, packet framing (and utun's structs), closing device fds off-thread, and
-//! the per-OS code that creates, configures and inspects devices.
+//! Shared core of Tundra: the validated description of a device and of
+//! changes to one, the one errno-to-name mapping, packet framing, the wire
+//! protocol and fd passing, closing device fds off-thread, and the per-OS
+//! code that creates, configures and inspects devices (`platform`).
 //!
 //! Used by the NIF (`tundra_nif`) for direct creation and by the privileged
 //! daemon (`tundra_server`), so both paths validate and configure identically.
@@ -11,12 +12,13 @@ pub mod client;
 pub mod closer;
 pub mod config;
 pub mod errno;
+#[cfg(unix)]
+pub mod fdpass;
 pub mod framing;
 pub mod ip;
 pub mod legacy;
 pub mod platform;
 pub mod protocol;
-pub mod utun;
 
 pub use cidr::Cidr;
 pub mod change;

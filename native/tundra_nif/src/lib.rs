@@ -113,6 +113,7 @@ impl CreateArgs<'_> {
         }
         config.ipv6 = self.ipv6;
         config.validate()?;
+        platform::validate(&config)?;
         Ok(config)
     }
 

@@ -147,13 +147,11 @@ fn listen(path: &Path, gid: Gid) -> Result<UnixListener, String> {
 const BACKLOG: i32 = 128;
 
 fn bind(path: &Path) -> nix::Result<UnixListener> {
-    use nix::sys::socket::{self, AddressFamily, Backlog, SockFlag, SockType, UnixAddr};
-    let fd = socket::socket(
-        AddressFamily::Unix,
-        SockType::Stream,
-        SockFlag::SOCK_CLOEXEC,
-        None,
-    )?;
+    use nix::sys::socket::{self, Backlog, UnixAddr};
+    let fd = tundra_core::fdpass::stream_socket().map_err(|e| {
+        e.raw_os_error()
+            .map_or(nix::errno::Errno::EIO, nix::errno::Errno::from_raw)
+    })?;
     socket::bind(fd.as_raw_fd(), &UnixAddr::new(path)?)?;
     socket::listen(&fd, Backlog::new(BACKLOG)?)?;
     Ok(UnixListener::from(fd))

@@ -4,13 +4,14 @@
 //! rendered (reply and log line) in one place; nothing a client sends can
 //! take the server down.
 
-use std::io::{self, IoSliceMut, Read, Write};
-use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::io::{self, Read, Write};
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::os::unix::net::UnixStream;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use nix::unistd::Gid;
+use tundra_core::fdpass;
 use tundra_core::legacy::{self, LegacyError};
 use tundra_core::platform;
 use tundra_core::protocol::{self, FrameError, Reply, Request};
@@ -162,7 +163,7 @@ fn serve(stream: &UnixStream, peer: &Peer, ctx: &Context, deadline: Deadline) ->
         Err(bad) => return Outcome::failed(bad.errno(), "-", format!("bad request: {bad:?}")),
     };
     let wanted = config.name.clone().unwrap_or_else(|| "-".into());
-    if let Err(option) = config.validate() {
+    if let Err(option) = config.validate().and_then(|()| platform::validate(&config)) {
         return Outcome::Refused {
             answer: Some(Reply::Invalid { option }),
             device: wanted,
@@ -381,42 +382,18 @@ fn make_change(ctx: &Context, peer: &Peer, name: &str, change: &Change) -> Resul
     apply()
 }
 
-/// Reads the first bytes of a request into `first`, with any fd that rides
-/// on them (SCM_RIGHTS; installed close-on-exec, and closed when dropped
-/// unless a change request uses it). Extra fds are closed by the kernel.
+/// Reads the first bytes of a request into `first`, with the first fd
+/// that rides on them (SCM_RIGHTS; close-on-exec, and closed when dropped
+/// unless a change request uses it). Any others are closed here.
 fn read_first(reader: &mut DeadlineReader, first: &mut [u8; 4]) -> io::Result<Option<OwnedFd>> {
-    use nix::sys::socket::{recvmsg, ControlMessageOwned, MsgFlags};
     let left = reader.deadline.left().ok_or(io::ErrorKind::TimedOut)?;
     reader.stream.set_read_timeout(Some(left))?;
-    let mut space = nix::cmsg_space!([RawFd; 1]);
-    let (got, fds) = {
-        let mut iov = [IoSliceMut::new(&mut first[..])];
-        let msg = recvmsg::<()>(
-            reader.stream.as_raw_fd(),
-            &mut iov,
-            Some(&mut space),
-            MsgFlags::MSG_CMSG_CLOEXEC,
-        )
-        .map_err(io::Error::from)?;
-        let mut fds = Vec::new();
-        for cmsg in msg.cmsgs().map_err(io::Error::from)? {
-            if let ControlMessageOwned::ScmRights(received) = cmsg {
-                fds.extend(received.into_iter().map(own_received));
-            }
-        }
-        (msg.bytes, fds)
-    };
+    let (got, fds) = fdpass::recv_with_fds(reader.stream.as_fd(), first)?;
     if got == 0 {
         return Err(io::ErrorKind::UnexpectedEof.into());
     }
     reader.read_exact(&mut first[got..])?;
     Ok(fds.into_iter().next())
-}
-
-fn own_received(fd: RawFd) -> OwnedFd {
-    // SAFETY: `fd` was just received with SCM_RIGHTS: the kernel installed
-    // it in this process's table, and nothing else refers to it.
-    unsafe { OwnedFd::from_raw_fd(fd) }
 }
 
 /// Sends what `outcome` says to send and logs its one line.
@@ -467,19 +444,11 @@ fn send_with_fds(
     reply: &[u8],
     device: &platform::Device,
 ) -> io::Result<usize> {
-    use nix::sys::socket::{sendmsg, ControlMessage, MsgFlags};
     let fds: Vec<_> = std::iter::once(&device.fd)
         .chain(&device.queues)
         .map(|fd| fd.as_raw_fd())
         .collect();
-    let sent = sendmsg::<()>(
-        stream.as_raw_fd(),
-        &[io::IoSlice::new(reply)],
-        &[ControlMessage::ScmRights(&fds)],
-        MsgFlags::MSG_NOSIGNAL,
-        None,
-    )?;
-    Ok(sent)
+    fdpass::send_with_fds(stream.as_fd(), reply, &fds)
 }
 
 fn log_request(peer: &Peer, device: &str, outcome: &str) {

@@ -3,6 +3,7 @@
 //! network namespace (scripts/test); the devices it makes live there. The
 //! clients here are root, which the delegation policy does not restrict;
 //! tests/trust.rs has unprivileged clients and the attacks on the policy.
+#![cfg(target_os = "linux")]
 
 use std::io::{Read, Write};
 use std::net::IpAddr;

@@ -1,6 +1,9 @@
 //! Routes to the code of the OS being built for. Every OS module exposes the
 //! same functions:
 //!
+//! - `validate(&DeviceConfig)`: the OS's own rules beyond
+//!   `DeviceConfig::validate` (none on Linux; on macOS an IPv6 prefix of
+//!   0 is refused), naming the option as that does;
 //! - `create(&DeviceConfig)`: a configured device whose fd is non-blocking
 //!   and close-on-exec, framed as `framing_for` its mode says;
 //! - `create_for(&DeviceConfig, Option<u32>, Framing)`: the same for the
@@ -38,15 +41,20 @@ mod linux;
 #[cfg(target_os = "linux")]
 pub use linux::{
     apply, attach, create, create_for, create_placed, delete_link, deprioritize_thread, inspect,
-    link_info, occupied, tun_links, LinkMonitor, Netns, NATIVE_FRAMING,
+    link_info, occupied, tun_links, validate, LinkMonitor, Netns, NATIVE_FRAMING,
 };
 
 #[cfg(target_os = "macos")]
 mod macos;
+// The plain half of the macOS code (structs, routing messages, the
+// configuration plan) builds everywhere, so that it is tested here too.
+#[cfg(any(target_os = "macos", test))]
+#[path = "macos/plain/mod.rs"]
+mod darwin;
 #[cfg(target_os = "macos")]
 pub use macos::{
     apply, attach, create, create_for, create_placed, delete_link, deprioritize_thread, inspect,
-    link_info, occupied, tun_links, LinkMonitor, Netns, NATIVE_FRAMING,
+    link_info, occupied, tun_links, validate, LinkMonitor, Netns, NATIVE_FRAMING,
 };
 
 #[cfg(not(any(target_os = "linux", target_os = "macos")))]

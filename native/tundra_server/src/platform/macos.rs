@@ -21,7 +21,7 @@ pub fn supplementary_member(user: &User, group: Gid) -> bool {
     Group::from_gid(group)
         .ok()
         .flatten()
-        .is_some_and(|g| g.mem.iter().any(|member| *member == user.name))
+        .is_some_and(|g| g.mem.contains(&user.name))
 }
 
 /// The user's primary group only: nix offers no getgrouplist on macOS, so

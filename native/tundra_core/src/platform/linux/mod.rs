@@ -28,6 +28,11 @@ fn einval() -> io::Error {
     io::Error::from_raw_os_error(libc::EINVAL)
 }
 
+/// Linux takes every configuration `DeviceConfig::validate` accepts.
+pub fn validate(_config: &DeviceConfig) -> Result<(), crate::ConfigError> {
+    Ok(())
+}
+
 /// How this platform's TUN devices frame packets unless asked otherwise.
 pub const NATIVE_FRAMING: Framing = Framing::Raw;
 

@@ -1,8 +1,10 @@
 //! macOS: utun devices from the kernel control `com.apple.net.utun_control`,
 //! configured with interface ioctls. Mirrors the Linux module's functions.
 //!
-//! Not built or run by this project's CI (it runs on Linux): the packing
-//! of every struct is tested on Linux in `crate::utun`; the calls here are
+//! Not run by this project's CI (it runs on Linux, where this module is
+//! type-checked with `cargo check --target x86_64-apple-darwin`): the
+//! packing of every struct and message, and the plan of which requests
+//! to make, are tested on Linux in `platform::darwin`; the calls here are
 //! untested. utun fds carry a 4-byte address-family header
 //! (`Framing::AddressFamily`), which the NIF adds and removes.
 
@@ -12,20 +14,26 @@ use std::io;
 use std::net::IpAddr;
 use std::os::fd::{AsFd, BorrowedFd};
 
-use nix::fcntl::{fcntl, FcntlArg, FdFlag};
-
 use std::time::Duration;
 
+use super::darwin::plan::{self, Plan};
+use super::darwin::route;
+use super::darwin::utun::{self, AliasRequest};
 use super::{Device, InterfaceAddress, LinkEvent, LinkInfo, Occupied, Placement, TunFd, TunLink};
 use crate::config::address_bits;
-use crate::utun::{self, AliasRequest};
-use crate::{Change, DeviceConfig, Framing, Mode};
+use crate::{Change, ConfigError, DeviceConfig, Framing, Mode};
 
 /// utun devices always carry the address-family header.
 pub const NATIVE_FRAMING: Framing = Framing::AddressFamily;
 
 fn errno(code: i32) -> io::Error {
     io::Error::from_raw_os_error(code)
+}
+
+/// macOS's own rules beyond `DeviceConfig::validate` (see
+/// `darwin::plan::check`).
+pub fn validate(config: &DeviceConfig) -> Result<(), ConfigError> {
+    plan::check(config)
 }
 
 /// Creates a utun device configured as `config` says; dropping the fd on
@@ -42,6 +50,7 @@ pub fn create_for(
     framing: Framing,
 ) -> io::Result<Device> {
     config.validate().map_err(|_| errno(libc::EINVAL))?;
+    validate(config).map_err(|_| errno(libc::EINVAL))?;
     // utun has one queue per device, only its own framing, no TAP, and
     // no switch for IPv6.
     if framing != NATIVE_FRAMING || config.queues != 1 || config.mode != Mode::Tun || !config.ipv6 {
@@ -58,7 +67,6 @@ pub fn create_for(
     sys::ioctl(fd.as_fd(), utun::CTLIOCGINFO, &mut info)?;
     sys::connect_control(fd.as_fd(), utun::ctl_id(&info), unit)?;
     let name = sys::utun_ifname(fd.as_fd())?;
-    fcntl(fd.as_fd(), FcntlArg::F_SETFD(FdFlag::FD_CLOEXEC))?;
     super::set_nonblocking(fd.as_fd(), true)?;
 
     let family = match config.address {
@@ -66,7 +74,8 @@ pub fn create_for(
         IpAddr::V6(_) => libc::AF_INET6,
     };
     let ctl = sys::socket(family, libc::SOCK_DGRAM, 0)?;
-    match utun::alias_request(&name, config).ok_or_else(|| errno(libc::EINVAL))? {
+    let Plan { alias, route } = plan::plan(config);
+    match utun::alias_request(&name, &alias).ok_or_else(|| errno(libc::EINVAL))? {
         AliasRequest::V4(mut req) => sys::ioctl(ctl.as_fd(), utun::SIOCAIFADDR, &mut req)?,
         AliasRequest::V6(mut req) => sys::ioctl(ctl.as_fd(), utun::SIOCAIFADDR_IN6, &mut req)?,
     }
@@ -77,6 +86,9 @@ pub fn create_for(
         &mut utun::ifreq_int(&name, mtu),
     )?;
     set_up(ctl.as_fd(), &name, config.up)?;
+    if let Some(route) = route {
+        add_route(&name, &route)?;
+    }
     Ok(Device {
         fd,
         queues: Vec::new(),
@@ -84,6 +96,14 @@ pub fn create_for(
         framing,
         netns: None,
     })
+}
+
+/// Routes `dst` through interface `name` with a routing-socket message.
+fn add_route(name: &str, dst: &crate::Cidr) -> io::Result<()> {
+    let index = nix::net::if_::if_nametoindex(name)?;
+    let index = u16::try_from(index).map_err(|_| errno(libc::EINVAL))?;
+    let socket = sys::socket(libc::PF_ROUTE, libc::SOCK_RAW, libc::AF_UNSPEC)?;
+    sys::write_message(socket.as_fd(), &route::add_route(1, dst, index, name))
 }
 
 fn set_up(ctl: BorrowedFd<'_>, name: &str, up: bool) -> io::Result<()> {
@@ -169,7 +189,7 @@ pub fn link_info(name: &str, _netns: Option<&Netns>) -> io::Result<LinkInfo> {
         addresses.push(InterfaceAddress {
             address,
             prefix,
-            peer: ip(ifa.destination),
+            peer: plan::reported_peer(address, ip(ifa.destination)),
         });
     }
     Ok(LinkInfo {

@@ -1,12 +1,13 @@
-//! macOS kernel ABI used by this platform: the utun control socket and the
-//! interface ioctls. The structs they take are packed as byte arrays by
-//! `crate::utun` (plain, tested on Linux); this file only passes them to
-//! the kernel. Nothing else in the crate makes these calls.
+//! macOS kernel ABI used by this platform: the utun control socket, the
+//! interface ioctls and the routing socket. The structs and messages they
+//! take are packed as byte arrays by `platform::darwin` (plain, tested on
+//! Linux); this file only passes them to the kernel. Nothing else in the
+//! crate makes these calls.
 
 use std::io;
 use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
 
-use crate::utun;
+use crate::platform::darwin::utun;
 
 fn check(ret: libc::c_int) -> io::Result<libc::c_int> {
     if ret < 0 {
@@ -16,7 +17,9 @@ fn check(ret: libc::c_int) -> io::Result<libc::c_int> {
     }
 }
 
-/// A new socket, owned.
+/// A new socket, owned, close-on-exec at once (macOS has no
+/// `SOCK_CLOEXEC`: a fork by another thread between the two calls is the
+/// only way for a child to inherit it).
 pub fn socket(
     domain: libc::c_int,
     kind: libc::c_int,
@@ -25,7 +28,22 @@ pub fn socket(
     // SAFETY: plain system call with integer arguments.
     let fd = check(unsafe { libc::socket(domain, kind, protocol) })?;
     // SAFETY: `fd` was just returned by socket(2) and nothing else owns it.
-    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+    let fd = unsafe { OwnedFd::from_raw_fd(fd) };
+    nix::fcntl::fcntl(
+        &fd,
+        nix::fcntl::FcntlArg::F_SETFD(nix::fcntl::FdFlag::FD_CLOEXEC),
+    )?;
+    Ok(fd)
+}
+
+/// Writes one whole routing message; the kernel answers a refused one
+/// with the write's error (`EEXIST`, `ENETUNREACH`, ...).
+pub fn write_message(fd: BorrowedFd<'_>, message: &[u8]) -> io::Result<()> {
+    let written = nix::unistd::write(fd, message)?;
+    if written != message.len() {
+        return Err(io::Error::from_raw_os_error(libc::EIO));
+    }
+    Ok(())
 }
 
 /// `ioctl(fd, request, buf)` for a request whose parameter is `buf`

@@ -1,16 +1,12 @@
-//! The platform-independent half of macOS utun support: interface names,
-//! ioctl request numbers, and the structs the ioctls and `connect` take,
-//! packed byte by byte at the offsets Darwin's headers give. Plain
-//! functions, so `cargo test` checks them on Linux too; the macOS module
-//! (`platform/macos`) only makes the system calls.
-#![forbid(unsafe_code)]
-#![cfg_attr(not(target_os = "macos"), allow(dead_code))]
+//! utun: interface names, ioctl request numbers, and the structs the
+//! ioctls and `connect` take (`<sys/kern_control.h>`, `<net/if.h>`,
+//! `<netinet6/in6_var.h>`).
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
+use super::plan::AliasSpec;
 use crate::config::netmask_from_prefix;
 use crate::framing::{DARWIN_AF_INET, DARWIN_AF_INET6};
-use crate::DeviceConfig;
 
 /// The kernel control that makes utun devices.
 pub const UTUN_CONTROL_NAME: &str = "com.apple.net.utun_control";
@@ -32,8 +28,8 @@ pub const SOCKADDR_CTL_LEN: usize = 32;
 pub const IFREQ_LEN: usize = 32;
 pub const IFALIASREQ_LEN: usize = 64;
 pub const IN6_ALIASREQ_LEN: usize = 128;
-const SOCKADDR_IN_LEN: usize = 16;
-const SOCKADDR_IN6_LEN: usize = 28;
+pub const SOCKADDR_IN_LEN: usize = 16;
+pub const SOCKADDR_IN6_LEN: usize = 28;
 
 // BSD ioctl numbers: direction, parameter size, group, number.
 const IOC_OUT: u32 = 0x4000_0000;
@@ -77,7 +73,7 @@ pub fn name_from_bytes(bytes: &[u8]) -> String {
     String::from_utf8_lossy(&bytes[..end]).into_owned()
 }
 
-fn put_name(buf: &mut [u8], name: &str, room: usize) {
+pub(super) fn put_name(buf: &mut [u8], name: &str, room: usize) {
     for (dst, src) in buf[..room - 1].iter_mut().zip(name.bytes()) {
         *dst = src;
     }
@@ -106,7 +102,8 @@ pub fn sockaddr_ctl(ctl_id: u32, unit: u32) -> [u8; SOCKADDR_CTL_LEN] {
     buf
 }
 
-fn sockaddr_in(addr: Ipv4Addr) -> [u8; SOCKADDR_IN_LEN] {
+/// `struct sockaddr_in` for `addr` (port 0).
+pub fn sockaddr_in(addr: Ipv4Addr) -> [u8; SOCKADDR_IN_LEN] {
     let mut buf = [0u8; SOCKADDR_IN_LEN];
     buf[0] = SOCKADDR_IN_LEN as u8;
     buf[1] = DARWIN_AF_INET as u8;
@@ -114,7 +111,8 @@ fn sockaddr_in(addr: Ipv4Addr) -> [u8; SOCKADDR_IN_LEN] {
     buf
 }
 
-fn sockaddr_in6(addr: Ipv6Addr) -> [u8; SOCKADDR_IN6_LEN] {
+/// `struct sockaddr_in6` for `addr` (port, flow and scope 0).
+pub fn sockaddr_in6(addr: Ipv6Addr) -> [u8; SOCKADDR_IN6_LEN] {
     let mut buf = [0u8; SOCKADDR_IN6_LEN];
     buf[0] = SOCKADDR_IN6_LEN as u8;
     buf[1] = DARWIN_AF_INET6 as u8;
@@ -149,44 +147,45 @@ pub fn ifreq_with_flags(name: &str, flags: i16) -> [u8; IFREQ_LEN] {
     buf
 }
 
-/// The request that adds `config`'s address to interface `name`: an
-/// `ifaliasreq` (`SIOCAIFADDR`) for IPv4, an `in6_aliasreq`
-/// (`SIOCAIFADDR_IN6`, no DAD, infinite lifetimes) for IPv6. The peer,
-/// when there is one, goes in the destination field.
+/// The request that adds an address to interface `name`: an `ifaliasreq`
+/// (`SIOCAIFADDR`) for IPv4, an `in6_aliasreq` (`SIOCAIFADDR_IN6`, no
+/// DAD, infinite lifetimes) for IPv6. The destination, when there is one,
+/// goes in the destination field.
 pub enum AliasRequest {
     V4([u8; IFALIASREQ_LEN]),
     V6([u8; IN6_ALIASREQ_LEN]),
 }
 
-pub fn alias_request(name: &str, config: &DeviceConfig) -> Option<AliasRequest> {
-    let mask = netmask_from_prefix(config.prefix, &config.address);
-    match (config.address, config.dstaddr, mask) {
-        (IpAddr::V4(addr), peer, IpAddr::V4(mask)) => {
-            let peer = match peer {
+/// `None` when the destination is of the other family.
+pub fn alias_request(name: &str, alias: &AliasSpec) -> Option<AliasRequest> {
+    let mask = netmask_from_prefix(alias.prefix, &alias.address);
+    match (alias.address, alias.destination, mask) {
+        (IpAddr::V4(addr), destination, IpAddr::V4(mask)) => {
+            let destination = match destination {
                 None => None,
-                Some(IpAddr::V4(p)) => Some(p),
+                Some(IpAddr::V4(d)) => Some(d),
                 Some(IpAddr::V6(_)) => return None,
             };
             let mut buf = [0u8; IFALIASREQ_LEN];
             put_name(&mut buf, name, IFNAMSIZ);
             buf[16..32].copy_from_slice(&sockaddr_in(addr));
-            if let Some(peer) = peer {
-                buf[32..48].copy_from_slice(&sockaddr_in(peer));
+            if let Some(destination) = destination {
+                buf[32..48].copy_from_slice(&sockaddr_in(destination));
             }
             buf[48..64].copy_from_slice(&sockaddr_in(mask));
             Some(AliasRequest::V4(buf))
         }
-        (IpAddr::V6(addr), peer, IpAddr::V6(mask)) => {
-            let peer = match peer {
+        (IpAddr::V6(addr), destination, IpAddr::V6(mask)) => {
+            let destination = match destination {
                 None => None,
-                Some(IpAddr::V6(p)) => Some(p),
+                Some(IpAddr::V6(d)) => Some(d),
                 Some(IpAddr::V4(_)) => return None,
             };
             let mut buf = [0u8; IN6_ALIASREQ_LEN];
             put_name(&mut buf, name, IFNAMSIZ);
             buf[16..44].copy_from_slice(&sockaddr_in6(addr));
-            if let Some(peer) = peer {
-                buf[44..72].copy_from_slice(&sockaddr_in6(peer));
+            if let Some(destination) = destination {
+                buf[44..72].copy_from_slice(&sockaddr_in6(destination));
             }
             buf[72..100].copy_from_slice(&sockaddr_in6(mask));
             buf[100..104].copy_from_slice(&IN6_IFF_NODAD.to_ne_bytes());
@@ -267,12 +266,19 @@ mod tests {
         assert_eq!(name_from_bytes(&long[..16]).len(), 15);
     }
 
+    fn alias(address: &str, destination: Option<&str>, prefix: u8) -> AliasSpec {
+        AliasSpec {
+            address: address.parse().unwrap(),
+            destination: destination.map(|d| d.parse().unwrap()),
+            prefix,
+        }
+    }
+
     #[test]
     fn ipv4_alias_has_address_peer_and_mask() {
-        let mut config = DeviceConfig::new("10.1.2.3".parse().unwrap());
-        config.dstaddr = Some("10.1.2.1".parse().unwrap());
-        config.prefix = 32;
-        let Some(AliasRequest::V4(req)) = alias_request("utun4", &config) else {
+        let Some(AliasRequest::V4(req)) =
+            alias_request("utun4", &alias("10.1.2.3", Some("10.1.2.1"), 32))
+        else {
             panic!("expected an IPv4 request");
         };
         assert_eq!(name_from_bytes(&req[..16]), "utun4");
@@ -283,9 +289,8 @@ mod tests {
 
     #[test]
     fn ipv6_alias_has_prefix_mask_nodad_and_infinite_lifetimes() {
-        let mut config = DeviceConfig::new("fd00::2".parse().unwrap());
-        config.prefix = 64;
-        let Some(AliasRequest::V6(req)) = alias_request("utun5", &config) else {
+        let Some(AliasRequest::V6(req)) = alias_request("utun5", &alias("fd00::2", None, 64))
+        else {
             panic!("expected an IPv6 request");
         };
         assert_eq!(&req[16..18], &[28, 30]);
@@ -301,9 +306,43 @@ mod tests {
     }
 
     #[test]
+    fn a_peerless_ipv4_alias_has_its_own_address_as_destination() {
+        // What `plan` asks for a plain `create("10.0.0.2", prefix: 24)`:
+        // utun is point-to-point, and in.c refuses an IPv4 alias without
+        // a destination there (EDESTADDRREQ).
+        let config = crate::DeviceConfig {
+            prefix: 24,
+            ..crate::DeviceConfig::new("10.0.0.2".parse().unwrap())
+        };
+        let planned = super::super::plan::plan(&config);
+        let Some(AliasRequest::V4(req)) = alias_request("utun6", &planned.alias) else {
+            panic!("expected an IPv4 request");
+        };
+        assert_eq!(&req[16..24], &[16, 2, 0, 0, 10, 0, 0, 2]);
+        assert_eq!(&req[32..40], &[16, 2, 0, 0, 10, 0, 0, 2]);
+        assert_eq!(&req[48..56], &[16, 2, 0, 0, 255, 255, 255, 0]);
+    }
+
+    #[test]
+    fn an_ipv6_alias_with_a_peer_has_a_host_mask() {
+        // in6.c refuses a destination with any mask but /128 (EINVAL).
+        let config = crate::DeviceConfig {
+            dstaddr: Some("fd00::1".parse().unwrap()),
+            prefix: 64,
+            ..crate::DeviceConfig::new("fd00::2".parse().unwrap())
+        };
+        let planned = super::super::plan::plan(&config);
+        let Some(AliasRequest::V6(req)) = alias_request("utun7", &planned.alias) else {
+            panic!("expected an IPv6 request");
+        };
+        assert_eq!(&req[44..46], &[28, 30]);
+        assert_eq!(&req[52..54], &[0xFD, 0]);
+        assert_eq!(req[67], 1);
+        assert_eq!(&req[80..96], &[0xFF; 16]);
+    }
+
+    #[test]
     fn mixed_families_are_refused() {
-        let mut config = DeviceConfig::new("10.0.0.2".parse().unwrap());
-        config.dstaddr = Some("fd00::1".parse().unwrap());
-        assert!(alias_request("utun0", &config).is_none());
+        assert!(alias_request("utun0", &alias("10.0.0.2", Some("fd00::1"), 32)).is_none());
     }
 }
