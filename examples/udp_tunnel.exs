@@ -5,7 +5,9 @@
 #   mix run examples/udp_tunnel.exs --address 10.251.0.1 --peer 10.251.0.2 \
 #     --local 192.168.250.1:7000 --remote 192.168.250.2:7000
 #
-# It prints `ready <device>` and runs until its standard input closes.
+# It prints `ready <device>` and runs until its standard input closes. By
+# default the device is an offload device and the socket uses UDP_SEGMENT
+# and UDP_GRO (Linux); `--plain` moves one packet per system call instead.
 unless Code.ensure_loaded?(TundraExamples.UdpTunnel) do
   # Outside the project's test and bench builds (which compile
   # examples/lib), load the modules the tunnel is made of.
@@ -16,7 +18,14 @@ end
 
 {opts, _, _} =
   OptionParser.parse(System.argv(),
-    strict: [address: :string, peer: :string, local: :string, remote: :string, mtu: :integer]
+    strict: [
+      address: :string,
+      peer: :string,
+      local: :string,
+      remote: :string,
+      mtu: :integer,
+      plain: :boolean
+    ]
   )
 
 endpoint = fn text ->
@@ -27,8 +36,8 @@ end
 
 {:ok, tunnel} =
   TundraExamples.UdpTunnel.start_link(
-    {opts[:address], [dstaddr: opts[:peer], mtu: opts[:mtu] || 1400], endpoint.(opts[:local]),
-     endpoint.(opts[:remote])}
+    {opts[:address], [dstaddr: opts[:peer], mtu: opts[:mtu] || 1400, offload: !opts[:plain]],
+     endpoint.(opts[:local]), endpoint.(opts[:remote])}
   )
 
 IO.puts("ready #{TundraExamples.UdpTunnel.name(tunnel)}")

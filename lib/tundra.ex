@@ -205,6 +205,24 @@ defmodule Tundra do
   opens it with `attach/2`, without `tundra_server`, and may close and
   open it again; `ip link del NAME` removes it.
 
+  ## Offload (Linux)
+
+  With `offload: true` the device carries a `virtio_net_hdr` on every
+  packet (`IFF_VNET_HDR`) and Tundra turns on the offloads the kernel has
+  (`TUNSETOFFLOAD`: checksums, TCP segmentation for IPv4 and IPv6, UDP
+  segmentation on Linux 6.2 and later; `info/1` says which). The kernel
+  then hands the device TCP (and UDP) *super-packets* of up to 64 KB, one
+  per many MTU-sized packets, and takes them from it: far fewer system
+  calls per byte. The API does not change: `recv/3`, `recv_many/3` and
+  active mode return ordinary packets, cut from the super-packets with
+  their checksums completed, and `send/3`/`send_many/3` take ordinary
+  packets, `send_many/3` writing a run of TCP segments of one flow as one
+  super-packet. A program written for a plain device works on an offload
+  device. For tunnels, `recv_segments/2` and `send_segments/4` move a
+  whole super-packet per call in the shape `UDP_SEGMENT` and `UDP_GRO`
+  use (see `TundraExamples.UdpTunnel`). Offload is off by default: some
+  kernels had offload bugs that other tunnels had to work around.
+
   ## Link events
 
   An owner that asks (`link_events: true` on `create/2`, `attach/2`,
@@ -355,6 +373,7 @@ defmodule Tundra do
           routes: [route_info()],
           stats: stats(),
           mac: String.t() | nil,
+          offload: false | [:csum | :tso4 | :tso6 | :tso_ecn | :uso4 | :uso6],
           link_events: boolean()
         }
 
@@ -405,6 +424,7 @@ defmodule Tundra do
           | {:owner, non_neg_integer() | String.t()}
           | {:group, non_neg_integer() | String.t()}
           | {:link_events, boolean()}
+          | {:offload, boolean()}
 
   @doc """
   Creates a TUN device with `address`, configures it and brings it up.
@@ -447,6 +467,11 @@ defmodule Tundra do
     * `:link_events` - when `true`, the owner receives
       `{:tundra_link, device, %{up: boolean, mtu: integer}}` whenever the
       link's state or MTU changes (see "Link events"). Default: `false`.
+    * `:offload` - `true` makes an offload device (Linux, TUN): the
+      kernel may hand it TCP and UDP super-packets of up to 64 KB, which
+      Tundra cuts into ordinary packets, and takes runs of TCP segments
+      written with `send_many/3` or `send_segments/4` as one (see
+      "Offload"). Default: `false`.
     * `:mode` - `:tun` (the default: IP packets) or `:tap` (Ethernet
       frames; see "TAP devices").
     * `:mac` - a TAP device's Ethernet address, `"02:00:5e:10:00:01"`
@@ -676,15 +701,27 @@ defmodule Tundra do
       receives `{:tundra_passive, device}`, as with `:gen_udp`.
     * `:link_events` (see "Link events"): `true` or `false`. Changes
       after this returns are reported.
+    * `:offload` (an offload device, see "Offload"): exactly these
+      offloads, a list of `:csum`, `:tso4`, `:tso6`, `:tso_ecn`, `:uso4`,
+      `:uso6` (segmentation needs `:csum`); `[]` turns them all off, for
+      a kernel whose offload misbehaves. The device keeps its vnet header
+      and works as before, with smaller packets from the kernel.
+      `:einval` on another device, or for a set the kernel refuses.
 
   Returns `:ok`, or `{:error, reason}`: `{:invalid_option, {key, value}}`,
   `{:unknown_option, key}`, `:not_owner`, `:closed`, or a POSIX atom when
   link events cannot be watched.
   """
-  @spec setopts(device(), active: active(), link_events: boolean()) ::
+  @spec setopts(device(),
+          active: active(),
+          link_events: boolean(),
+          offload: [:csum | :tso4 | :tso6 | :tso_ecn | :uso4 | :uso6]
+        ) ::
           :ok | {:error, setopts_error()}
   def setopts({:"$tundra", ref} = device, opts) when is_reference(ref) and is_list(opts) do
-    with {:ok, active, link_events} <- Options.setopts_args(opts),
+    with {:ok, %{active: active, link_events: link_events, offload: offload}} <-
+           Options.setopts_args(opts),
+         :ok <- if(offload == nil, do: :ok, else: Nif.set_offload(ref, offload)),
          :ok <- if(link_events == nil, do: :ok, else: link_events(ref, link_events)) do
       setopts_active(device, active)
     end
@@ -928,6 +965,98 @@ defmodule Tundra do
       {:select, {info, rest}} ->
         case await_select(device, info, deadline) do
           :ok -> send_many_until(device, rest, deadline)
+          {:error, :timeout} -> {:error, {:timeout, rest}}
+        end
+
+      result ->
+        result
+    end
+  end
+
+  @doc """
+  Receives a batch for a tunnel: `{:ok, {data, size}}` where `data` holds
+  whole IP packets back to back, each `size` bytes long but the last,
+  which may be shorter. That is exactly what one `:socket.sendmsg/2` with
+  `UDP_SEGMENT` sends as one datagram per packet:
+
+      {:ok, {data, size}} = Tundra.recv_segments(dev, :nowait)
+      ctrl = if byte_size(data) > size,
+               do: [%{level: :udp, type: 103, data: <<size::16-native>>}],
+               else: []
+      :socket.sendmsg(udp, %{addr: peer, iov: [data], ctrl: ctrl})
+
+  On an offload device (`offload: true`) one call takes what the kernel
+  hands over in one piece, a TCP or UDP super-packet of up to 64 KB, cut
+  into its packets (checksums complete): at most 64 packets and 65,000
+  bytes, the rest coming with the next call. Otherwise, and for any
+  packet the kernel did not coalesce, it is one packet, with its own
+  length as `size`. Waiting and errors as for `recv/3`.
+  """
+  @spec recv_segments(device(), timeout_or_nowait()) ::
+          {:ok, {binary(), pos_integer()}}
+          | {:select, select_info()}
+          | {:error, :timeout | use_error() | posix()}
+  def recv_segments(device, timeout \\ :infinity)
+
+  def recv_segments({:"$tundra", ref}, :nowait) when is_reference(ref),
+    do: Nif.recv_segments(ref)
+
+  def recv_segments({:"$tundra", ref} = device, timeout)
+      when is_reference(ref) and
+             (timeout == :infinity or (is_integer(timeout) and timeout >= 0)) do
+    recv_segments_until(device, deadline(timeout))
+  end
+
+  @doc """
+  Sends a batch from a tunnel: `data` holds whole IP packets back to
+  back, each `size` bytes but the last, as one `:socket.recvmsg/5` with
+  `UDP_GRO` on delivers them (the size is in its `udp`/104 control
+  message; without one, `size` is the datagram's length):
+
+      :ok = :socket.setopt_native(udp, {17, 104}, 1)
+      {:ok, %{iov: [data], ctrl: ctrl}} = :socket.recvmsg(udp, 65_535, 64, [], :nowait)
+      size = case ctrl do
+               [%{level: :udp, type: 104, data: <<size::32-native>>}] -> size
+               [] -> byte_size(data)
+             end
+      :ok = Tundra.send_segments(dev, data, size)
+
+  Each packet is checked as `send/3` checks one. On an offload device,
+  consecutive TCP segments of one flow are written to the kernel as one
+  super-packet (after their checksums are verified), the rest one by
+  one. Returns `:ok`; with `:nowait`, `{:select, {select_info, rest}}`
+  when the device cannot take more, `rest` being the packets not written
+  (a binary, the same `size`); `{:error, {reason, rest}}` when a packet
+  is refused, `rest` starting with it.
+  """
+  @spec send_segments(device(), binary(), pos_integer(), timeout_or_nowait()) ::
+          :ok
+          | {:select, {select_info(), binary()}}
+          | {:error, {:timeout | posix(), binary()} | use_error()}
+  def send_segments(device, data, size, timeout \\ :infinity)
+
+  def send_segments({:"$tundra", ref}, data, size, :nowait)
+      when is_reference(ref) and is_binary(data) and is_integer(size) and size > 0,
+      do: send_segments_now(ref, data, size)
+
+  def send_segments({:"$tundra", ref} = device, data, size, timeout)
+      when is_reference(ref) and is_binary(data) and is_integer(size) and size > 0 and
+             (timeout == :infinity or (is_integer(timeout) and timeout >= 0)) do
+    send_segments_until(device, data, size, deadline(timeout))
+  end
+
+  defp send_segments_now(ref, data, size) do
+    case Nif.send_segments(ref, data, size) do
+      {:more, rest} -> send_segments_now(ref, rest, size)
+      result -> result
+    end
+  end
+
+  defp send_segments_until({:"$tundra", ref} = device, data, size, deadline) do
+    case send_segments_now(ref, data, size) do
+      {:select, {info, rest}} ->
+        case await_select(device, info, deadline) do
+          :ok -> send_segments_until(device, rest, size, deadline)
           {:error, :timeout} -> {:error, {:timeout, rest}}
         end
 
@@ -1206,6 +1335,9 @@ defmodule Tundra do
       system sent through it, that is what the program was given to read
       (`:tx_dropped` counts what the device could not queue for it);
     * `:mac` - a TAP device's Ethernet address (`"02:..."`), else `nil`;
+    * `:offload` - an offload device's offloads in effect (`:csum`,
+      `:tso4`, `:tso6`, `:tso_ecn`, `:uso4`, `:uso6`; fewer where the
+      kernel lacks them), `false` for any other device;
     * `:owner` (a pid), `:fd` (the OS file descriptor, for diagnostics or
       for `adopt/2` with `dup: true`; never close it yourself) and
       `:link_events` (whether the owner gets them).
@@ -1233,6 +1365,17 @@ defmodule Tundra do
       {:select, info} ->
         with :ok <- await_select(device, info, deadline),
              do: recv_until(device, length, deadline)
+
+      result ->
+        result
+    end
+  end
+
+  defp recv_segments_until({:"$tundra", ref} = device, deadline) do
+    case Nif.recv_segments(ref) do
+      {:select, info} ->
+        with :ok <- await_select(device, info, deadline),
+             do: recv_segments_until(device, deadline)
 
       result ->
         result

@@ -42,6 +42,18 @@ defmodule Tundra.Nif do
           {:ok, [binary(), ...]} | select() | {:error, refused() | Tundra.posix()}
   def recv_many(_ref, _count), do: :erlang.nif_error(:nif_not_loaded)
 
+  @spec recv_segments(reference()) ::
+          {:ok, {binary(), pos_integer()}} | select() | {:error, refused() | Tundra.posix()}
+  def recv_segments(_ref), do: :erlang.nif_error(:nif_not_loaded)
+
+  # `{:more, rest}`: the call's time was up with `rest` still to write.
+  @spec send_segments(reference(), binary(), pos_integer()) ::
+          :ok
+          | {:more, binary()}
+          | {:select, {Tundra.select_info(), binary()}}
+          | {:error, {Tundra.posix(), binary()} | refused()}
+  def send_segments(_ref, _data, _size), do: :erlang.nif_error(:nif_not_loaded)
+
   # `:flatten`: the iodata must be flattened before the NIF writes it.
   @spec send(reference(), iodata()) ::
           :ok | :flatten | select() | {:error, refused() | Tundra.posix()}
@@ -72,6 +84,10 @@ defmodule Tundra.Nif do
   @spec set_active(reference(), :off | :once | :always | :add | :count, integer()) ::
           {:ok, mode()} | {:error, refused() | Tundra.posix()}
   def set_active(_ref, _mode, _n), do: :erlang.nif_error(:nif_not_loaded)
+
+  # `bits`: TUN_F_* flags (see Tundra.Options.offload_bits/1).
+  @spec set_offload(reference(), non_neg_integer()) :: :ok | {:error, refused() | Tundra.posix()}
+  def set_offload(_ref, _bits), do: :erlang.nif_error(:nif_not_loaded)
 
   @spec reader(reference()) :: {:ok, pid() | nil} | {:error, refused()}
   def reader(_ref), do: :erlang.nif_error(:nif_not_loaded)

@@ -26,7 +26,8 @@ defmodule Tundra.Options do
     :persist,
     :owner,
     :group,
-    :link_events
+    :link_events,
+    :offload
   ]
   # Options that only direct creation can honour.
   @direct_only [:netns, :persist]
@@ -60,6 +61,7 @@ defmodule Tundra.Options do
          {:ok, mode} <- optional(opts, :mode, &(&1 in [:tun, :tap])),
          {:ok, mac} <- optional_mac(opts),
          {:ok, ipv6} <- optional(opts, :ipv6, &is_boolean/1),
+         {:ok, offload} <- optional(opts, :offload, &is_boolean/1),
          {:ok, netns} <- optional(opts, :netns, &is_binary/1),
          {:ok, persist} <- optional(opts, :persist, &is_boolean/1),
          {:ok, owner} <- optional(opts, :owner, &id?/1),
@@ -83,6 +85,7 @@ defmodule Tundra.Options do
          mode: mode || :tun,
          mac: mac,
          ipv6: ipv6 != false,
+         offload: offload == true,
          netns: netns,
          persist: persist == true,
          owner: owner,
@@ -192,24 +195,34 @@ defmodule Tundra.Options do
     end
   end
 
-  @doc """
-  The options of `Tundra.setopts/2`: the active change and the link
-  events switch, each `nil` when not given.
-  """
-  @spec setopts_args(keyword()) ::
-          {:ok, active_change() | nil, boolean() | nil} | {:error, Tundra.option_error()}
+  @typedoc "What `Tundra.setopts/2` changes; `nil` for what it leaves."
+  @type setopts :: %{
+          active: active_change() | nil,
+          link_events: boolean() | nil,
+          offload: non_neg_integer() | nil
+        }
+
+  @doc "The options of `Tundra.setopts/2`."
+  @spec setopts_args(keyword()) :: {:ok, setopts()} | {:error, Tundra.option_error()}
   def setopts_args(opts) do
     with :ok <- keyword!(opts),
-         :ok <- known_keys(opts, [:active, :link_events]),
+         :ok <- known_keys(opts, [:active, :link_events, :offload]),
          :ok <- no_duplicates(opts),
-         {:ok, link_events} <- optional(opts, :link_events, &is_boolean/1) do
-      if Keyword.has_key?(opts, :active) do
-        with {:ok, active} <- active(opts), do: {:ok, active, link_events}
-      else
-        {:ok, nil, link_events}
-      end
+         {:ok, link_events} <- optional(opts, :link_events, &is_boolean/1),
+         {:ok, offload} <- optional(opts, :offload, &offload_names?/1),
+         {:ok, active} <- if(Keyword.has_key?(opts, :active), do: active(opts), else: {:ok, nil}) do
+      {:ok,
+       %{active: active, link_events: link_events, offload: offload && offload_bits(offload)}}
     end
   end
+
+  # TUNSETOFFLOAD's TUN_F_* bits, linux/if_tun.h.
+  @offload_bits %{csum: 0x01, tso4: 0x02, tso6: 0x04, tso_ecn: 0x08, uso4: 0x20, uso6: 0x40}
+
+  defp offload_names?(names),
+    do: is_list(names) and Enum.all?(names, &Map.has_key?(@offload_bits, &1))
+
+  defp offload_bits(names), do: Enum.reduce(names, 0, &Bitwise.bor(@offload_bits[&1], &2))
 
   @doc "Checks a keyword list's keys: known, each given once."
   @spec check_keys(keyword(), [atom()]) :: :ok | {:error, Tundra.option_error()}

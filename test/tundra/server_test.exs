@@ -471,4 +471,54 @@ defmodule Tundra.ServerTest do
     assert interface_exists?(name)
     assert System.cmd("ip", ["addr", "show", name]) |> elem(0) =~ "10.93.50.2 peer 10.93.50.1"
   end
+
+  # Runs in the member's VM: an offload device from the server, and one
+  # whose fd root passes over a Unix socket (adopted); each answers ping.
+  @offload_code ~S"""
+  [socket, path] = System.argv()
+  {:ok, {dev, name}} =
+    Tundra.create("10.93.60.2", dstaddr: "10.93.60.1", offload: true, socket_path: socket)
+
+  {:ok, %{offload: served}} = Tundra.info(dev)
+  {:ok, _} = TundraExamples.EchoResponder.serve(dev)
+  {:ok, listener} = :socket.open(:local, :stream, :default)
+  :ok = :socket.bind(listener, %{family: :local, path: path})
+  :ok = :socket.listen(listener)
+  IO.puts("LISTENING")
+  {:ok, conn} = :socket.accept(listener, 10_000)
+  {:ok, %{ctrl: [%{data: <<fd::32-native, _::binary>>}]}} = :socket.recvmsg(conn, 1, 64, [], 10_000)
+  {:ok, {adopted, adopted_name}} = Tundra.adopt(fd, dup: false)
+  {:ok, %{offload: adopted_offload}} = Tundra.info(adopted)
+  {:ok, _} = TundraExamples.EchoResponder.serve(adopted)
+  IO.puts("READY #{name} #{Enum.join(served, ",")} #{adopted_name} #{Enum.join(adopted_offload, ",")}")
+  IO.read(:line)
+  """
+
+  test "offload devices: from the server, and adopted by an unprivileged VM", ctx do
+    path = "/tmp/tundra-fdpass-#{System.unique_integer([:positive])}.sock"
+    on_exit(fn -> File.rm(path) end)
+    vm = SecondVM.start(ctx.vm, ctx.member, @offload_code, [ctx.socket, path])
+    SecondVM.line(vm, "LISTENING")
+
+    # Root's offload device, handed over as an fd.
+    {:ok, {dev, _}} = Tundra.create("10.93.61.2", dstaddr: "10.93.61.1", offload: true)
+    {:ok, %{fd: fd}} = Tundra.info(dev)
+    {:ok, sock} = :socket.open(:local, :stream, :default)
+    :ok = :socket.connect(sock, %{family: :local, path: path})
+    rights = %{level: :socket, type: :rights, data: <<fd::32-native>>}
+    :ok = :socket.sendmsg(sock, %{iov: ["x"], ctrl: [rights]})
+
+    ["READY", _name, served, _adopted_name, adopted] =
+      String.split(SecondVM.line(vm, "READY"), " ", parts: 5)
+
+    for offloads <- [served, adopted] do
+      assert "csum" in String.split(offloads, ",") and offloads =~ "tso4", offloads
+    end
+
+    :ok = Tundra.close(dev)
+    assert {0, _} = ping("10.93.60.1", 2)
+    assert {0, _} = ping("10.93.61.1", 2)
+    :socket.close(sock)
+    SecondVM.stop(vm)
+  end
 end

@@ -8,28 +8,42 @@ defmodule TundraExamples.UdpTunnel do
   No encryption, no authentication beyond accepting datagrams only from the
   configured remote address: an illustration of the data path, not a VPN.
 
-  One GenServer owns both the device and the socket: the device is read
-  with the drain loop of `TundraExamples.Flow` (on each select
-  notification), datagrams arrive as `{:udp, ...}` messages from a socket
-  in active mode with a count. A packet that cannot be passed on (a full
-  socket buffer, a device that cannot take it) is dropped, as a router
-  drops what its queues cannot hold; TCP and the other end's protocols
-  recover. It stops when its device is gone.
+  By default (`offload: true`, Linux) it moves a whole super-packet per
+  call on both sides: the device is an offload device read with
+  `Tundra.recv_segments/2`, whose batches go out in one `:socket.sendmsg/2`
+  each with `UDP_SEGMENT` (the kernel cuts them into one datagram per
+  packet), and the socket has `UDP_GRO` on, so that datagrams arrive
+  coalesced and go to the device with `Tundra.send_segments/4`, which
+  writes runs of TCP segments as one super-packet. With `offload: false`
+  it is the plain path: the drain loop of `TundraExamples.Flow` on the
+  device and `:gen_udp` in active mode, one datagram per packet. (`io:
+  :packets` takes the plain path on an offload device too, which then
+  hands the drain loop ordinary packets cut from its super-packets.)
+
+  One GenServer owns both the device and the socket. A packet that cannot
+  be passed on (a full socket buffer, a device that cannot take it) is
+  dropped, as a router drops what its queues cannot hold; TCP and the
+  other end's protocols recover. It stops when its device is gone.
   """
   use GenServer
 
   alias TundraExamples.Flow
 
   @count 64
+  @buffer 4 * 1024 * 1024
+  # UDP_SEGMENT (cmsg) and UDP_GRO (option and cmsg), linux/udp.h.
+  @udp_segment 103
+  @udp_gro 104
 
   @typedoc "Where the tunnel's UDP socket listens and where it sends."
   @type endpoint :: {:inet.ip_address(), :inet.port_number()}
 
   @typedoc """
   The tunnel device (`Tundra.create/2`'s address and options, e.g.
-  `dstaddr:` the other end's tunnel address and `mtu:` small enough for a
-  packet plus 28 bytes of UDP/IPv4 to fit the path), the local endpoint to
-  bind and the remote one to send to.
+  `dstaddr:` the other end's tunnel address, `mtu:` small enough for a
+  packet plus 28 bytes of UDP/IPv4 to fit the path, and `offload:`,
+  default `true`; plus `io: :segments | :packets`, see above), the local
+  endpoint to bind and the remote one to send to.
   """
   @type config :: {Tundra.address(), [Tundra.create_option()], endpoint(), endpoint()}
 
@@ -41,30 +55,89 @@ defmodule TundraExamples.UdpTunnel do
   @spec name(GenServer.server()) :: String.t()
   def name(server), do: GenServer.call(server, :name)
 
+  @doc """
+  The largest read from the device (a batch, or a packet) since the last
+  call, in bytes: larger than the MTU when super-packets arrive.
+  """
+  @spec largest_read(GenServer.server()) :: non_neg_integer()
+  def largest_read(server), do: GenServer.call(server, :largest_read)
+
+  @doc "`Tundra.setopts/2` on the tunnel's device."
+  @spec setopts(GenServer.server(), keyword()) :: :ok | {:error, Tundra.setopts_error()}
+  def setopts(server, opts), do: GenServer.call(server, {:setopts, opts})
+
   @impl true
-  def init({address, opts, {local_ip, local_port}, remote}) do
+  def init({address, opts, local, remote}) do
+    offload = Keyword.get(opts, :offload, true)
+    {io, opts} = Keyword.pop(opts, :io, if(offload, do: :segments, else: :packets))
+    opts = Keyword.put(opts, :offload, offload)
+
     with {:ok, {device, name}} <- Tundra.create(address, opts),
-         {:ok, socket} <-
-           :gen_udp.open(local_port, [
-             :binary,
-             ip: local_ip,
-             active: @count,
-             recbuf: 4 * 1024 * 1024,
-             sndbuf: 4 * 1024 * 1024
-           ]) do
-      state = %{flow: Flow.new(device, @count), name: name, socket: socket, remote: remote}
-      forward(state)
+         {:ok, socket} <- open_socket(io, local) do
+      state = %{device: device, name: name, socket: socket, remote: remote, io: io, largest: 0}
+      start(state)
     else
       {:error, reason} -> {:stop, reason}
     end
   end
 
+  defp open_socket(:packets, {ip, port}) do
+    :gen_udp.open(port, [:binary, ip: ip, active: @count, recbuf: @buffer, sndbuf: @buffer])
+  end
+
+  defp open_socket(:segments, {ip, port}) do
+    family = if tuple_size(ip) == 4, do: :inet, else: :inet6
+
+    with {:ok, socket} <- :socket.open(family, :dgram, :udp),
+         :ok <- :socket.setopt(socket, {:socket, :rcvbuf}, @buffer),
+         :ok <- :socket.setopt(socket, {:socket, :sndbuf}, @buffer),
+         :ok <- :socket.setopt_native(socket, {17, @udp_gro}, 1),
+         :ok <- :socket.bind(socket, %{family: family, addr: ip, port: port}) do
+      {:ok, socket}
+    end
+  end
+
+  defp start(%{io: :packets} = state) do
+    state = Map.put(state, :flow, Flow.new(state.device, @count))
+
+    case forward_plain(state) do
+      {:ok, state} -> {:ok, state}
+      {:stop, reason} -> {:stop, reason}
+    end
+  end
+
+  defp start(%{io: :segments} = state) do
+    with {:ok, state} <- device_to_socket(state), do: socket_to_device(state)
+  end
+
   @impl true
   def handle_call(:name, _from, state), do: {:reply, state.name, state}
 
+  def handle_call(:largest_read, _from, state) do
+    largest = max(state.largest, Process.delete(:largest_read) || 0)
+    {:reply, largest, %{state | largest: 0}}
+  end
+
+  def handle_call({:setopts, opts}, _from, state),
+    do: {:reply, Tundra.setopts(state.device, opts), state}
+
   @impl true
-  def handle_info({:"$socket", device, :select, _}, %{flow: %{device: device}} = state) do
-    case forward(state) do
+  def handle_info({:"$socket", device, :select, _}, %{device: device, io: :packets} = state) do
+    case forward_plain(state) do
+      {:ok, state} -> {:noreply, state}
+      {:stop, reason} -> {:stop, reason, state}
+    end
+  end
+
+  def handle_info({:"$socket", device, :select, _}, %{device: device} = state) do
+    case device_to_socket(state) do
+      {:ok, state} -> {:noreply, state}
+      {:stop, reason} -> {:stop, reason, state}
+    end
+  end
+
+  def handle_info({:"$socket", socket, :select, _}, %{socket: socket} = state) do
+    case socket_to_device(state) do
       {:ok, state} -> {:noreply, state}
       {:stop, reason} -> {:stop, reason, state}
     end
@@ -72,7 +145,7 @@ defmodule TundraExamples.UdpTunnel do
 
   def handle_info({:udp, socket, ip, port, packet}, %{socket: socket, remote: {ip, port}} = state) do
     # A device that cannot take a packet now drops it, like a full queue.
-    _ = Tundra.send(state.flow.device, packet, :nowait)
+    _ = Tundra.send(state.device, packet, :nowait)
     {:noreply, state}
   end
 
@@ -83,12 +156,15 @@ defmodule TundraExamples.UdpTunnel do
     {:noreply, state}
   end
 
-  # Device packets to the other end, each as one datagram: the drain
-  # loop with nothing to answer on the device itself.
-  defp forward(%{socket: socket, remote: {ip, port}} = state) do
+  # Plain: device packets to the other end, each as one datagram (the
+  # drain loop with nothing to answer on the device itself).
+  defp forward_plain(%{socket: socket, remote: {ip, port}} = state) do
     # A datagram the network refuses is a lost packet, as on any tunnel.
     send_out = fn packets ->
       for p <- packets, do: _ = :gen_udp.send(socket, ip, port, p)
+      # The handler cannot change the state: note the size aside.
+      largest = Enum.reduce(packets, Process.get(:largest_read, 0), &max(byte_size(&1), &2))
+      Process.put(:largest_read, largest)
       []
     end
 
@@ -97,4 +173,59 @@ defmodule TundraExamples.UdpTunnel do
       {:error, _gone} -> {:stop, {:shutdown, :device_closed}}
     end
   end
+
+  # Offload: device batches to the other end, one UDP_SEGMENT send each,
+  # until the device has nothing (which arms its select).
+  defp device_to_socket(%{device: device, socket: socket, remote: {ip, port}} = state) do
+    case Tundra.recv_segments(device, :nowait) do
+      {:ok, {data, size}} ->
+        ctrl =
+          if byte_size(data) > size,
+            do: [%{level: :udp, type: @udp_segment, data: <<size::16-native>>}],
+            else: []
+
+        family = if tuple_size(ip) == 4, do: :inet, else: :inet6
+        msg = %{addr: %{family: family, addr: ip, port: port}, iov: [data], ctrl: ctrl}
+        # A batch the socket cannot take now is lost, as on any tunnel.
+        _ = :socket.sendmsg(socket, msg, :nowait)
+        device_to_socket(%{state | largest: max(state.largest, byte_size(data))})
+
+      {:select, _info} ->
+        {:ok, state}
+
+      {:error, _gone} ->
+        {:stop, {:shutdown, :device_closed}}
+    end
+  end
+
+  # Offload: (coalesced) datagrams from the other end to the device, until
+  # the socket has nothing (which arms its select).
+  defp socket_to_device(%{device: device, socket: socket, remote: {ip, port}} = state) do
+    case :socket.recvmsg(socket, 65_535, 64, [], :nowait) do
+      {:ok, %{addr: %{addr: ^ip, port: ^port}, iov: [data], ctrl: ctrl}} ->
+        # A device that cannot take them now drops them, like a full queue.
+        _ = Tundra.send_segments(device, data, segment_size(ctrl, data), :nowait)
+        socket_to_device(state)
+
+      {:ok, _from_elsewhere} ->
+        socket_to_device(state)
+
+      {:select, _info} ->
+        {:ok, state}
+
+      # An ICMP error for an earlier send (the other end not up yet).
+      {:error, reason} when reason in [:econnrefused, :ehostunreach, :enetunreach] ->
+        socket_to_device(state)
+
+      {:error, reason} ->
+        {:stop, {:shutdown, reason}}
+    end
+  end
+
+  # UDP_GRO says how long each coalesced datagram is; without it, one.
+  defp segment_size([%{level: :udp, type: @udp_gro, data: <<size::32-native>>} | _], _data),
+    do: size
+
+  defp segment_size([_ | rest], data), do: segment_size(rest, data)
+  defp segment_size([], data), do: max(byte_size(data), 1)
 end

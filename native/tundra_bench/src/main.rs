@@ -6,6 +6,7 @@
 //! - `reflect`: a TUN device answered by a blocking read/write loop (UDP
 //!   turned around, echo requests answered);
 //! - `relay`: one end of an IP-over-UDP tunnel (TUN fd <-> UDP socket);
+//! - `relay-offload`: the same with TUN offload and UDP GSO/GRO;
 //! - `create-loop`: creates and configures devices one after another with
 //!   the same `tundra_core` calls the NIF uses, and reports the rate.
 //!
@@ -19,6 +20,8 @@ mod loadgen;
 mod packet;
 mod reflect;
 mod relay;
+#[cfg(target_os = "linux")]
+mod relay_offload;
 
 use std::process::ExitCode;
 
@@ -33,8 +36,13 @@ fn main() -> ExitCode {
         "loadgen" => loadgen::run(&args),
         "reflect" => reflect::run(&args),
         "relay" => relay::run(&args),
+        #[cfg(target_os = "linux")]
+        "relay-offload" => relay_offload::run(&args),
         "create-loop" => create_loop::run(&args),
-        _ => Err("usage: tundra_bench loadgen|reflect|relay|create-loop --key value ...".into()),
+        _ => Err(
+            "usage: tundra_bench loadgen|reflect|relay|relay-offload|create-loop --key value ..."
+                .into(),
+        ),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -58,6 +58,9 @@ pub struct DeviceConfig {
     /// Whether the interface does IPv6 at all (no link-local address, no
     /// router solicitations or MLD reports when not).
     pub ipv6: bool,
+    /// A TUN device with a `virtio_net_hdr` on each packet (Linux
+    /// `IFF_VNET_HDR`), whose holder turns offloads on (see `offload`).
+    pub offload: bool,
 }
 
 /// Names the option that made a configuration invalid. The names are the
@@ -74,6 +77,7 @@ pub enum ConfigError {
     Mode,
     Mac,
     Ipv6,
+    Offload,
     /// A route's destination.
     Route,
     Metric,
@@ -92,6 +96,7 @@ impl ConfigError {
             ConfigError::Mode => "mode",
             ConfigError::Mac => "mac",
             ConfigError::Ipv6 => "ipv6",
+            ConfigError::Offload => "offload",
             ConfigError::Route => "route",
             ConfigError::Metric => "metric",
         }
@@ -173,6 +178,7 @@ impl DeviceConfig {
             mode: Mode::Tun,
             mac: None,
             ipv6: true,
+            offload: false,
         }
     }
 
@@ -217,6 +223,10 @@ impl DeviceConfig {
         }
         if !self.ipv6 && self.address.is_ipv6() {
             return Err(ConfigError::Ipv6);
+        }
+        // Offload is for IP packets; TAP frames would need it per frame type.
+        if self.offload && self.mode == Mode::Tap {
+            return Err(ConfigError::Offload);
         }
         Ok(())
     }
@@ -388,6 +398,11 @@ mod tests {
         c6.prefix = 64;
         c6.ipv6 = false;
         assert_eq!(c6.validate(), Err(ConfigError::Ipv6));
+
+        let mut tap_offload = base.clone();
+        tap_offload.mode = Mode::Tap;
+        tap_offload.offload = true;
+        assert_eq!(tap_offload.validate(), Err(ConfigError::Offload));
     }
 
     #[test]

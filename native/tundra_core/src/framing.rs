@@ -17,6 +17,9 @@ pub enum Framing {
     /// Ethernet frames, no header before them (a Linux TAP device with
     /// `IFF_NO_PI`).
     Ethernet,
+    /// Linux `IFF_VNET_HDR`: a `virtio_net_hdr` before each IP packet,
+    /// which may describe a super-packet to split (see `offload`).
+    VirtioNet,
 }
 
 const ETH_P_IP: u16 = 0x0800;
@@ -29,7 +32,7 @@ pub const DARWIN_AF_INET: u32 = 2;
 pub const DARWIN_AF_INET6: u32 = 30;
 
 /// Largest header any framing adds.
-pub const MAX_HEADER_LEN: usize = 4;
+pub const MAX_HEADER_LEN: usize = crate::offload::VNET_HDR_LEN;
 
 impl Framing {
     /// Bytes of header before each packet.
@@ -37,6 +40,7 @@ impl Framing {
         match self {
             Framing::Raw | Framing::Ethernet => 0,
             Framing::LinuxPacketInfo | Framing::AddressFamily => 4,
+            Framing::VirtioNet => crate::offload::VNET_HDR_LEN,
         }
     }
 
@@ -44,19 +48,27 @@ impl Framing {
     /// Only the first `header_len()` bytes are meaningful.
     pub fn header_for(self, packet: &[u8]) -> [u8; MAX_HEADER_LEN] {
         match self {
-            Framing::Raw | Framing::Ethernet => [0; MAX_HEADER_LEN],
+            // An ordinary packet's vnet header is all zeros.
+            Framing::Raw | Framing::Ethernet | Framing::VirtioNet => [0; MAX_HEADER_LEN],
             Framing::LinuxPacketInfo => {
                 let proto = match packet.first().map(|b| b >> 4) {
                     Some(6) => ETH_P_IPV6,
                     _ => ETH_P_IP,
                 };
                 let [hi, lo] = proto.to_be_bytes();
-                [0, 0, hi, lo]
+                let mut header = [0; MAX_HEADER_LEN];
+                header[..4].copy_from_slice(&[0, 0, hi, lo]);
+                header
             }
-            Framing::AddressFamily => match packet.first().map(|b| b >> 4) {
-                Some(6) => DARWIN_AF_INET6.to_be_bytes(),
-                _ => DARWIN_AF_INET.to_be_bytes(),
-            },
+            Framing::AddressFamily => {
+                let family = match packet.first().map(|b| b >> 4) {
+                    Some(6) => DARWIN_AF_INET6,
+                    _ => DARWIN_AF_INET,
+                };
+                let mut header = [0; MAX_HEADER_LEN];
+                header[..4].copy_from_slice(&family.to_be_bytes());
+                header
+            }
         }
     }
 }
@@ -75,8 +87,14 @@ mod tests {
         let v4 = [0x45u8, 0, 0, 20];
         let v6 = [0x60u8, 0, 0, 0];
         assert_eq!(Framing::LinuxPacketInfo.header_len(), 4);
-        assert_eq!(Framing::LinuxPacketInfo.header_for(&v4), [0, 0, 0x08, 0x00]);
-        assert_eq!(Framing::LinuxPacketInfo.header_for(&v6), [0, 0, 0x86, 0xDD]);
+        assert_eq!(
+            Framing::LinuxPacketInfo.header_for(&v4)[..4],
+            [0, 0, 0x08, 0x00]
+        );
+        assert_eq!(
+            Framing::LinuxPacketInfo.header_for(&v6)[..4],
+            [0, 0, 0x86, 0xDD]
+        );
     }
 
     #[test]
@@ -84,7 +102,13 @@ mod tests {
         let v4 = [0x45u8, 0, 0, 20];
         let v6 = [0x60u8, 0, 0, 0];
         assert_eq!(Framing::AddressFamily.header_len(), 4);
-        assert_eq!(Framing::AddressFamily.header_for(&v4), [0, 0, 0, 2]);
-        assert_eq!(Framing::AddressFamily.header_for(&v6), [0, 0, 0, 30]);
+        assert_eq!(Framing::AddressFamily.header_for(&v4)[..4], [0, 0, 0, 2]);
+        assert_eq!(Framing::AddressFamily.header_for(&v6)[..4], [0, 0, 0, 30]);
+    }
+
+    #[test]
+    fn an_ordinary_packets_vnet_header_is_zeros() {
+        assert_eq!(Framing::VirtioNet.header_len(), 10);
+        assert_eq!(Framing::VirtioNet.header_for(&[0x45]), [0; 10]);
     }
 }

@@ -17,6 +17,7 @@ pub mod fdpass;
 pub mod framing;
 pub mod ip;
 pub mod legacy;
+pub mod offload;
 pub mod platform;
 pub mod protocol;
 

@@ -32,20 +32,24 @@ fn config() -> impl Strategy<Value = DeviceConfig> {
             any::<bool>(),
             proptest::option::of(any::<[u8; 6]>()),
             any::<bool>(),
+            any::<bool>(),
         ),
     )
         .prop_map(
-            |(address, dstaddr, prefix, mtu, name, up, queues, (tap, mac, ipv6))| DeviceConfig {
-                address,
-                dstaddr,
-                prefix,
-                mtu,
-                name,
-                up,
-                queues,
-                mode: if tap { Mode::Tap } else { Mode::Tun },
-                mac,
-                ipv6,
+            |(address, dstaddr, prefix, mtu, name, up, queues, (tap, mac, ipv6, offload))| {
+                DeviceConfig {
+                    address,
+                    dstaddr,
+                    prefix,
+                    mtu,
+                    name,
+                    up,
+                    queues,
+                    mode: if tap { Mode::Tap } else { Mode::Tun },
+                    mac,
+                    ipv6,
+                    offload,
+                }
             },
         )
 }

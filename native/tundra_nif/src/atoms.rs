@@ -60,6 +60,7 @@ rustler::atoms! {
     mode,
     mac,
     ipv6,
+    offload,
     route,
     metric,
     netns,

@@ -13,6 +13,7 @@ mod linkwatch;
 mod packet;
 mod registry;
 mod resource;
+mod vnet;
 
 use std::io;
 use std::net::IpAddr;
@@ -23,7 +24,8 @@ use std::time::{Duration, Instant};
 use rustler::{Atom, Binary, Encoder, Env, LocalPid, NifMap, NifResult, Term};
 use tundra_core::client::{self, Outcome};
 use tundra_core::closer::DeferredFd;
-use tundra_core::platform::{self, InterfaceAddress, LinkStats, Netns, Persist, Placement};
+use tundra_core::offload::{self, Offloads};
+use tundra_core::platform::{self, InterfaceAddress, LinkStats, Persist, Placement};
 use tundra_core::{
     errno, prefix_from_netmask, AddressSpec, Change, Cidr, ConfigError, DeviceConfig, Framing,
     Mode, RouteSpec,
@@ -53,6 +55,7 @@ struct CreateArgs<'a> {
     mode: Atom,
     mac: Option<Binary<'a>>,
     ipv6: bool,
+    offload: bool,
     /// Direct creation only: a network namespace, and persistence with
     /// an owner and group (each a number or a name).
     netns: Option<String>,
@@ -112,6 +115,7 @@ impl CreateArgs<'_> {
             config.mac = Some(<[u8; 6]>::try_from(mac.as_slice()).map_err(|_| ConfigError::Mac)?);
         }
         config.ipv6 = self.ipv6;
+        config.offload = self.offload;
         config.validate()?;
         platform::validate(&config)?;
         Ok(config)
@@ -207,6 +211,7 @@ fn config_error_atom(bad: ConfigError) -> Atom {
         ConfigError::Mode => atoms::mode(),
         ConfigError::Mac => atoms::mac(),
         ConfigError::Ipv6 => atoms::ipv6(),
+        ConfigError::Offload => atoms::offload(),
         ConfigError::Route => atoms::route(),
         ConfigError::Metric => atoms::metric(),
     }
@@ -231,20 +236,37 @@ fn invalid_create(env: Env, bad: BadCreate) -> Term {
 /// close with the list's garbage.
 fn make_devices<'a>(env: Env<'a>, dev: platform::Device, as_list: bool) -> Term<'a> {
     let netns = dev.netns.map(Arc::new);
+    let offloads = offloads_of(dev.fd.as_fd(), dev.framing);
+    let setup = || resource::Setup {
+        name: dev.name.clone(),
+        framing: dev.framing,
+        netns: netns.clone(),
+        offloads,
+    };
     if !as_list {
-        return match make_device_term(env, dev.fd, dev.name.clone(), dev.framing, netns) {
-            Ok(term) => (atoms::ok(), (term, dev.name)).encode(env),
+        return match make_device_term(env, dev.fd, setup()) {
+            Ok(term) => (atoms::ok(), (term, dev.name.clone())).encode(env),
             Err(failed) => failed,
         };
     }
     let mut devices = Vec::with_capacity(1 + dev.queues.len());
     for fd in std::iter::once(dev.fd).chain(dev.queues) {
-        match make_device_term(env, fd, dev.name.clone(), dev.framing, netns.clone()) {
+        match make_device_term(env, fd, setup()) {
             Ok(term) => devices.push(term),
             Err(failed) => return failed,
         }
     }
-    (atoms::ok(), (devices, dev.name)).encode(env)
+    (atoms::ok(), (devices, dev.name.clone())).encode(env)
+}
+
+/// An offload device's offloads, turned on here (the kernel keeps them
+/// per device, and any holder of an fd may set them): whoever made the
+/// device, this is where they are decided and known.
+fn offloads_of(fd: BorrowedFd, framing: Framing) -> Offloads {
+    match framing {
+        Framing::VirtioNet => platform::enable_offload(fd),
+        _ => Offloads::default(),
+    }
 }
 
 /// The resource term for a fresh device fd, claimed in the registry here
@@ -252,9 +274,7 @@ fn make_devices<'a>(env: Env<'a>, dev: platform::Device, as_list: bool) -> Term<
 fn make_device_term<'a>(
     env: Env<'a>,
     fd: OwnedFd,
-    name: String,
-    framing: Framing,
-    netns: Option<Arc<Netns>>,
+    setup: resource::Setup,
 ) -> Result<Term<'a>, Term<'a>> {
     let Some(id) = registry::claim_fresh(fd.as_raw_fd()) else {
         // A fresh fd is never claimed; this would mean the registry lost
@@ -262,20 +282,17 @@ fn make_device_term<'a>(
         drop(DeferredFd::new(fd));
         return Err(error(env, atoms::ebusy()));
     };
-    resource_for(env, fd, id, name, framing, netns)
+    resource_for(env, fd, id, setup)
 }
 
 fn resource_for<'a>(
     env: Env<'a>,
     fd: OwnedFd,
     id: registry::Id,
-    name: String,
-    framing: Framing,
-    netns: Option<Arc<Netns>>,
+    setup: resource::Setup,
 ) -> Result<Term<'a>, Term<'a>> {
     let fd = DeferredFd::with_after_close(fd, Box::new(move || registry::released(id)));
-    resource::new_device(env, fd, id, name, framing, netns)
-        .ok_or_else(|| error(env, atoms::enomem()))
+    resource::new_device(env, fd, id, setup).ok_or_else(|| error(env, atoms::enomem()))
 }
 
 #[rustler::nif(schedule = "DirtyIo")]
@@ -387,8 +404,13 @@ fn adopt(env: Env, fd: RawFd, dup: bool) -> Term {
         ));
         return io_error(env, &err);
     }
-    let netns = tun.netns.map(Arc::new);
-    match resource_for(env, owned, id, tun.name.clone(), tun.framing, netns) {
+    let setup = resource::Setup {
+        name: tun.name.clone(),
+        framing: tun.framing,
+        netns: tun.netns.map(Arc::new),
+        offloads: offloads_of(owned.as_fd(), tun.framing),
+    };
+    match resource_for(env, owned, id, setup) {
         Ok(term) => (atoms::ok(), (term, tun.name)).encode(env),
         Err(failed) => failed,
     }
@@ -515,7 +537,13 @@ fn recv<'a>(env: Env<'a>, dev: Term<'a>, max_len: usize) -> NifResult<Term<'a>> 
         if let Some(refused) = refuse_if_active(owned) {
             return refused;
         }
-        let packet = packet::read(env, owned.fd(), owned.framing(), max_len);
+        let packet = match owned.framing() {
+            Framing::VirtioNet => {
+                let (fd, pending) = owned.fd_and_pending();
+                vnet::read(env, fd, pending, max_len)
+            }
+            framing => packet::read(env, owned.fd(), framing, max_len),
+        };
         Done::from_io(packet.map(|bin| (atoms::ok(), bin).encode(env)))
     })
 }
@@ -531,13 +559,14 @@ fn recv_many<'a>(env: Env<'a>, dev: Term<'a>, count: usize) -> NifResult<Term<'a
         if let Some(refused) = refuse_if_active(owned) {
             return refused;
         }
-        let batch = packet::read_batch(
-            env,
-            owned.fd(),
-            owned.framing(),
-            count.min(MAX_BATCH),
-            started + CALL_BUDGET,
-        );
+        let (count, until) = (count.min(MAX_BATCH), started + CALL_BUDGET);
+        let batch = match owned.framing() {
+            Framing::VirtioNet => {
+                let (fd, pending) = owned.fd_and_pending();
+                vnet::read_batch(env, fd, pending, count, until)
+            }
+            framing => packet::read_batch(env, owned.fd(), framing, count, until),
+        };
         Done::from_io(batch.map(|packets| (atoms::ok(), packets).encode(env)))
     });
     report_time(env, started);
@@ -609,6 +638,25 @@ fn send_many<'a>(env: Env<'a>, dev: Term<'a>, packets: Term<'a>) -> NifResult<Te
             if started.elapsed() >= CALL_BUDGET {
                 return Done::Reply((atoms::more(), rest).encode(env));
             }
+            // On an offload device, consecutive TCP segments of one flow
+            // (each a whole binary) go out as one super-packet.
+            let run = match owned.framing() {
+                Framing::VirtioNet => whole_binary(head)
+                    .and_then(|first| offload::run_from(first, leading_binaries(tail))),
+                _ => None,
+            };
+            if let Some(run) = run {
+                match vnet::write_run(owned.fd(), &run) {
+                    Ok(()) => {
+                        rest = skip(rest, run.len());
+                        continue;
+                    }
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                        return Done::WouldBlock(Some(rest))
+                    }
+                    Err(e) => return Done::Failed(e, Some(rest)),
+                }
+            }
             let packet = match prepare(head, owned.framing()) {
                 Ok(packet) => packet,
                 Err(Unfit::NeedsFlattening) => {
@@ -627,6 +675,118 @@ fn send_many<'a>(env: Env<'a>, dev: Term<'a>, packets: Term<'a>) -> NifResult<Te
                 Err(e) => return Done::Failed(e, Some(rest)),
             }
         }
+    });
+    report_time(env, started);
+    result
+}
+
+/// The bytes of `term` if it is a binary.
+fn whole_binary<'a>(term: Term<'a>) -> Option<&'a [u8]> {
+    term.is_binary()
+        .then(|| Binary::from_term(term).ok())
+        .flatten()
+        .map(|bin| bin.as_slice())
+}
+
+/// The binaries that begin `list`, up to the first element that is not one.
+fn leading_binaries<'a>(mut list: Term<'a>) -> impl Iterator<Item = &'a [u8]> {
+    std::iter::from_fn(move || {
+        let (head, tail) = list.list_get_cell().ok()?;
+        list = tail;
+        whole_binary(head)
+    })
+}
+
+/// `list` without its first `n` elements.
+fn skip<'a>(mut list: Term<'a>, n: usize) -> Term<'a> {
+    for _ in 0..n {
+        match list.list_get_cell() {
+            Ok((_, tail)) => list = tail,
+            Err(_) => break,
+        }
+    }
+    list
+}
+
+/// One read of the caller's device as a batch for `UDP_SEGMENT`:
+/// `{:ok, {binary, size}}` where `binary` holds packets back to back, each
+/// `size` bytes but the last (a super-packet's segments on an offload
+/// device; one packet otherwise), or a select, or `{:error, reason}`.
+#[rustler::nif]
+fn recv_segments<'a>(env: Env<'a>, dev: Term<'a>) -> NifResult<Term<'a>> {
+    let started = Instant::now();
+    let result = device_io(env, dev, Direction::Read, |owned| {
+        if let Some(refused) = refuse_if_active(owned) {
+            return refused;
+        }
+        let batch = match owned.framing() {
+            Framing::VirtioNet => {
+                let (fd, pending) = owned.fd_and_pending();
+                vnet::read_segments(env, fd, pending)
+            }
+            framing => packet::read(env, owned.fd(), framing, 0).map(|bin| {
+                let size = bin.len();
+                (bin, size)
+            }),
+        };
+        Done::from_io(batch.map(|(bin, size)| (atoms::ok(), (bin, size)).encode(env)))
+    });
+    report_time(env, started);
+    result
+}
+
+/// Writes the packets that lie back to back in `data`, each `size` bytes
+/// but the last (as `UDP_GRO` hands them over), each checked as `send`
+/// checks one; on an offload device runs of TCP segments of one flow go
+/// out as super-packets. `:ok`, `{:more, rest}` when the call's time is
+/// up, or a select or error with the unwritten `rest` (a sub-binary).
+#[rustler::nif]
+fn send_segments<'a>(
+    env: Env<'a>,
+    dev: Term<'a>,
+    data: Binary<'a>,
+    size: usize,
+) -> NifResult<Term<'a>> {
+    if size == 0 {
+        return Err(rustler::Error::BadArg);
+    }
+    let started = Instant::now();
+    let result = device_io(env, dev, Direction::Write, |owned| {
+        let packets: Vec<&[u8]> = data.as_slice().chunks(size).collect();
+        let rest_from = |i: usize| {
+            let at = (i * size).min(data.len());
+            data.make_subbinary(at, data.len() - at)
+                .map(|rest| rest.to_term(env))
+                .unwrap_or_else(|_| data.to_term(env))
+        };
+        let framing = owned.framing();
+        let mut i = 0;
+        while i < packets.len() {
+            if started.elapsed() >= CALL_BUDGET {
+                return Done::Reply((atoms::more(), rest_from(i)).encode(env));
+            }
+            let run = match framing {
+                Framing::VirtioNet => {
+                    offload::run_from(packets[i], packets[i + 1..].iter().copied())
+                }
+                _ => None,
+            };
+            let written = match run {
+                Some(run) => vnet::write_run(owned.fd(), &run).map(|()| run.len()),
+                None => match packet::check_slice(packets[i], framing) {
+                    Ok(()) => packet::write_slice(owned.fd(), framing, packets[i]).map(|()| 1),
+                    Err(refusal) => Err(io::Error::from_raw_os_error(refusal.errno())),
+                },
+            };
+            match written {
+                Ok(n) => i += n,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    return Done::WouldBlock(Some(rest_from(i)))
+                }
+                Err(e) => return Done::Failed(e, Some(rest_from(i))),
+            }
+        }
+        Done::Reply(atoms::ok().encode(env))
     });
     report_time(env, started);
     result
@@ -667,6 +827,28 @@ fn close<'a>(env: Env<'a>, dev: Term<'a>) -> NifResult<Term<'a>> {
             owned.close();
             (atoms::ok(), was_active).encode(env)
         }
+        Err(why) => refused(env, why),
+    })
+}
+
+/// Sets exactly the offloads named by `bits` (`TUN_F_*`) on the caller's
+/// offload device: `:ok`, or `{:error, :einval}` for a device without a
+/// vnet header or a set the kernel refuses.
+#[rustler::nif]
+fn set_offload<'a>(env: Env<'a>, dev: Term<'a>, bits: u32) -> NifResult<Term<'a>> {
+    let dev = resource::get(env, dev).ok_or(rustler::Error::BadArg)?;
+    Ok(match dev.owned() {
+        Ok(mut owned) if owned.framing() == Framing::VirtioNet => {
+            let offloads = Offloads(bits);
+            match platform::set_offload(owned.fd(), offloads) {
+                Ok(()) => {
+                    owned.set_offloads(offloads);
+                    atoms::ok().encode(env)
+                }
+                Err(err) => io_error(env, &err),
+            }
+        }
+        Ok(_) => io_error(env, &io::Error::from_raw_os_error(libc::EINVAL)),
         Err(why) => refused(env, why),
     })
 }
@@ -897,6 +1079,17 @@ fn info<'a>(env: Env<'a>, dev: Term<'a>) -> NifResult<Term<'a>> {
         Some(bytes) => packet::to_binary(env, &bytes).encode(env),
         None => rustler::types::atom::nil().encode(env),
     };
+    // An offload device's offloads by name; `false` for any other.
+    let offload = match found.framing {
+        Framing::VirtioNet => found
+            .offloads
+            .names()
+            .into_iter()
+            .map(|name| Atom::from_str(env, name).map(|a| a.encode(env)))
+            .collect::<NifResult<Vec<Term>>>()?
+            .encode(env),
+        _ => false.encode(env),
+    };
     let info = map(
         env,
         &[
@@ -909,6 +1102,7 @@ fn info<'a>(env: Env<'a>, dev: Term<'a>) -> NifResult<Term<'a>> {
             (atoms::routes(), routes.encode(env)),
             (atoms::stats(), encode_stats(env, &link.stats)?),
             (atoms::mac(), mac),
+            (atoms::offload(), offload),
             (atoms::owner(), found.owner.encode(env)),
             (atoms::fd(), found.fd.encode(env)),
             (atoms::link_events(), found.link_events.encode(env)),

@@ -192,6 +192,33 @@ pub enum Unwritable {
     NeedsFlattening,
 }
 
+/// Checks one packet given as bytes, as `Outgoing::check` does.
+pub fn check_slice(packet: &[u8], framing: Framing) -> Result<(), Refusal> {
+    Outgoing {
+        pieces: {
+            let mut pieces: [&[u8]; MAX_PIECES] = [&[]; MAX_PIECES];
+            pieces[0] = packet;
+            pieces
+        },
+        count: 1,
+        len: packet.len(),
+        visits: 1,
+    }
+    .check(framing)
+}
+
+/// Writes one packet given as bytes, with its framing's header.
+pub fn write_slice(fd: BorrowedFd, framing: Framing, packet: &[u8]) -> io::Result<()> {
+    let header = framing.header_for(packet);
+    let header = &header[..framing.header_len()];
+    if header.is_empty() {
+        nix::unistd::write(fd, packet)?;
+    } else {
+        nix::sys::uio::writev(fd, &[IoSlice::new(header), IoSlice::new(packet)])?;
+    }
+    Ok(())
+}
+
 /// Why a packet is refused before it reaches the kernel.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Refusal {
@@ -200,6 +227,16 @@ pub enum Refusal {
     /// Not a whole IPv4 or IPv6 packet (see `tundra_core::ip`), or a
     /// frame shorter than an Ethernet header.
     NotIp,
+}
+
+impl Refusal {
+    /// The errno `send` reports for it.
+    pub fn errno(self) -> i32 {
+        match self {
+            Refusal::TooLong => libc::EMSGSIZE,
+            Refusal::NotIp => libc::EINVAL,
+        }
+    }
 }
 
 impl<'a> Outgoing<'a> {

@@ -52,10 +52,12 @@ use rustler::sys::{
 };
 use rustler::{Encoder, Env, LocalPid, Term};
 use tundra_core::closer::DeferredFd;
+use tundra_core::offload::Offloads;
 use tundra_core::platform::Netns;
 use tundra_core::Framing;
 
 use crate::linkwatch::Subscription;
+use crate::vnet::{self, Pending};
 use crate::{atoms, packet, registry};
 
 // enif_select mode flags (erl_drv_nif.h). rustler's constants of the same
@@ -152,6 +154,18 @@ struct State {
     netns: Option<Arc<Netns>>,
     /// Link events go to the reader while this is held.
     link_events: Option<Subscription>,
+    /// An offload device's offloads, and its split segments not yet read.
+    offloads: Offloads,
+    pending: Pending,
+}
+
+/// What a device resource is made of, besides its fd.
+pub struct Setup {
+    pub name: String,
+    pub framing: Framing,
+    /// Its network namespace, when it is not the VM's.
+    pub netns: Option<Arc<Netns>>,
+    pub offloads: Offloads,
 }
 
 /// A select handle (a reference), kept in an environment of its own so
@@ -240,10 +254,14 @@ pub fn new_device<'a>(
     env: Env<'a>,
     fd: DeferredFd,
     id: registry::Id,
-    name: String,
-    framing: Framing,
-    netns: Option<Arc<Netns>>,
+    setup: Setup,
 ) -> Option<Term<'a>> {
+    let Setup {
+        name,
+        framing,
+        netns,
+        offloads,
+    } = setup;
     let kind = RESOURCE_TYPE.get()?.0.as_ptr();
     let owner = self_pid(env);
     // The registry matches names of this namespace only.
@@ -277,6 +295,8 @@ pub fn new_device<'a>(
                     reader: None,
                     netns,
                     link_events: None,
+                    offloads,
+                    pending: Pending::default(),
                 }),
             },
         )
@@ -343,6 +363,7 @@ pub struct Described {
     pub owner: LocalPid,
     pub fd: RawFd,
     pub framing: Framing,
+    pub offloads: Offloads,
     pub netns: Option<Arc<Netns>>,
     pub link_events: bool,
 }
@@ -390,6 +411,7 @@ impl<'a> DeviceRef<'a> {
                 owner: LocalPid::from_c_arg(state.owner),
                 fd: fd.as_raw_fd(),
                 framing: state.framing,
+                offloads: state.offloads,
                 netns: state.netns.clone(),
                 link_events: state.link_events.is_some(),
             }),
@@ -415,12 +437,25 @@ impl Owned<'_, '_> {
         self.state.framing
     }
 
+    /// The fd, and the segments an offload device has waiting.
+    pub fn fd_and_pending(&mut self) -> (BorrowedFd<'_>, &mut Pending) {
+        let state = &mut *self.state;
+        match state.fd.as_ref().and_then(DeferredFd::as_fd) {
+            Some(fd) => (fd, &mut state.pending),
+            None => unreachable!("Owned is only made for an open device"),
+        }
+    }
+
     pub fn name(&self) -> &str {
         &self.state.name
     }
 
     pub fn netns(&self) -> Option<Arc<Netns>> {
         self.state.netns.clone()
+    }
+
+    pub fn set_offloads(&mut self, offloads: Offloads) {
+        self.state.offloads = offloads;
     }
 
     /// Starts (`Some`) or ends (`None`) link events.
@@ -645,17 +680,23 @@ impl<'a> Reading<'_, 'a> {
             Active::Count(n) => usize::try_from(n).unwrap_or(budget).min(budget),
             Active::Always => budget,
         };
-        let Some(fd) = self.state.fd.as_ref().and_then(DeferredFd::as_fd) else {
+        let state = &mut *self.state;
+        let Some(fd) = state.fd.as_ref().and_then(DeferredFd::as_fd) else {
             return false;
         };
         let mut more = false;
         // One batch read, as recv_many does: the packets are parts of one
         // binary, which their messages share.
         let until = std::time::Instant::now() + std::time::Duration::from_micros(500);
-        match packet::read_batch(env, fd, framing, wanted, until) {
+        let batch = match framing {
+            Framing::VirtioNet => vnet::read_batch(env, fd, &mut state.pending, wanted, until),
+            _ => packet::read_batch(env, fd, framing, wanted, until),
+        };
+        match batch {
             Ok(packets) => {
                 let delivered = packets.len();
-                more = delivered == budget;
+                // Split segments still waiting are read without a select.
+                more = delivered == budget || !self.state.pending.is_empty();
                 for packet in packets {
                     let _ = env.send(&owner, (atoms::tundra(), device, packet));
                 }

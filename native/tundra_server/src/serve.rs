@@ -170,7 +170,7 @@ fn serve(stream: &UnixStream, peer: &Peer, ctx: &Context, deadline: Deadline) ->
             why: format!("invalid option {}", option.option_name()),
         };
     }
-    let framing = platform::framing_for(config.mode);
+    let framing = platform::framing_for(&config);
     match create(ctx, peer, config, framing) {
         Ok(device) => match protocol::encode(&Reply::Created {
             name: device.name.clone(),

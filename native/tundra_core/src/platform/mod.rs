@@ -13,6 +13,10 @@
 //!   another network namespace and/or as a persistent device;
 //! - `attach(name, queues)`: opens an existing persistent device the
 //!   caller may use (its owner or group);
+//! - `enable_offload(BorrowedFd)`: turns on the offloads the kernel
+//!   takes for a vnet-header device (`offload::negotiate`), which any
+//!   holder of its fd may do; `set_offload(BorrowedFd, Offloads)` sets
+//!   exactly the given ones;
 //! - `deprioritize_thread()`: lets the calling (closer) thread yield to the
 //!   VM's schedulers, where the OS can do that for one thread;
 //! - `inspect(BorrowedFd)`: whether an fd is a TUN or TAP device, its
@@ -34,14 +38,15 @@ use std::os::fd::{BorrowedFd, OwnedFd};
 use nix::fcntl::{fcntl, FcntlArg, OFlag};
 
 use crate::cidr::Cidr;
-use crate::{Framing, Mode};
+use crate::{DeviceConfig, Framing, Mode};
 
 #[cfg(target_os = "linux")]
 mod linux;
 #[cfg(target_os = "linux")]
 pub use linux::{
-    apply, attach, create, create_for, create_placed, delete_link, deprioritize_thread, inspect,
-    link_info, occupied, tun_links, validate, LinkMonitor, Netns, NATIVE_FRAMING,
+    apply, attach, create, create_for, create_placed, delete_link, deprioritize_thread,
+    enable_offload, inspect, link_info, occupied, set_offload, tun_links, validate, LinkMonitor,
+    Netns, NATIVE_FRAMING,
 };
 
 #[cfg(target_os = "macos")]
@@ -53,8 +58,9 @@ mod macos;
 mod darwin;
 #[cfg(target_os = "macos")]
 pub use macos::{
-    apply, attach, create, create_for, create_placed, delete_link, deprioritize_thread, inspect,
-    link_info, occupied, tun_links, validate, LinkMonitor, Netns, NATIVE_FRAMING,
+    apply, attach, create, create_for, create_placed, delete_link, deprioritize_thread,
+    enable_offload, inspect, link_info, occupied, set_offload, tun_links, validate, LinkMonitor,
+    Netns, NATIVE_FRAMING,
 };
 
 #[cfg(not(any(target_os = "linux", target_os = "macos")))]
@@ -86,12 +92,14 @@ pub struct Device {
     pub netns: Option<Netns>,
 }
 
-/// How a device of `mode` frames packets: TAP devices carry Ethernet
-/// frames, TUN devices the platform's native framing.
-pub fn framing_for(mode: Mode) -> Framing {
-    match mode {
-        Mode::Tun => NATIVE_FRAMING,
-        Mode::Tap => Framing::Ethernet,
+/// How a device made from `config` frames packets: TAP devices carry
+/// Ethernet frames, offload devices a vnet header, other TUN devices the
+/// platform's native framing.
+pub fn framing_for(config: &DeviceConfig) -> Framing {
+    match (config.mode, config.offload) {
+        (Mode::Tap, _) => Framing::Ethernet,
+        (Mode::Tun, true) => Framing::VirtioNet,
+        (Mode::Tun, false) => NATIVE_FRAMING,
     }
 }
 

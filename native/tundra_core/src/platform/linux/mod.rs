@@ -39,12 +39,12 @@ pub const NATIVE_FRAMING: Framing = Framing::Raw;
 /// Creates a device and configures it as `config` says. On any failure
 /// the fd is dropped, which removes the half-made device.
 pub fn create(config: &DeviceConfig) -> io::Result<Device> {
-    create_for(config, None, super::framing_for(config.mode))
+    create_for(config, None, super::framing_for(config))
 }
 
 /// Like `create`, recording `owner` as the device's owning uid, with the
-/// given framing: `Raw` or `LinuxPacketInfo` (0.x clients' devices) for
-/// TUN, `Ethernet` for TAP.
+/// given framing: `Raw`, `VirtioNet` or `LinuxPacketInfo` (0.x clients'
+/// devices) for TUN, `Ethernet` for TAP.
 pub fn create_for(
     config: &DeviceConfig,
     owner: Option<u32>,
@@ -61,7 +61,7 @@ pub fn create_for(
 /// and group recorded so that they may attach to it without privilege.
 pub fn create_placed(config: &DeviceConfig, placement: &Placement) -> io::Result<Device> {
     let netns = placement.netns.as_deref().map(Netns::open).transpose()?;
-    let framing = super::framing_for(config.mode);
+    let framing = super::framing_for(config);
     let mut device = run_in(netns.as_ref(), || {
         let device = make(config, framing, |fd| match placement.persist {
             Some(persist) => set_persist_ids(fd, persist),
@@ -95,23 +95,18 @@ fn make(
     prepare: impl FnOnce(BorrowedFd<'_>) -> io::Result<()>,
 ) -> io::Result<Device> {
     config.validate().map_err(|_| einval())?;
-    let kind = match (config.mode, framing) {
-        (Mode::Tun, Framing::Raw) => Kind {
-            tap: false,
-            packet_info: false,
-            multi_queue: config.queues > 1,
-        },
-        (Mode::Tun, Framing::LinuxPacketInfo) => Kind {
-            tap: false,
-            packet_info: true,
-            multi_queue: config.queues > 1,
-        },
-        (Mode::Tap, Framing::Ethernet) => Kind {
-            tap: true,
-            packet_info: false,
-            multi_queue: config.queues > 1,
-        },
+    let (tap, packet_info, vnet_hdr) = match (config.mode, framing) {
+        (Mode::Tun, Framing::Raw) => (false, false, false),
+        (Mode::Tun, Framing::VirtioNet) => (false, false, true),
+        (Mode::Tun, Framing::LinuxPacketInfo) => (false, true, false),
+        (Mode::Tap, Framing::Ethernet) => (true, false, false),
         _ => return Err(io::Error::from_raw_os_error(libc::EOPNOTSUPP)),
+    };
+    let kind = Kind {
+        tap,
+        packet_info,
+        multi_queue: config.queues > 1,
+        vnet_hdr,
     };
     let name = config.name.as_deref().unwrap_or("");
     let (fd, queues, name) = tun::open_device(name, kind, config.queues)?;
@@ -175,6 +170,7 @@ pub fn attach(name: &str, queues: u16) -> io::Result<Device> {
         tap: tun.tap,
         packet_info: false,
         multi_queue: tun.multi_queue,
+        vnet_hdr: false,
     };
     let fd = tun::attach_existing(name, kind)?;
     let queues = (1..queues)
@@ -193,6 +189,18 @@ pub fn attach(name: &str, queues: u16) -> io::Result<Device> {
     })
 }
 
+/// Turns on what offloads the kernel takes for the vnet-header device of
+/// `fd` (see `offload::negotiate`).
+pub fn enable_offload(fd: BorrowedFd<'_>) -> crate::offload::Offloads {
+    crate::offload::negotiate(|bits| tun::set_offload(fd, bits))
+}
+
+/// Sets exactly `offloads` for the vnet-header device of `fd` (`EINVAL`
+/// for a set the kernel refuses, such as segmentation without checksums).
+pub fn set_offload(fd: BorrowedFd<'_>, offloads: crate::offload::Offloads) -> io::Result<()> {
+    tun::set_offload(fd, offloads.0)
+}
+
 /// Makes the calling thread yield to the VM's own threads (SCHED_IDLE):
 /// the closer threads' kernel work must not delay the schedulers.
 pub fn deprioritize_thread() {
@@ -201,14 +209,19 @@ pub fn deprioritize_thread() {
 }
 
 /// What TUN or TAP device `fd` is attached to: `EINVAL` if it is not one,
-/// `EOPNOTSUPP` for a TAP device with the packet-information header.
+/// `EOPNOTSUPP` for a TAP device with the packet-information header or a
+/// vnet header, or a TUN device with both headers.
 ///
 /// Its network namespace comes from TUNGETDEVNETNS, which needs
 /// CAP_NET_ADMIN there; without, the device counts as this namespace's
 /// (an unprivileged process cannot have moved it elsewhere). Its framing
 /// is what the kernel reports of the link, asked in that namespace.
 pub fn inspect(fd: BorrowedFd<'_>) -> io::Result<TunFd> {
-    let (name, tap) = tun::inspect(fd)?;
+    let tun::Attached {
+        name,
+        tap,
+        vnet_hdr,
+    } = tun::inspect(fd)?;
     let netns = match tun::device_netns(fd) {
         Ok(ns) => Some(Netns::from_fd(ns)?).filter(|ns| !ns.is_current()),
         Err(_) => None,
@@ -217,11 +230,12 @@ pub fn inspect(fd: BorrowedFd<'_>) -> io::Result<TunFd> {
         Rtnl::open()?.link(interface_index(&name)?)
     })?;
     let packet_info = link.tun.as_ref().is_some_and(|t| t.packet_info);
-    let framing = match (tap, packet_info) {
-        (false, false) => Framing::Raw,
-        (false, true) => Framing::LinuxPacketInfo,
-        (true, false) => Framing::Ethernet,
-        (true, true) => return Err(io::Error::from_raw_os_error(libc::EOPNOTSUPP)),
+    let framing = match (tap, packet_info, vnet_hdr) {
+        (false, false, false) => Framing::Raw,
+        (false, false, true) => Framing::VirtioNet,
+        (false, true, false) => Framing::LinuxPacketInfo,
+        (true, false, false) => Framing::Ethernet,
+        _ => return Err(io::Error::from_raw_os_error(libc::EOPNOTSUPP)),
     };
     Ok(TunFd {
         name,

@@ -9,6 +9,7 @@ pub const IFF_TUN: c_short = libc::IFF_TUN as c_short;
 pub const IFF_TAP: c_short = libc::IFF_TAP as c_short;
 pub const IFF_NO_PI: c_short = libc::IFF_NO_PI as c_short;
 pub const IFF_MULTI_QUEUE: c_short = libc::IFF_MULTI_QUEUE as c_short;
+pub const IFF_VNET_HDR: c_short = libc::IFF_VNET_HDR as c_short;
 // 0x8000 does not fit a c_short's positive range; the kernel reads the
 // same 16 bits.
 pub const IFF_TUN_EXCL: c_short = libc::IFF_TUN_EXCL as u16 as c_short;
@@ -75,6 +76,8 @@ nix::ioctl_read_bad!(tungetiff, libc::TUNGETIFF, TunIfReq);
 nix::ioctl_write_int_bad!(tunsetowner, libc::TUNSETOWNER);
 nix::ioctl_write_int_bad!(tunsetgroup, libc::TUNSETGROUP);
 nix::ioctl_write_int_bad!(tunsetpersist, libc::TUNSETPERSIST);
+// TUNSETOFFLOAD takes the TUN_F_* bits as the argument itself.
+nix::ioctl_write_int_bad!(tunsetoffload, libc::TUNSETOFFLOAD);
 // TUNGETDEVNETNS takes no argument and returns a new fd of the device's
 // network namespace (Linux 5.2+).
 nix::ioctl_none_bad!(tungetdevnetns, libc::TUNGETDEVNETNS);

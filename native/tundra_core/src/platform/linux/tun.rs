@@ -17,6 +17,8 @@ pub struct Kind {
     /// With the 4-byte `tun_pi` header before each packet (0.x devices).
     pub packet_info: bool,
     pub multi_queue: bool,
+    /// A `virtio_net_hdr` before each packet (IFF_VNET_HDR).
+    pub vnet_hdr: bool,
 }
 
 impl Kind {
@@ -27,6 +29,9 @@ impl Kind {
         }
         if self.multi_queue {
             flags |= sys::IFF_MULTI_QUEUE;
+        }
+        if self.vnet_hdr {
+            flags |= sys::IFF_VNET_HDR;
         }
         flags
     }
@@ -103,11 +108,29 @@ pub fn set_persist(fd: BorrowedFd<'_>, persist: bool) -> io::Result<()> {
     Ok(())
 }
 
+/// What TUNGETIFF says of the device `fd` is attached to.
+pub struct Attached {
+    pub name: String,
+    pub tap: bool,
+    pub vnet_hdr: bool,
+}
+
+/// Turns on offloads (`TUN_F_*` bits) for the device of `fd`: any holder
+/// of the fd may.
+pub fn set_offload(fd: BorrowedFd<'_>, bits: u32) -> io::Result<()> {
+    let bits =
+        libc::c_int::try_from(bits).map_err(|_| io::Error::from_raw_os_error(libc::EINVAL))?;
+    // SAFETY: `fd` is an attached TUN fd; TUNSETOFFLOAD reads only its
+    // integer argument.
+    unsafe { sys::tunsetoffload(fd.as_raw_fd(), bits) }?;
+    Ok(())
+}
+
 /// The name of the device `fd` is attached to, and whether it is a TAP
 /// device; `EINVAL` when it is neither TUN nor TAP. (Whether its packets
 /// carry `tun_pi` cannot be read here: the kernel ORs IFF_NOFILTER, which
 /// has IFF_NO_PI's value, into the flags of every fd without a filter.)
-pub fn inspect(fd: BorrowedFd<'_>) -> io::Result<(String, bool)> {
+pub fn inspect(fd: BorrowedFd<'_>) -> io::Result<Attached> {
     let mut req = TunIfReq::new("", 0);
     // SAFETY: `req` is a valid, properly sized `ifreq` that TUNGETIFF fills
     // in; on an fd that is not a TUN device the ioctl fails without writing.
@@ -116,7 +139,11 @@ pub fn inspect(fd: BorrowedFd<'_>) -> io::Result<(String, bool)> {
     if !tap && req.flags & sys::IFF_TUN == 0 {
         return Err(io::Error::from_raw_os_error(libc::EINVAL));
     }
-    Ok((req.name(), tap))
+    Ok(Attached {
+        name: req.name(),
+        tap,
+        vnet_hdr: req.flags & sys::IFF_VNET_HDR != 0,
+    })
 }
 
 /// A new fd of the network namespace the device of `fd` is in. Needs

@@ -125,6 +125,16 @@ fn set_up(ctl: BorrowedFd<'_>, name: &str, up: bool) -> io::Result<()> {
     Ok(())
 }
 
+/// utun has no offloads.
+pub fn enable_offload(_fd: BorrowedFd<'_>) -> crate::offload::Offloads {
+    crate::offload::Offloads::default()
+}
+
+/// utun has no offloads.
+pub fn set_offload(_fd: BorrowedFd<'_>, _offloads: crate::offload::Offloads) -> io::Result<()> {
+    Err(errno(libc::EOPNOTSUPP))
+}
+
 /// macOS has no per-thread scheduling class like Linux's SCHED_IDLE
 /// (setpriority would lower the whole VM); closer threads keep the
 /// default priority there.

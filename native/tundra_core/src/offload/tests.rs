@@ -1,0 +1,354 @@
+use super::*;
+
+/// A TCP/IPv4 segment with valid checksums: ID `id`, sequence `seq`,
+/// flags, and `payload`; options (12 bytes of timestamps) when `options`.
+fn tcp4(id: u16, seq: u32, flags: u8, payload: &[u8], options: bool) -> Vec<u8> {
+    let tcp_len = if options { 32 } else { 20 };
+    let total = 20 + tcp_len + payload.len();
+    let mut p = vec![0u8; total];
+    p[0] = 0x45;
+    put16(&mut p, 2, total as u16);
+    put16(&mut p, 4, id);
+    put16(&mut p, 6, 0x4000);
+    p[8] = 64;
+    p[9] = PROTO_TCP;
+    p[12..16].copy_from_slice(&[10, 0, 0, 1]);
+    p[16..20].copy_from_slice(&[10, 0, 0, 2]);
+    let csum = !fold(sum(&p[..20], 0));
+    put16(&mut p, 10, csum);
+    fill_tcp(&mut p, 20, seq, flags, tcp_len, payload);
+    p
+}
+
+fn tcp6(seq: u32, flags: u8, payload: &[u8]) -> Vec<u8> {
+    let total = 40 + 20 + payload.len();
+    let mut p = vec![0u8; total];
+    p[0] = 0x60;
+    put16(&mut p, 4, (total - 40) as u16);
+    p[6] = PROTO_TCP;
+    p[7] = 64;
+    p[8] = 0xFD;
+    p[23] = 1;
+    p[24] = 0xFD;
+    p[39] = 2;
+    fill_tcp(&mut p, 40, seq, flags, 20, payload);
+    p
+}
+
+fn fill_tcp(p: &mut [u8], l4: usize, seq: u32, flags: u8, tcp_len: usize, payload: &[u8]) {
+    put16(p, l4, 40000);
+    put16(p, l4 + 2, 5201);
+    p[l4 + 4..l4 + 8].copy_from_slice(&seq.to_be_bytes());
+    p[l4 + 8..l4 + 12].copy_from_slice(&7u32.to_be_bytes());
+    p[l4 + 12] = ((tcp_len / 4) as u8) << 4;
+    p[l4 + 13] = flags;
+    put16(p, l4 + 14, 512);
+    if tcp_len > 20 {
+        // NOP, NOP, timestamps.
+        p[l4 + 20..l4 + 24].copy_from_slice(&[1, 1, 8, 10]);
+        p[l4 + 24..l4 + 28].copy_from_slice(&99u32.to_be_bytes());
+    }
+    p[l4 + tcp_len..].copy_from_slice(payload);
+    let (src, dst) = if l4 == 20 {
+        (12..16, 16..20)
+    } else {
+        (8..24, 24..40)
+    };
+    let pseudo = pseudo_sum(&p[src], &p[dst], PROTO_TCP, p.len() - l4);
+    let csum = !fold(sum(&p[l4..], pseudo));
+    put16(p, l4 + 16, csum);
+}
+
+fn valid_l4(p: &[u8], proto: u8) -> bool {
+    let (l4, src, dst) = if p[0] >> 4 == 4 {
+        (usize::from(p[0] & 15) * 4, 12..16, 16..20)
+    } else {
+        (40, 8..24, 24..40)
+    };
+    fold(sum(
+        &p[l4..],
+        pseudo_sum(&p[src], &p[dst], proto, p.len() - l4),
+    )) == 0xFFFF
+}
+
+fn data(n: usize, seed: u8) -> Vec<u8> {
+    (0..n)
+        .map(|i| (i as u8).wrapping_mul(31).wrapping_add(seed))
+        .collect()
+}
+
+/// Builds the super-packet for `segments` as a program writes it, and
+/// splits it back as if the kernel had handed it over.
+fn round_trip(segments: &[Vec<u8>]) -> Vec<Vec<u8>> {
+    let parsed: Vec<_> = segments.iter().map(|s| Segment::parse(s)).collect();
+    assert_eq!(run_length(&parsed), segments.len(), "one run");
+    let run: Vec<Segment> = parsed.into_iter().map(Option::unwrap).collect();
+    let (hdr, headers) = coalesced_headers(&run);
+    let mut packet = headers;
+    for s in &run {
+        packet.extend_from_slice(payload_of(s));
+    }
+    let hdr = VnetHdr::parse(&hdr.encode()).unwrap();
+    let sp = Superpacket::new(&hdr, &packet).expect("splittable");
+    (0..sp.count())
+        .map(|i| {
+            let mut out = vec![0u8; sp.segment_len(i)];
+            sp.write(i, &mut out);
+            out
+        })
+        .collect()
+}
+
+#[test]
+fn the_header_round_trips_in_host_order() {
+    let hdr = VnetHdr {
+        flags: F_NEEDS_CSUM,
+        gso_type: GSO_TCPV4,
+        hdr_len: 52,
+        gso_size: 1448,
+        csum_start: 20,
+        csum_offset: 16,
+    };
+    let bytes = hdr.encode();
+    assert_eq!(bytes[..2], [1, 1]);
+    assert_eq!(bytes[2..4], 52u16.to_ne_bytes());
+    assert_eq!(VnetHdr::parse(&bytes), Some(hdr));
+    assert!(hdr.is_gso());
+    assert!(!VnetHdr::default().is_gso());
+    assert_eq!(VnetHdr::parse(&[0; 9]), None);
+}
+
+#[test]
+fn tcp4_segments_coalesce_and_split_back_exactly() {
+    let segments: Vec<_> = (0..5u16)
+        .map(|i| {
+            let flags = if i == 4 { TCP_ACK | TCP_PSH } else { TCP_ACK };
+            let len = if i == 4 { 700 } else { 1000 };
+            tcp4(
+                100 + i,
+                1000 + 1000 * u32::from(i),
+                flags,
+                &data(len, i as u8),
+                true,
+            )
+        })
+        .collect();
+    assert_eq!(round_trip(&segments), segments);
+}
+
+#[test]
+fn tcp6_segments_coalesce_and_split_back_exactly() {
+    let segments: Vec<_> = (0..3u32)
+        .map(|i| tcp6(5 + 1200 * i, TCP_ACK, &data(1200, i as u8)))
+        .collect();
+    assert_eq!(round_trip(&segments), segments);
+}
+
+#[test]
+fn what_may_not_coalesce_stays_apart() {
+    let a = tcp4(1, 0, TCP_ACK, &data(100, 1), false);
+    let next = |seq, flags, len, seed| tcp4(2, seq, flags, &data(len, seed), false);
+    let runs = |packets: &[Vec<u8>]| {
+        let parsed: Vec<_> = packets.iter().map(|p| Segment::parse(p)).collect();
+        run_length(&parsed)
+    };
+    assert_eq!(runs(&[a.clone(), next(100, TCP_ACK, 100, 2)]), 2);
+    // A gap, a retransmission, a larger segment after a smaller one.
+    assert_eq!(runs(&[a.clone(), next(101, TCP_ACK, 100, 2)]), 1);
+    assert_eq!(runs(&[a.clone(), next(0, TCP_ACK, 100, 2)]), 1);
+    assert_eq!(
+        runs(&[
+            a.clone(),
+            next(100, TCP_ACK, 50, 2),
+            next(150, TCP_ACK, 50, 3)
+        ]),
+        2
+    );
+    assert_eq!(runs(&[a.clone(), next(100, TCP_ACK, 101, 2)]), 1);
+    // PSH ends a run; SYN, FIN or RST never join one.
+    let psh = tcp4(1, 0, TCP_ACK | TCP_PSH, &data(100, 1), false);
+    assert_eq!(runs(&[psh, next(100, TCP_ACK, 100, 2)]), 1);
+    assert_eq!(runs(&[a.clone(), next(100, TCP_ACK | TCP_FIN, 100, 2)]), 1);
+    // Another flow (port), another window.
+    let mut other_port = next(100, TCP_ACK, 100, 2);
+    other_port[21] = 99;
+    assert_eq!(runs(&[a.clone(), other_port]), 1);
+    let mut other_window = next(100, TCP_ACK, 100, 2);
+    put16(&mut other_window, 34, 1);
+    assert_eq!(runs(&[a.clone(), other_window]), 1);
+    // A bad checksum: the kernel would not check it in a super-packet.
+    let mut corrupt = next(100, TCP_ACK, 100, 2);
+    corrupt[50] ^= 1;
+    assert_eq!(runs(&[a.clone(), corrupt]), 1);
+    // Not TCP, or no payload.
+    assert!(Segment::parse(&[0x45, 0, 0, 20]).is_none());
+    assert!(Segment::parse(&tcp4(1, 0, TCP_ACK, &[], false)).is_none());
+}
+
+#[test]
+fn a_kernel_style_tcp_superpacket_splits_into_valid_packets() {
+    // As the kernel hands one over: IPv4 total length of the whole, TCP
+    // checksum holding only the pseudo-header's sum.
+    let payload = data(3 * 1448 + 100, 9);
+    let mut packet = tcp4(7, 500, TCP_ACK | TCP_PSH, &payload, true);
+    put16(&mut packet, 2, 0);
+    put16(&mut packet, 36, 0x1234);
+    let hdr = VnetHdr {
+        flags: F_NEEDS_CSUM,
+        gso_type: GSO_TCPV4,
+        hdr_len: 52,
+        gso_size: 1448,
+        csum_start: 20,
+        csum_offset: 16,
+    };
+    let sp = Superpacket::new(&hdr, &packet).unwrap();
+    assert_eq!(sp.count(), 4);
+    assert_eq!(sp.segment_size(), 52 + 1448);
+    let mut got = Vec::new();
+    for i in 0..4 {
+        let mut out = vec![0u8; sp.segment_len(i)];
+        sp.write(i, &mut out);
+        assert!(valid_l4(&out, PROTO_TCP), "segment {i}");
+        assert_eq!(fold(sum(&out[..20], 0)), 0xFFFF, "IP header checksum {i}");
+        assert_eq!(usize::from(get16(&out, 2)), out.len());
+        assert_eq!(get16(&out, 4), 7 + i as u16);
+        assert_eq!(get32(&out, 24), 500 + 1448 * i as u32);
+        // PSH only on the last.
+        assert_eq!(out[33] & TCP_PSH != 0, i == 3);
+        got.extend_from_slice(&out[52..]);
+    }
+    assert_eq!(got, payload);
+    assert_eq!(sp.total_len(), 4 * 52 + payload.len());
+}
+
+#[test]
+fn a_udp_superpacket_splits_into_datagrams() {
+    let payload = data(2500, 3);
+    let mut p = vec![0u8; 28 + payload.len()];
+    p[0] = 0x45;
+    p[8] = 64;
+    p[9] = PROTO_UDP;
+    p[12..16].copy_from_slice(&[10, 0, 0, 1]);
+    p[16..20].copy_from_slice(&[10, 0, 0, 2]);
+    put16(&mut p, 20, 1111);
+    put16(&mut p, 22, 2222);
+    p[28..].copy_from_slice(&payload);
+    let hdr = VnetHdr {
+        flags: F_NEEDS_CSUM,
+        gso_type: GSO_UDP_L4,
+        hdr_len: 28,
+        gso_size: 1000,
+        csum_start: 20,
+        csum_offset: 6,
+    };
+    let sp = Superpacket::new(&hdr, &p).unwrap();
+    assert_eq!(sp.count(), 3);
+    for i in 0..3 {
+        let mut out = vec![0u8; sp.segment_len(i)];
+        sp.write(i, &mut out);
+        assert!(valid_l4(&out, PROTO_UDP));
+        assert_eq!(usize::from(get16(&out, 24)), out.len() - 20);
+        assert_eq!(&out[28..], &payload[i * 1000..(i * 1000 + 1000).min(2500)]);
+    }
+}
+
+#[test]
+fn a_partial_checksum_is_completed() {
+    let mut udp = vec![0u8; 28 + 11];
+    udp[0] = 0x45;
+    udp[9] = PROTO_UDP;
+    udp[12..16].copy_from_slice(&[10, 0, 0, 1]);
+    udp[16..20].copy_from_slice(&[10, 0, 0, 2]);
+    put16(&mut udp, 24, 19);
+    udp[28..].copy_from_slice(b"hello world");
+    // What the kernel leaves: the pseudo-header's sum, folded.
+    let pseudo = fold(pseudo_sum(&[10, 0, 0, 1], &[10, 0, 0, 2], PROTO_UDP, 19));
+    put16(&mut udp, 26, pseudo);
+    let hdr = VnetHdr {
+        flags: F_NEEDS_CSUM,
+        csum_start: 20,
+        csum_offset: 6,
+        ..VnetHdr::default()
+    };
+    complete_checksum(&hdr, &mut udp).unwrap();
+    assert!(valid_l4(&udp, PROTO_UDP));
+    // A packet without the flag is left as it is.
+    let before = udp.clone();
+    complete_checksum(&VnetHdr::default(), &mut udp).unwrap();
+    assert_eq!(udp, before);
+    let bad = VnetHdr {
+        csum_start: 60,
+        ..hdr
+    };
+    assert_eq!(complete_checksum(&bad, &mut udp), Err(Malformed::BadHeader));
+}
+
+#[test]
+fn malformed_superpackets_are_refused_not_panicked_on() {
+    let packet = tcp4(1, 0, TCP_ACK, &data(100, 1), false);
+    let hdr = |gso_type, csum_start, gso_size| VnetHdr {
+        flags: F_NEEDS_CSUM,
+        gso_type,
+        hdr_len: 40,
+        gso_size,
+        csum_start,
+        csum_offset: 16,
+    };
+    assert_eq!(
+        Superpacket::new(&hdr(3, 20, 10), &packet).err(),
+        Some(Malformed::UnknownGso)
+    );
+    assert_eq!(
+        Superpacket::new(&hdr(GSO_TCPV6, 40, 10), &packet).err(),
+        Some(Malformed::BadHeader)
+    );
+    assert_eq!(
+        Superpacket::new(&hdr(GSO_TCPV4, 24, 10), &packet).err(),
+        Some(Malformed::BadHeader)
+    );
+    assert_eq!(
+        Superpacket::new(&hdr(GSO_TCPV4, 20, 0), &packet).err(),
+        Some(Malformed::BadHeader)
+    );
+    assert_eq!(
+        Superpacket::new(&hdr(GSO_TCPV4, 20, 10), &packet[..30]).err(),
+        Some(Malformed::BadHeader)
+    );
+    // Too many segments.
+    assert!(Superpacket::new(&hdr(GSO_TCPV4, 20, 1), &packet).is_ok());
+    let big = tcp4(1, 0, TCP_ACK, &data(300, 1), false);
+    assert_eq!(
+        Superpacket::new(&hdr(GSO_TCPV4, 20, 1), &big).err(),
+        Some(Malformed::BadHeader)
+    );
+}
+
+#[test]
+fn offloads_degrade_to_what_the_kernel_takes() {
+    // A kernel without USO (before 6.2) refuses its bits with EINVAL.
+    let no_uso = |bits: u32| {
+        if bits & (Offloads::USO4 | Offloads::USO6) != 0 {
+            Err(std::io::Error::from_raw_os_error(libc::EINVAL))
+        } else {
+            Ok(())
+        }
+    };
+    let got = negotiate(no_uso);
+    assert_eq!(got.names(), ["csum", "tso4", "tso6", "tso_ecn"]);
+    // One that takes everything, and one that takes nothing at all.
+    assert_eq!(negotiate(|_| Ok(())).names().len(), 6);
+    let refused = negotiate(|_| Err(std::io::Error::from_raw_os_error(libc::EINVAL)));
+    assert_eq!(refused, Offloads::default());
+    assert!(refused.names().is_empty());
+    // Asked in order: the first accepted wins.
+    let mut asked = Vec::new();
+    negotiate(|bits| {
+        asked.push(bits);
+        if bits == Offloads::CSUM {
+            Ok(())
+        } else {
+            Err(std::io::Error::from_raw_os_error(libc::EINVAL))
+        }
+    });
+    assert_eq!(asked, Offloads::LADDER[..3]);
+}

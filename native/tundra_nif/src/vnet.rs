@@ -1,0 +1,303 @@
+//! I/O on offload devices (`Framing::VirtioNet`): every read starts with a
+//! `virtio_net_hdr`, and may be a super-packet, which is split here into
+//! ordinary packets (`tundra_core::offload`); writes carry a header too,
+//! and consecutive TCP segments of one flow go out as one super-packet.
+//!
+//! A super-packet's segments that a call cannot hand out wait in the
+//! device's `Pending` and come first on its next read, so nothing is lost
+//! or reordered whichever read function is used.
+
+use std::cell::RefCell;
+use std::collections::VecDeque;
+use std::io::{self, IoSlice};
+use std::os::fd::BorrowedFd;
+use std::time::Instant;
+
+use rustler::{Binary, Env, OwnedBinary, Term};
+use tundra_core::offload::{self, Superpacket, VnetHdr, VNET_HDR_LEN};
+
+use crate::packet::to_binary;
+
+/// Largest read: a header and a 64 KB super-packet.
+const READ_LEN: usize = VNET_HDR_LEN + 65535;
+
+/// Bytes of one batch read (`recv_many`, active mode): room for a few
+/// super-packets' segments.
+const BATCH_LEN: usize = 512 * 1024;
+
+/// Most segments, and bytes, one `recv_segments` hands out: one
+/// `UDP_SEGMENT` send takes at most 64 datagrams, of at most 65,507
+/// bytes in all over IPv4.
+pub const MAX_BATCH_SEGMENTS: usize = 64;
+pub const MAX_BATCH_BYTES: usize = 65_000;
+
+thread_local! {
+    // One read buffer per scheduler thread: a super-packet is read here
+    // and split into its destination.
+    static SCRATCH: RefCell<Vec<u8>> = RefCell::new(vec![0; READ_LEN]);
+}
+
+/// Segments of a split super-packet that were not handed out yet: equal
+/// in size but for the last.
+#[derive(Debug, Default)]
+pub struct Pending {
+    bytes: Vec<u8>,
+    spans: VecDeque<(usize, usize)>,
+}
+
+impl Pending {
+    pub fn is_empty(&self) -> bool {
+        self.spans.is_empty()
+    }
+
+    /// The next waiting segment, handed to `take`.
+    fn pop<R>(&mut self, take: impl FnOnce(&[u8]) -> R) -> Option<R> {
+        let (at, len) = self.spans.pop_front()?;
+        let result = take(&self.bytes[at..at + len]);
+        if self.spans.is_empty() {
+            self.bytes.clear();
+        }
+        Some(result)
+    }
+
+    /// The waiting segments (at most `MAX_BATCH_SEGMENTS` and
+    /// `MAX_BATCH_BYTES` of them), back to back, and their size.
+    fn take_batch<'a>(&mut self, env: Env<'a>) -> io::Result<(Binary<'a>, usize)> {
+        let size = self.spans.front().map_or(0, |&(_, len)| len);
+        let mut bytes = 0;
+        let mut taken = 0;
+        for &(_, len) in self.spans.iter().take(MAX_BATCH_SEGMENTS) {
+            if taken > 0 && bytes + len > MAX_BATCH_BYTES {
+                break;
+            }
+            bytes += len;
+            taken += 1;
+        }
+        let Some(&(start, _)) = self.spans.front() else {
+            return Err(io::ErrorKind::WouldBlock.into());
+        };
+        // Segments lie back to back in `bytes`, in order.
+        let binary = to_binary(env, &self.bytes[start..start + bytes]);
+        self.spans.drain(..taken);
+        if self.spans.is_empty() {
+            self.bytes.clear();
+        }
+        Ok((binary, size))
+    }
+
+    /// Keeps segments `from..` of `sp`.
+    fn keep(&mut self, sp: &Superpacket, from: usize) {
+        self.bytes.clear();
+        self.spans.clear();
+        for i in from..sp.count() {
+            let at = self.bytes.len();
+            let len = sp.segment_len(i);
+            self.bytes.resize(at + len, 0);
+            sp.write(i, &mut self.bytes[at..]);
+            self.spans.push_back((at, len));
+        }
+    }
+}
+
+/// What one read found.
+enum Read {
+    /// An ordinary packet, its checksum finished: `scratch[at..at + len]`.
+    Packet(usize, usize),
+    /// A super-packet, in `scratch` after its header.
+    Super(VnetHdr, usize),
+}
+
+/// Reads one packet into `buf`; drops (and reads past) what cannot be
+/// made ordinary, which only a broken kernel would send.
+fn read_into(fd: BorrowedFd, buf: &mut [u8]) -> io::Result<Read> {
+    loop {
+        let n = nix::unistd::read(fd, buf)?;
+        let Some(hdr) = VnetHdr::parse(&buf[..n]) else {
+            continue;
+        };
+        let packet = &mut buf[VNET_HDR_LEN..n];
+        if hdr.is_gso() {
+            return Ok(Read::Super(hdr, n - VNET_HDR_LEN));
+        }
+        if offload::complete_checksum(&hdr, packet).is_ok() {
+            return Ok(Read::Packet(VNET_HDR_LEN, n - VNET_HDR_LEN));
+        }
+    }
+}
+
+/// One packet (its first `max_len` bytes, or all for 0): a waiting
+/// segment, else the next read's packet or first segment.
+pub fn read<'a>(
+    env: Env<'a>,
+    fd: BorrowedFd,
+    pending: &mut Pending,
+    max_len: usize,
+) -> io::Result<Binary<'a>> {
+    let cut = |packet: &[u8]| {
+        let keep = if max_len == 0 {
+            packet.len()
+        } else {
+            packet.len().min(max_len)
+        };
+        to_binary(env, &packet[..keep])
+    };
+    if let Some(packet) = pending.pop(cut) {
+        return Ok(packet);
+    }
+    SCRATCH.with_borrow_mut(|scratch| loop {
+        match read_into(fd, scratch)? {
+            Read::Packet(at, len) => return Ok(cut(&scratch[at..at + len])),
+            Read::Super(hdr, len) => {
+                let body = &scratch[VNET_HDR_LEN..VNET_HDR_LEN + len];
+                if let Ok(sp) = Superpacket::new(&hdr, body) {
+                    pending.keep(&sp, 0);
+                    if let Some(packet) = pending.pop(cut) {
+                        return Ok(packet);
+                    }
+                }
+            }
+        }
+    })
+}
+
+/// Up to `count` packets in one binary (as sub-binaries of it): waiting
+/// segments first, then reads until the device has none, `until` passes
+/// or the batch is full. Segments that do not fit wait in `pending`.
+/// `Err` only when nothing was read.
+pub fn read_batch<'a>(
+    env: Env<'a>,
+    fd: BorrowedFd,
+    pending: &mut Pending,
+    count: usize,
+    until: Instant,
+) -> io::Result<Vec<Term<'a>>> {
+    let mut batch = OwnedBinary::new(BATCH_LEN);
+    let out = batch.as_mut_slice();
+    let mut spans: Vec<(usize, usize)> = Vec::new();
+    let mut used = 0;
+    while spans.len() < count {
+        let moved = pending.pop(|segment| {
+            let len = segment.len();
+            out[used..used + len].copy_from_slice(segment);
+            len
+        });
+        match moved {
+            Some(len) => {
+                spans.push((used, len));
+                used += len;
+            }
+            None => break,
+        }
+    }
+    // Reads, each with room for a whole read.
+    while spans.len() < count && out.len() - used >= READ_LEN {
+        if !spans.is_empty() && Instant::now() >= until {
+            break;
+        }
+        let read = read_into(fd, &mut out[used..used + READ_LEN]);
+        match read {
+            Ok(Read::Packet(at, len)) => {
+                spans.push((used + at, len));
+                used += at + len;
+            }
+            Ok(Read::Super(hdr, len)) => {
+                let stopped = SCRATCH.with_borrow_mut(|scratch| {
+                    let body = &mut scratch[..len];
+                    body.copy_from_slice(&out[used + VNET_HDR_LEN..used + VNET_HDR_LEN + len]);
+                    let Ok(sp) = Superpacket::new(&hdr, body) else {
+                        return false;
+                    };
+                    let mut i = 0;
+                    while i < sp.count() && spans.len() < count {
+                        let len = sp.segment_len(i);
+                        if used + len > out.len() {
+                            break;
+                        }
+                        sp.write(i, &mut out[used..]);
+                        spans.push((used, len));
+                        used += len;
+                        i += 1;
+                    }
+                    if i < sp.count() {
+                        pending.keep(&sp, i);
+                        return true;
+                    }
+                    false
+                });
+                if stopped {
+                    break;
+                }
+            }
+            Err(e) if spans.is_empty() => return Err(e),
+            Err(_) => break,
+        }
+    }
+    if spans.is_empty() {
+        return Err(io::ErrorKind::WouldBlock.into());
+    }
+    let _ = batch.realloc(used);
+    let batch = batch.release(env);
+    spans
+        .into_iter()
+        .map(|(at, len)| {
+            batch
+                .make_subbinary(at, len)
+                .map(|packet| packet.to_term(env))
+                .map_err(|_| io::Error::from_raw_os_error(libc::EIO))
+        })
+        .collect()
+}
+
+/// A super-packet's segments laid back to back in one binary, and the
+/// length of each but the last (what `UDP_SEGMENT` takes): waiting
+/// segments, else the next read's (an ordinary packet comes alone, its
+/// length as the size). At most `MAX_BATCH_SEGMENTS` segments and
+/// `MAX_BATCH_BYTES`; the rest wait in `pending`.
+pub fn read_segments<'a>(
+    env: Env<'a>,
+    fd: BorrowedFd,
+    pending: &mut Pending,
+) -> io::Result<(Binary<'a>, usize)> {
+    if pending.is_empty() {
+        let first =
+            SCRATCH.with_borrow_mut(|scratch| -> io::Result<Option<(Binary<'a>, usize)>> {
+                loop {
+                    match read_into(fd, scratch)? {
+                        Read::Packet(at, len) => {
+                            let packet = to_binary(env, &scratch[at..at + len]);
+                            return Ok(Some((packet, len)));
+                        }
+                        Read::Super(hdr, len) => {
+                            let body = &scratch[VNET_HDR_LEN..VNET_HDR_LEN + len];
+                            if let Ok(sp) = Superpacket::new(&hdr, body) {
+                                pending.keep(&sp, 0);
+                                return Ok(None);
+                            }
+                        }
+                    }
+                }
+            })?;
+        if let Some(single) = first {
+            return Ok(single);
+        }
+    }
+    pending.take_batch(env)
+}
+
+/// Writes `run` (at least two segments) as one super-packet: the vnet
+/// header, the first segment's headers adjusted, every payload, in one
+/// `writev`.
+pub fn write_run(fd: BorrowedFd, run: &offload::Run) -> io::Result<()> {
+    let (hdr, headers) = offload::coalesced_headers(run.segments());
+    let hdr = hdr.encode();
+    let mut slices = Vec::with_capacity(run.len() + 2);
+    slices.push(IoSlice::new(&hdr));
+    slices.push(IoSlice::new(&headers));
+    slices.extend(
+        run.segments()
+            .iter()
+            .map(|s| IoSlice::new(offload::payload_of(s))),
+    );
+    nix::sys::uio::writev(fd, &slices)?;
+    Ok(())
+}
