@@ -12,12 +12,7 @@ use crate::args::Args;
 
 pub fn run(args: &Args) -> Result<(), String> {
     let config = args.device_config()?;
-    let bind = args.socket_addr("bind")?;
-    let remote = args.socket_addr("remote")?;
-    let socket = UdpSocket::bind(bind).map_err(|e| format!("bind {bind}: {e}"))?;
-    socket
-        .connect(remote)
-        .map_err(|e| format!("connect {remote}: {e}"))?;
+    let socket = connected_socket(args)?;
     let device = tundra_core::platform::create(&config).map_err(|e| format!("create: {e}"))?;
     set_blocking(device.fd.as_fd())?;
     let device = Arc::new(device);
@@ -48,6 +43,17 @@ pub fn run(args: &Args) -> Result<(), String> {
         // a lost packet, as on any tunnel.
         let _ = socket.send(&buf[..n]);
     }
+}
+
+/// The tunnel's UDP socket: bound to `--bind`, connected to `--remote`.
+pub fn connected_socket(args: &Args) -> Result<UdpSocket, String> {
+    let bind = args.socket_addr("bind")?;
+    let remote = args.socket_addr("remote")?;
+    let socket = UdpSocket::bind(bind).map_err(|e| format!("bind {bind}: {e}"))?;
+    socket
+        .connect(remote)
+        .map_err(|e| format!("connect {remote}: {e}"))?;
+    Ok(socket)
 }
 
 /// Clears O_NONBLOCK (tundra_core makes every device fd non-blocking).

@@ -8,7 +8,6 @@
 //! thread per direction.
 
 use std::io::{IoSlice, IoSliceMut};
-use std::net::UdpSocket;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd};
 use std::sync::Arc;
 
@@ -18,7 +17,7 @@ use nix::sys::socket::{
 use tundra_core::offload::{self, Superpacket, VnetHdr, VNET_HDR_LEN};
 
 use crate::args::Args;
-use crate::relay::set_blocking;
+use crate::relay::{connected_socket, set_blocking};
 
 /// Most datagrams, and bytes, one `UDP_SEGMENT` send may carry.
 const MAX_SEGMENTS: usize = 64;
@@ -27,12 +26,7 @@ const MAX_BYTES: usize = 65_000;
 pub fn run(args: &Args) -> Result<(), String> {
     let mut config = args.device_config()?;
     config.offload = true;
-    let bind = args.socket_addr("bind")?;
-    let remote = args.socket_addr("remote")?;
-    let socket = UdpSocket::bind(bind).map_err(|e| format!("bind {bind}: {e}"))?;
-    socket
-        .connect(remote)
-        .map_err(|e| format!("connect {remote}: {e}"))?;
+    let socket = connected_socket(args)?;
     setsockopt(&socket, sockopt::UdpGroSegment, &true).map_err(|e| format!("UDP_GRO: {e}"))?;
     let device = tundra_core::platform::create(&config).map_err(|e| format!("create: {e}"))?;
     let offloads = tundra_core::platform::enable_offload(device.fd.as_fd());
@@ -81,15 +75,7 @@ fn socket_to_device(socket: BorrowedFd, tun: BorrowedFd) {
         while i < packets.len() {
             i += match offload::run_from(packets[i], packets[i + 1..].iter().copied()) {
                 Some(run) => {
-                    let (hdr, headers) = offload::coalesced_headers(run.segments());
-                    let hdr = hdr.encode();
-                    let mut slices = vec![IoSlice::new(&hdr), IoSlice::new(&headers)];
-                    slices.extend(
-                        run.segments()
-                            .iter()
-                            .map(|s| IoSlice::new(offload::payload_of(s))),
-                    );
-                    let _ = nix::sys::uio::writev(tun, &slices);
+                    let _ = offload::write_run(tun, &run);
                     run.len()
                 }
                 None => {

@@ -31,7 +31,7 @@ use tundra_core::{
     Mode, RouteSpec,
 };
 
-use crate::packet::{Outgoing, Refusal, Unwritable};
+use crate::packet::{Outgoing, Unwritable};
 use crate::resource::{Active, ActiveChange, Direction, Refused};
 
 /// `create/2` options after the Elixir side has parsed and type-checked
@@ -592,10 +592,9 @@ fn prepare<'a>(data: Term<'a>, framing: Framing) -> Result<Outgoing<'a>, Unfit> 
         Unwritable::NeedsFlattening => Unfit::NeedsFlattening,
         Unwritable::NotIodata => Unfit::NotIodata,
     })?;
-    packet.check(framing).map_err(|why| match why {
-        Refusal::TooLong => Unfit::Refused(libc::EMSGSIZE),
-        Refusal::NotIp => Unfit::Refused(libc::EINVAL),
-    })?;
+    packet
+        .check(framing)
+        .map_err(|why| Unfit::Refused(why.errno()))?;
     Ok(packet)
 }
 
@@ -646,7 +645,7 @@ fn send_many<'a>(env: Env<'a>, dev: Term<'a>, packets: Term<'a>) -> NifResult<Te
                 _ => None,
             };
             if let Some(run) = run {
-                match vnet::write_run(owned.fd(), &run) {
+                match offload::write_run(owned.fd(), &run) {
                     Ok(()) => {
                         rest = skip(rest, run.len());
                         continue;
@@ -772,7 +771,7 @@ fn send_segments<'a>(
                 _ => None,
             };
             let written = match run {
-                Some(run) => vnet::write_run(owned.fd(), &run).map(|()| run.len()),
+                Some(run) => offload::write_run(owned.fd(), &run).map(|()| run.len()),
                 None => match packet::check_slice(packets[i], framing) {
                     Ok(()) => packet::write_slice(owned.fd(), framing, packets[i]).map(|()| 1),
                     Err(refusal) => Err(io::Error::from_raw_os_error(refusal.errno())),

@@ -46,14 +46,16 @@ pub fn read<'a>(
     framing: Framing,
     max_len: usize,
 ) -> io::Result<Binary<'a>> {
-    read_with(fd, framing, |packet| {
-        let keep = if max_len == 0 {
-            packet.len()
-        } else {
-            packet.len().min(max_len)
-        };
-        to_binary(env, &packet[..keep])
-    })
+    read_with(fd, framing, |packet| to_binary(env, cut(packet, max_len)))
+}
+
+/// The first `max_len` bytes of `packet`, or all of it for 0 (`recv/3`'s
+/// length).
+pub fn cut(packet: &[u8], max_len: usize) -> &[u8] {
+    match max_len {
+        0 => packet,
+        max => &packet[..packet.len().min(max)],
+    }
 }
 
 /// Reads one packet into the per-thread buffer and hands `use_packet` its
@@ -194,17 +196,30 @@ pub enum Unwritable {
 
 /// Checks one packet given as bytes, as `Outgoing::check` does.
 pub fn check_slice(packet: &[u8], framing: Framing) -> Result<(), Refusal> {
-    Outgoing {
-        pieces: {
-            let mut pieces: [&[u8]; MAX_PIECES] = [&[]; MAX_PIECES];
-            pieces[0] = packet;
-            pieces
-        },
-        count: 1,
-        len: packet.len(),
-        visits: 1,
+    let head = &packet[..packet.len().min(tundra_core::ip::HEAD_LEN)];
+    check_head(head, packet.len(), framing)
+}
+
+/// Whether a packet of `len` bytes starting with `head` (its first
+/// `ip::HEAD_LEN` bytes, or all of it) should be handed to the kernel.
+fn check_head(head: &[u8], len: usize, framing: Framing) -> Result<(), Refusal> {
+    if framing == Framing::Ethernet {
+        // The kernel checks nothing else of a frame before it is received
+        // on the TAP interface.
+        return match len {
+            len if len > MAX_FRAME => Err(Refusal::TooLong),
+            len if len < ETHERNET_HEADER => Err(Refusal::NotIp),
+            _ => Ok(()),
+        };
     }
-    .check(framing)
+    if len > MAX_PACKET {
+        return Err(Refusal::TooLong);
+    }
+    if tundra_core::ip::is_whole_packet(head, len) {
+        Ok(())
+    } else {
+        Err(Refusal::NotIp)
+    }
 }
 
 /// Writes one packet given as bytes, with its framing's header.
@@ -296,18 +311,6 @@ impl<'a> Outgoing<'a> {
 
     /// Whether the kernel should be handed this packet.
     pub fn check(&self, framing: Framing) -> Result<(), Refusal> {
-        if framing == Framing::Ethernet {
-            // The kernel checks nothing else of a frame before it is
-            // received on the TAP interface.
-            return match self.len {
-                len if len > MAX_FRAME => Err(Refusal::TooLong),
-                len if len < ETHERNET_HEADER => Err(Refusal::NotIp),
-                _ => Ok(()),
-            };
-        }
-        if self.len > MAX_PACKET {
-            return Err(Refusal::TooLong);
-        }
         let mut head = [0u8; tundra_core::ip::HEAD_LEN];
         let mut at = 0;
         for piece in &self.pieces[..self.count] {
@@ -318,11 +321,7 @@ impl<'a> Outgoing<'a> {
                 break;
             }
         }
-        if tundra_core::ip::is_whole_packet(&head[..at], self.len) {
-            Ok(())
-        } else {
-            Err(Refusal::NotIp)
-        }
+        check_head(&head[..at], self.len, framing)
     }
 
     fn first_byte(&self) -> Option<u8> {

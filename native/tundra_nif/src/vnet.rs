@@ -1,7 +1,8 @@
 //! I/O on offload devices (`Framing::VirtioNet`): every read starts with a
 //! `virtio_net_hdr`, and may be a super-packet, which is split here into
-//! ordinary packets (`tundra_core::offload`); writes carry a header too,
-//! and consecutive TCP segments of one flow go out as one super-packet.
+//! ordinary packets (`tundra_core::offload`). (Writes carry a header
+//! too, which `Framing::VirtioNet` gives them; runs of TCP segments go out
+//! with `offload::write_run`.)
 //!
 //! A super-packet's segments that a call cannot hand out wait in the
 //! device's `Pending` and come first on its next read, so nothing is lost
@@ -9,11 +10,11 @@
 
 use std::cell::RefCell;
 use std::collections::VecDeque;
-use std::io::{self, IoSlice};
+use std::io;
 use std::os::fd::BorrowedFd;
 use std::time::Instant;
 
-use rustler::{Binary, Env, OwnedBinary, Term};
+use rustler::{Binary, Env, NewBinary, OwnedBinary, Term};
 use tundra_core::offload::{self, Superpacket, VnetHdr, VNET_HDR_LEN};
 
 use crate::packet::to_binary;
@@ -64,15 +65,7 @@ impl Pending {
     /// `MAX_BATCH_BYTES` of them), back to back, and their size.
     fn take_batch<'a>(&mut self, env: Env<'a>) -> io::Result<(Binary<'a>, usize)> {
         let size = self.spans.front().map_or(0, |&(_, len)| len);
-        let mut bytes = 0;
-        let mut taken = 0;
-        for &(_, len) in self.spans.iter().take(MAX_BATCH_SEGMENTS) {
-            if taken > 0 && bytes + len > MAX_BATCH_BYTES {
-                break;
-            }
-            bytes += len;
-            taken += 1;
-        }
+        let (taken, bytes) = batch_extent(self.spans.iter().map(|&(_, len)| len));
         let Some(&(start, _)) = self.spans.front() else {
             return Err(io::ErrorKind::WouldBlock.into());
         };
@@ -97,6 +90,22 @@ impl Pending {
             self.spans.push_back((at, len));
         }
     }
+}
+
+/// How many segments of these lengths (from the first) one batch takes,
+/// and their bytes: at most `MAX_BATCH_SEGMENTS` and `MAX_BATCH_BYTES`,
+/// but always the first.
+fn batch_extent(lens: impl Iterator<Item = usize>) -> (usize, usize) {
+    let mut taken = 0;
+    let mut bytes = 0;
+    for len in lens.take(MAX_BATCH_SEGMENTS) {
+        if taken > 0 && bytes + len > MAX_BATCH_BYTES {
+            break;
+        }
+        bytes += len;
+        taken += 1;
+    }
+    (taken, bytes)
 }
 
 /// What one read found.
@@ -133,14 +142,7 @@ pub fn read<'a>(
     pending: &mut Pending,
     max_len: usize,
 ) -> io::Result<Binary<'a>> {
-    let cut = |packet: &[u8]| {
-        let keep = if max_len == 0 {
-            packet.len()
-        } else {
-            packet.len().min(max_len)
-        };
-        to_binary(env, &packet[..keep])
-    };
+    let cut = |packet: &[u8]| to_binary(env, crate::packet::cut(packet, max_len));
     if let Some(packet) = pending.pop(cut) {
         return Ok(packet);
     }
@@ -258,46 +260,31 @@ pub fn read_segments<'a>(
     fd: BorrowedFd,
     pending: &mut Pending,
 ) -> io::Result<(Binary<'a>, usize)> {
-    if pending.is_empty() {
-        let first =
-            SCRATCH.with_borrow_mut(|scratch| -> io::Result<Option<(Binary<'a>, usize)>> {
-                loop {
-                    match read_into(fd, scratch)? {
-                        Read::Packet(at, len) => {
-                            let packet = to_binary(env, &scratch[at..at + len]);
-                            return Ok(Some((packet, len)));
-                        }
-                        Read::Super(hdr, len) => {
-                            let body = &scratch[VNET_HDR_LEN..VNET_HDR_LEN + len];
-                            if let Ok(sp) = Superpacket::new(&hdr, body) {
-                                pending.keep(&sp, 0);
-                                return Ok(None);
-                            }
-                        }
-                    }
-                }
-            })?;
-        if let Some(single) = first {
-            return Ok(single);
-        }
+    if !pending.is_empty() {
+        return pending.take_batch(env);
     }
-    pending.take_batch(env)
-}
-
-/// Writes `run` (at least two segments) as one super-packet: the vnet
-/// header, the first segment's headers adjusted, every payload, in one
-/// `writev`.
-pub fn write_run(fd: BorrowedFd, run: &offload::Run) -> io::Result<()> {
-    let (hdr, headers) = offload::coalesced_headers(run.segments());
-    let hdr = hdr.encode();
-    let mut slices = Vec::with_capacity(run.len() + 2);
-    slices.push(IoSlice::new(&hdr));
-    slices.push(IoSlice::new(&headers));
-    slices.extend(
-        run.segments()
-            .iter()
-            .map(|s| IoSlice::new(offload::payload_of(s))),
-    );
-    nix::sys::uio::writev(fd, &slices)?;
-    Ok(())
+    SCRATCH.with_borrow_mut(|scratch| loop {
+        match read_into(fd, scratch)? {
+            Read::Packet(at, len) => return Ok((to_binary(env, &scratch[at..at + len]), len)),
+            Read::Super(hdr, len) => {
+                let body = &scratch[VNET_HDR_LEN..VNET_HDR_LEN + len];
+                let Ok(sp) = Superpacket::new(&hdr, body) else {
+                    continue;
+                };
+                // Split straight into the batch's binary; what does not
+                // fit waits.
+                let (count, bytes) = batch_extent((0..sp.count()).map(|i| sp.segment_len(i)));
+                let mut batch = NewBinary::new(env, bytes);
+                let mut at = 0;
+                for i in 0..count {
+                    sp.write(i, &mut batch.as_mut_slice()[at..]);
+                    at += sp.segment_len(i);
+                }
+                if count < sp.count() {
+                    pending.keep(&sp, count);
+                }
+                return Ok((batch.into(), sp.segment_size()));
+            }
+        }
+    })
 }

@@ -354,8 +354,8 @@ impl<'a> Superpacket<'a> {
 
 /// A TCP segment that may join others into a super-packet: IPv4 without
 /// options and not fragmented, or IPv6 without extension headers; flags
-/// ACK (or ACK|PSH, which ends a run); some payload; a valid checksum (the
-/// kernel will not check a super-packet's segments).
+/// ACK (or ACK|PSH, which ends a run); some payload. Its checksum is
+/// checked once it is part of a run (see `run_from`).
 #[derive(Debug, Clone, Copy)]
 pub struct Segment<'a> {
     pub packet: &'a [u8],
@@ -398,15 +398,6 @@ impl<'a> Segment<'a> {
             f if f == TCP_ACK | TCP_PSH => true,
             _ => return None,
         };
-        let (src, dst) = if ipv4 {
-            (&packet[12..16], &packet[16..20])
-        } else {
-            (&packet[8..24], &packet[24..40])
-        };
-        let pseudo = pseudo_sum(src, dst, PROTO_TCP, packet.len() - l4);
-        if fold(sum(&packet[l4..], pseudo)) != 0xFFFF {
-            return None;
-        }
         Some(Segment {
             packet,
             ipv4,
@@ -419,6 +410,18 @@ impl<'a> Segment<'a> {
 
     fn payload(&self) -> usize {
         self.packet.len() - self.headers
+    }
+
+    /// Whether its TCP checksum is right.
+    fn checksum_ok(&self) -> bool {
+        let p = self.packet;
+        let (src, dst) = if self.ipv4 {
+            (&p[12..16], &p[16..20])
+        } else {
+            (&p[8..24], &p[24..40])
+        };
+        let pseudo = pseudo_sum(src, dst, PROTO_TCP, p.len() - self.l4);
+        fold(sum(&p[self.l4..], pseudo)) == 0xFFFF
     }
 
     /// Whether `next` continues this run (whose segments so far are
@@ -505,7 +508,10 @@ impl<'a> Run<'a> {
 }
 
 /// The run of TCP segments of one flow that `first` starts, grown from
-/// `next` while each continues it; `None` when there is no run of two.
+/// `next` while each continues it, up to its first segment with a wrong
+/// checksum (the kernel does not check a super-packet's segments);
+/// `None` when there is no run of two. Checksums are checked only once
+/// a run of two exists, so a lone segment costs no pass over its bytes.
 pub fn run_from<'a>(first: &'a [u8], next: impl Iterator<Item = &'a [u8]>) -> Option<Run<'a>> {
     let mut run = Run::start(Segment::parse(first)?);
     for packet in next {
@@ -514,28 +520,18 @@ pub fn run_from<'a>(first: &'a [u8], next: impl Iterator<Item = &'a [u8]>) -> Op
             break;
         }
     }
-    (run.len() >= 2).then_some(run)
-}
-
-/// How many of `segments` (from the first) travel as one super-packet:
-/// 1 when the first cannot join anything.
-pub fn run_length(segments: &[Option<Segment>]) -> usize {
-    let Some(Some(first)) = segments.first() else {
-        return 1;
-    };
-    let mut run = Run::start(*first);
-    for next in segments[1..].iter() {
-        match next {
-            Some(next) if run.extend(*next) => {}
-            _ => break,
-        }
+    if run.len() < 2 {
+        return None;
     }
-    run.len()
+    if let Some(bad) = run.segments.iter().position(|s| !s.checksum_ok()) {
+        run.segments.truncate(bad);
+    }
+    (run.len() >= 2).then_some(run)
 }
 
 /// The vnet header and the headers (IP and TCP, from the first segment)
 /// of the super-packet that carries `run` (consecutive segments that
-/// `run_length` put together, at least two); its payload is the runs'
+/// `run_from` put together, at least two); its payload is the runs'
 /// payloads in order, after these headers.
 pub fn coalesced_headers(run: &[Segment]) -> (VnetHdr, Vec<u8>) {
     let first = &run[0];
@@ -578,6 +574,21 @@ pub fn coalesced_headers(run: &[Segment]) -> (VnetHdr, Vec<u8>) {
         csum_offset: 16,
     };
     (hdr, headers)
+}
+
+/// Writes `run` (from `run_from`) to an offload device's fd as one
+/// super-packet: the vnet header, the first segment's headers adjusted,
+/// every payload uncopied, in one `writev`.
+pub fn write_run(fd: std::os::fd::BorrowedFd, run: &Run) -> std::io::Result<()> {
+    use std::io::IoSlice;
+    let (hdr, headers) = coalesced_headers(run.segments());
+    let hdr = hdr.encode();
+    let mut slices = Vec::with_capacity(run.len() + 2);
+    slices.push(IoSlice::new(&hdr));
+    slices.push(IoSlice::new(&headers));
+    slices.extend(run.segments().iter().map(|s| IoSlice::new(payload_of(s))));
+    nix::sys::uio::writev(fd, &slices)?;
+    Ok(())
 }
 
 /// The payload of a segment (what follows its headers).

@@ -80,12 +80,11 @@ fn data(n: usize, seed: u8) -> Vec<u8> {
 /// Builds the super-packet for `segments` as a program writes it, and
 /// splits it back as if the kernel had handed it over.
 fn round_trip(segments: &[Vec<u8>]) -> Vec<Vec<u8>> {
-    let parsed: Vec<_> = segments.iter().map(|s| Segment::parse(s)).collect();
-    assert_eq!(run_length(&parsed), segments.len(), "one run");
-    let run: Vec<Segment> = parsed.into_iter().map(Option::unwrap).collect();
-    let (hdr, headers) = coalesced_headers(&run);
+    let run = run_from(&segments[0], segments[1..].iter().map(Vec::as_slice)).expect("a run");
+    assert_eq!(run.len(), segments.len(), "one run");
+    let (hdr, headers) = coalesced_headers(run.segments());
     let mut packet = headers;
-    for s in &run {
+    for s in run.segments() {
         packet.extend_from_slice(payload_of(s));
     }
     let hdr = VnetHdr::parse(&hdr.encode()).unwrap();
@@ -149,8 +148,7 @@ fn what_may_not_coalesce_stays_apart() {
     let a = tcp4(1, 0, TCP_ACK, &data(100, 1), false);
     let next = |seq, flags, len, seed| tcp4(2, seq, flags, &data(len, seed), false);
     let runs = |packets: &[Vec<u8>]| {
-        let parsed: Vec<_> = packets.iter().map(|p| Segment::parse(p)).collect();
-        run_length(&parsed)
+        run_from(&packets[0], packets[1..].iter().map(Vec::as_slice)).map_or(1, |run| run.len())
     };
     assert_eq!(runs(&[a.clone(), next(100, TCP_ACK, 100, 2)]), 2);
     // A gap, a retransmission, a larger segment after a smaller one.
