@@ -12,7 +12,8 @@ defmodule Tundra.OffloadTest do
 
   setup do
     n = rem(System.unique_integer([:positive]), 1_000_000)
-    ns = {"tundra-offa-#{System.pid()}-#{n}", "tundra-offb-#{System.pid()}-#{n}"}
+    # Named tundra-...-PID, so that scripts/netns removes them after a killed run.
+    ns = {"tundra-offa#{n}-#{System.pid()}", "tundra-offb#{n}-#{System.pid()}"}
 
     for name <- Tuple.to_list(ns) do
       {_, 0} = System.cmd("ip", ["netns", "add", name], stderr_to_stdout: true)
