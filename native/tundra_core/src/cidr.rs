@@ -11,10 +11,42 @@ use serde::{Deserialize, Serialize};
 use crate::config::address_bits;
 
 /// A prefix: an address with its low bits cleared, and a length.
+///
+/// Every `Cidr` is normalised, however it was made: [`Cidr::new`] clears
+/// host bits, while text ([`FromStr`]) and the wire (`Deserialize`) refuse
+/// them through one constructor, [`Cidr::exact`], so a value from a client
+/// can never carry host bits past the policy's comparisons.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(try_from = "CidrParts", into = "CidrParts")]
 pub struct Cidr {
     network: IpAddr,
     len: u8,
+}
+
+/// A `Cidr` as it travels: an address and a length, checked by
+/// [`Cidr::exact`] on the way in. (The same two fields in the same order,
+/// so the wire format is unchanged.)
+#[derive(Serialize, Deserialize)]
+struct CidrParts {
+    network: IpAddr,
+    len: u8,
+}
+
+impl TryFrom<CidrParts> for Cidr {
+    type Error = ParseCidrError;
+
+    fn try_from(parts: CidrParts) -> Result<Cidr, ParseCidrError> {
+        Cidr::exact(parts.network, parts.len).ok_or(ParseCidrError)
+    }
+}
+
+impl From<Cidr> for CidrParts {
+    fn from(cidr: Cidr) -> CidrParts {
+        CidrParts {
+            network: cidr.network,
+            len: cidr.len,
+        }
+    }
 }
 
 /// The address as a 128-bit number, IPv4 in the high 32 bits so that
@@ -49,6 +81,14 @@ impl Cidr {
         // In the 128-bit form an IPv4 prefix of `len` is `len` high bits.
         let network = from_bits(bits(&addr) & mask(len), &addr);
         Some(Cidr { network, len })
+    }
+
+    /// The prefix `addr`/`len` exactly as written: `None` if `len` is
+    /// longer than the address or `addr` has host bits set (`10.8.0.1/16`
+    /// is refused: a range is written as its network, so a typo cannot
+    /// widen it, and a client cannot slip past a comparison).
+    pub fn exact(addr: IpAddr, len: u8) -> Option<Cidr> {
+        Cidr::new(addr, len).filter(|cidr| cidr.network == addr)
     }
 
     /// The single address `addr` (/32 or /128).
@@ -109,8 +149,7 @@ impl std::error::Error for ParseCidrError {}
 impl FromStr for Cidr {
     type Err = ParseCidrError;
 
-    /// `ADDRESS/LENGTH`, with no host bits set (`10.8.0.1/16` is refused:
-    /// a range is written as its network, so a typo cannot widen it).
+    /// `ADDRESS/LENGTH`, as [`Cidr::exact`] takes it.
     fn from_str(text: &str) -> Result<Cidr, ParseCidrError> {
         let (addr, len) = text.split_once('/').ok_or(ParseCidrError)?;
         let addr: IpAddr = addr.parse().map_err(|_| ParseCidrError)?;
@@ -118,10 +157,7 @@ impl FromStr for Cidr {
             return Err(ParseCidrError);
         }
         let len: u8 = len.parse().map_err(|_| ParseCidrError)?;
-        match Cidr::new(addr, len) {
-            Some(cidr) if cidr.network == addr => Ok(cidr),
-            _ => Err(ParseCidrError),
-        }
+        Cidr::exact(addr, len).ok_or(ParseCidrError)
     }
 }
 
@@ -164,6 +200,33 @@ mod tests {
         assert_eq!(Cidr::new(ip("fd00::1:2"), 64), Some(c("fd00::/64")));
         assert_eq!(Cidr::new(ip("10.8.3.7"), 33), None);
         assert_eq!(Cidr::host(ip("10.8.3.7")), c("10.8.3.7/32"));
+    }
+
+    #[test]
+    fn the_wire_refuses_what_text_refuses() {
+        // What a hostile client could put in a frame: the same two fields,
+        // host bits set or a length past the family's.
+        for (addr, len) in [
+            ("fd11:b7b7:4360::1", 48),
+            ("fd50::1", 16),
+            ("10.8.0.1", 16),
+            ("10.8.0.0", 33),
+            ("fd00::", 129),
+        ] {
+            let raw = postcard::to_stdvec(&CidrParts {
+                network: ip(addr),
+                len,
+            })
+            .expect("encode");
+            assert!(
+                postcard::from_bytes::<Cidr>(&raw).is_err(),
+                "{addr}/{len} was accepted"
+            );
+        }
+        for text in ["fd11:b7b7:4360::/48", "10.8.0.0/16", "0.0.0.0/0", "::/0"] {
+            let raw = postcard::to_stdvec(&c(text)).expect("encode");
+            assert_eq!(postcard::from_bytes::<Cidr>(&raw), Ok(c(text)));
+        }
     }
 
     #[test]

@@ -9,7 +9,7 @@ use std::net::IpAddr;
 use proptest::prelude::*;
 use tundra_core::legacy::{self, REQUEST_LEN};
 use tundra_core::protocol::{self, Reply, Request, HEADER_LEN, MAGIC, MAX_PAYLOAD, VERSION};
-use tundra_core::{DeviceConfig, Mode};
+use tundra_core::{Change, Cidr, DeviceConfig, Mode, RouteSpec};
 
 fn ip() -> impl Strategy<Value = IpAddr> {
     prop_oneof![
@@ -78,7 +78,40 @@ fn frame_like() -> impl Strategy<Value = Vec<u8>> {
     ]
 }
 
+/// A change request routing some prefix, with one byte of its frame
+/// replaced: host bits and lengths of every kind reach the decoder.
+fn mutated_route_frame() -> impl Strategy<Value = Vec<u8>> {
+    (ip(), any::<u8>(), proptest::option::of(any::<u32>()))
+        .prop_filter_map("a prefix", |(addr, len, metric)| {
+            let dst = Cidr::new(addr, len % 129)?;
+            let change = Change::AddRoute(RouteSpec { dst, metric });
+            protocol::encode(&Request::Change(change)).ok()
+        })
+        .prop_flat_map(|frame| {
+            let len = frame.len();
+            (Just(frame), HEADER_LEN..len, any::<u8>())
+        })
+        .prop_map(|(mut frame, at, byte)| {
+            frame[at] = byte;
+            frame
+        })
+}
+
 proptest! {
+    #[test]
+    fn every_prefix_a_frame_carries_is_a_network(frame in mutated_route_frame()) {
+        let Ok(payload) = protocol::read_payload(&mut &frame[..]) else {
+            return Ok(());
+        };
+        if let Ok(Request::Change(Change::AddRoute(route) | Change::RemoveRoute(route))) =
+            protocol::decode::<Request>(&payload)
+        {
+            let dst = route.dst;
+            prop_assert_eq!(Cidr::exact(dst.network(), dst.prefix_len()), Some(dst));
+            prop_assert_eq!(dst.to_string().parse::<Cidr>(), Ok(dst));
+        }
+    }
+
     #[test]
     fn decoding_any_bytes_returns_and_never_reads_past_the_frame(bytes in frame_like()) {
         let mut reader = &bytes[..];

@@ -1156,9 +1156,7 @@ fn decode_change(term: Term) -> NifResult<Result<Change, ConfigError>> {
             let network = ip_from_binary(&network, ConfigError::Route)?;
             let prefix = u8::try_from(prefix).map_err(|_| ConfigError::Route)?;
             // As `ip route`: a destination with host bits set is a mistake.
-            let dst = Cidr::new(network, prefix)
-                .filter(|c| c.network() == network)
-                .ok_or(ConfigError::Route)?;
+            let dst = Cidr::exact(network, prefix).ok_or(ConfigError::Route)?;
             let metric = metric
                 .map(u32::try_from)
                 .transpose()

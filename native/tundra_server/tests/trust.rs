@@ -110,6 +110,30 @@ fn unprivileged_client() {
             result(format!("held {}", names.join(" ")));
             wait_for_stdin_to_close();
         }
+        "keep" => {
+            // A device held until stdin closes.
+            let config = device(fields[2], fields[3], fields[4], "");
+            let outcome = client::create(socket, &config, TIMEOUT);
+            result(match &outcome {
+                Ok(Outcome::Created(dev)) => format!("created {}", dev.name),
+                _ => "refused".into(),
+            });
+            wait_for_stdin_to_close();
+            drop(outcome);
+        }
+        "rawroute" => {
+            // Routes written straight into the frame, host bits and all,
+            // as a hostile client would (the library never sends them).
+            let dev = match client::create(socket, &device(fields[2], fields[3], "", ""), TIMEOUT) {
+                Ok(Outcome::Created(dev)) => dev,
+                other => panic!("create: {}", describe(other)),
+            };
+            let outcomes: Vec<String> = fields[4]
+                .split(';')
+                .map(|route| raw_route_change(socket, dev.fd.as_fd(), route))
+                .collect();
+            result(outcomes.join(","));
+        }
         "hold" => {
             let n: usize = fields[2].parse().expect("count");
             let held: Vec<_> = (0..n)
@@ -175,6 +199,39 @@ fn change_of(spec: &str) -> Change {
             })
         }
         _ => panic!("unknown change {spec:?}"),
+    }
+}
+
+/// Sends a change adding route `text` (`ADDRESS/LEN`, host bits allowed)
+/// for the device of `fd`; `ok`, `errno NAME` or `invalid OPTION`.
+fn raw_route_change(socket: &Path, fd: std::os::fd::BorrowedFd, text: &str) -> String {
+    let (address, len) = text.split_once('/').expect("A/P");
+    let address: IpAddr = address.parse().expect("address");
+    let len: u8 = len.parse().expect("len");
+    let network = Cidr::new(address, len).expect("a length of the family");
+    let change = Change::AddRoute(RouteSpec {
+        dst: network,
+        metric: None,
+    });
+    let mut frame = protocol::encode(&Request::Change(change)).expect("encode");
+    let octets = |ip: IpAddr| match ip {
+        IpAddr::V4(a) => a.octets().to_vec(),
+        IpAddr::V6(a) => a.octets().to_vec(),
+    };
+    let (wanted, written) = (octets(network.network()), octets(address));
+    let at = frame
+        .windows(wanted.len())
+        .position(|w| w == wanted.as_slice())
+        .expect("the network's bytes are in the frame");
+    frame[at..at + written.len()].copy_from_slice(&written);
+    let stream = UnixStream::connect(socket).expect("connect");
+    stream.set_read_timeout(Some(TIMEOUT)).expect("timeout");
+    tundra_core::fdpass::send_with_fds(stream.as_fd(), &frame, &[fd.as_raw_fd()]).expect("send");
+    match protocol::read_payload(&mut &stream).map(|p| protocol::decode::<Reply>(&p)) {
+        Ok(Ok(Reply::Changed)) => "ok".into(),
+        Ok(Ok(Reply::Failed { errno })) => format!("errno {}", tundra_core::errno::name(errno)),
+        Ok(Ok(Reply::Invalid { option })) => format!("invalid {}", option.option_name()),
+        other => format!("unexpected {other:?}"),
     }
 }
 
@@ -561,6 +618,46 @@ fn changes_stay_inside_the_delegation_on_the_members_own_devices() {
     assert!(server
         .log()
         .contains("not a device the server made for this user"));
+}
+
+#[test]
+fn a_route_with_host_bits_is_refused_not_widened_past_the_conflict_check() {
+    if !privileged_netns() {
+        return;
+    }
+    let host = RemoteHost::new();
+    // Both share the README's delegation; the host's fd50::/64 lies in a
+    // careless one of Alice's.
+    let config = format!(
+        "allow uid:{ALICE} fd11:b7b7:4360::/48 fd50::/16\nallow uid:{BOB} fd11:b7b7:4360::/48\n"
+    );
+    let server = Server::start("hostbits", &config, &[]);
+    let socket = server.socket.display().to_string();
+    let mut bob = as_member(BOB, &format!("keep|{socket}|fd11:b7b7:4360:2::2||64"));
+    let held = bob.result();
+    assert!(held.starts_with("created"), "{held}");
+    let victim = held.trim_start_matches("created ").to_string();
+
+    let mut alice = as_member(
+        ALICE,
+        &format!(
+            "rawroute|{socket}|fd11:b7b7:4360:1::2||\
+             fd11:b7b7:4360::1/48;fd50::1/16;fd11:b7b7:4360::/48;fd50::/16"
+        ),
+    );
+    // Host bits make a malformed frame; the same
+    // networks written right still collide with Bob's and the host's.
+    assert_eq!(
+        alice.result(),
+        "errno eproto,errno eproto,errno eaddrinuse,errno eaddrinuse"
+    );
+    let routes = run("ip", &["-6", "route", "show", "table", "all"]);
+    assert!(!routes.contains("fd11:b7b7:4360::/48"), "{routes}");
+    assert!(!routes.contains("fd50::/16"), "{routes}");
+    assert_eq!(host.route_to("fd50::9"), host.link);
+    assert_eq!(host.route_to("fd11:b7b7:4360:2::7"), victim);
+    alice.finish();
+    bob.finish();
 }
 
 #[test]
