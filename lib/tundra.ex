@@ -201,7 +201,8 @@ defmodule Tundra do
 
   An administrator (or a privileged VM, with `persist: true` and
   `:owner`/`:group`) can make a device that outlives its file
-  descriptors, addresses and routes included. Its owner's unprivileged VM
+  descriptors, addresses and routes included. Without `:owner` or
+  `:group` it belongs to the creating user, never to everyone. Its owner's unprivileged VM
   opens it with `attach/2`, without `tundra_server`, and may close and
   open it again; `ip link del NAME` removes it.
 
@@ -490,7 +491,9 @@ defmodule Tundra do
       and `ip link del` removes. Direct creation only.
     * `:owner`, `:group` - with `persist: true`: the user and group (a
       name or a number) that may `attach/2` the device without
-      privilege.
+      privilege. With neither, the owner is the creating user (root,
+      usually): the kernel would let anyone open a persistent device
+      with no owner and no group, so Tundra never makes one.
 
   ## Errors
 

@@ -472,6 +472,27 @@ defmodule Tundra.ServerTest do
     assert System.cmd("ip", ["addr", "show", name]) |> elem(0) =~ "10.93.50.2 peer 10.93.50.1"
   end
 
+  test "a persistent device made without :owner or :group is its creator's, not everyone's",
+       ctx do
+    name = "tpriv#{rem(System.unique_integer([:positive]), 10_000)}"
+
+    assert {:ok, {dev, ^name}} =
+             Tundra.create("10.93.51.2", dstaddr: "10.93.51.1", name: name, persist: true)
+
+    on_exit(fn -> System.cmd("ip", ["link", "del", name], stderr_to_stdout: true) end)
+    :ok = Tundra.close(dev)
+
+    # An outsider who may open /dev/net/tun cannot read root's device.
+    outsider = SecondVM.start(ctx.vm, ctx.outsider, @attach_code, [name], open_tun: true)
+    assert SecondVM.line(outsider, "READY") =~ "READY {:error, :eperm}"
+    SecondVM.stop(outsider)
+    assert File.read!("/sys/class/net/#{name}/owner") == "0\n"
+
+    # Root still attaches it.
+    assert {:ok, {again, ^name}} = Tundra.attach(name)
+    :ok = Tundra.close(again)
+  end
+
   # Runs in the member's VM: an offload device from the server, and one
   # whose fd root passes over a Unix socket (adopted); each answers ping.
   @offload_code ~S"""

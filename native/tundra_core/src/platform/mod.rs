@@ -63,6 +63,27 @@ pub use macos::{
     Netns, NATIVE_FRAMING,
 };
 
+#[cfg(test)]
+mod tests {
+    use super::Persist;
+
+    #[test]
+    fn a_persistent_device_is_never_left_open_to_all() {
+        let none = Persist::default();
+        assert_eq!(none.or_creator(0).owner, Some(0));
+        let group = Persist {
+            owner: None,
+            group: Some(7),
+        };
+        assert_eq!(group.or_creator(0), group);
+        let owner = Persist {
+            owner: Some(1000),
+            group: None,
+        };
+        assert_eq!(owner.or_creator(0), owner);
+    }
+}
+
 #[cfg(not(any(target_os = "linux", target_os = "macos")))]
 compile_error!("tundra_core supports Linux and macOS; other systems are not implemented");
 
@@ -127,6 +148,25 @@ pub struct Placement {
 pub struct Persist {
     pub owner: Option<u32>,
     pub group: Option<u32>,
+}
+
+impl Persist {
+    /// Who is recorded: as given, or, when neither an owner nor a group
+    /// is, the creating user `creator`. The kernel lets anyone open a
+    /// persistent device whose owner and group are both unset, so a
+    /// device is never left that way.
+    pub fn or_creator(self, creator: u32) -> Persist {
+        match self {
+            Persist {
+                owner: None,
+                group: None,
+            } => Persist {
+                owner: Some(creator),
+                group: None,
+            },
+            given => given,
+        }
+    }
 }
 
 /// One address of an interface.

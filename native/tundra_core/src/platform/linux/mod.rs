@@ -78,6 +78,7 @@ pub fn create_placed(config: &DeviceConfig, placement: &Placement) -> io::Result
 }
 
 fn set_persist_ids(fd: BorrowedFd<'_>, persist: Persist) -> io::Result<()> {
+    let persist = persist.or_creator(nix::unistd::geteuid().as_raw());
     if let Some(uid) = persist.owner {
         tun::set_owner(fd, uid)?;
     }
