@@ -299,6 +299,7 @@ defmodule Tundra do
           | :enoexec
           | :enomsg
           | :enotempty
+          | :etoomanyrefs
           | :unknown
 
   @typedoc "Why an option list was refused, before anything touched the system."

@@ -72,6 +72,7 @@ const TABLE: &[(i32, &str)] = &[
     (libc::ECONNABORTED, "econnaborted"),
     (libc::ECONNRESET, "econnreset"),
     (libc::ENOBUFS, "enobufs"),
+    (libc::ETOOMANYREFS, "etoomanyrefs"),
     (libc::EISCONN, "eisconn"),
     (libc::ENOTCONN, "enotconn"),
     (libc::ETIMEDOUT, "etimedout"),

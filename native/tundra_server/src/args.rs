@@ -5,7 +5,8 @@ use std::path::PathBuf;
 pub const USAGE: &str = "\
 usage: tundra_server [--socket PATH] [--group NAME] [--config PATH]
                      [--max-clients N] [--max-clients-per-uid N]
-                     [--max-devices-per-uid N] [--help] [--version]
+                     [--max-devices-per-uid N] [--max-unread-fds-per-uid N]
+                     [--help] [--version]
 
 Creates TUN devices for unprivileged Tundra clients that connect to PATH
 (default /var/run/tundra.sock) and are root or members of group NAME
@@ -21,7 +22,10 @@ logs to stderr, stops on SIGTERM or SIGINT.
                            nothing is delegated and only root is served)
   --max-clients N          connections served at once (default 64)
   --max-clients-per-uid N  of those, connections of one user (default 8)
-  --max-devices-per-uid N  live devices one user may hold (default 256)";
+  --max-devices-per-uid N  live devices one user may hold (default 256)
+  --max-unread-fds-per-uid N
+                           device fds one user may leave unread in replies
+                           (default 64: one device of 64 queues)";
 
 /// The configuration file read when `--config` is not given.
 pub const DEFAULT_CONFIG: &str = "/etc/tundra/server.conf";
@@ -35,6 +39,7 @@ pub struct Options {
     pub max_clients: usize,
     pub max_clients_per_uid: usize,
     pub max_devices_per_uid: usize,
+    pub max_unread_fds_per_uid: usize,
 }
 
 #[derive(Debug, PartialEq, Eq)]
@@ -52,6 +57,7 @@ pub fn parse(args: impl IntoIterator<Item = String>) -> Result<Command, String> 
         max_clients: 64,
         max_clients_per_uid: 8,
         max_devices_per_uid: 256,
+        max_unread_fds_per_uid: usize::from(tundra_core::config::MAX_QUEUES),
     };
     let mut args = args.into_iter();
     while let Some(arg) = args.next() {
@@ -68,6 +74,9 @@ pub fn parse(args: impl IntoIterator<Item = String>) -> Result<Command, String> 
             }
             "--max-devices-per-uid" => {
                 options.max_devices_per_uid = count(&value("--max-devices-per-uid")?)?
+            }
+            "--max-unread-fds-per-uid" => {
+                options.max_unread_fds_per_uid = count(&value("--max-unread-fds-per-uid")?)?
             }
             other => return Err(format!("unknown argument {other:?}")),
         }

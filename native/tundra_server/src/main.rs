@@ -8,6 +8,7 @@
 
 mod access;
 mod args;
+mod inflight;
 mod log;
 mod made;
 mod platform;
@@ -157,6 +158,22 @@ fn bind(path: &Path) -> nix::Result<UnixListener> {
     Ok(UnixListener::from(fd))
 }
 
+/// Raises the soft limit on open files to the hard one and returns it:
+/// the kernel bounds the fds the server may have in flight (sent, not yet
+/// received) by this limit, and the server uses it as its budget for them.
+fn raise_fd_limit() -> usize {
+    use nix::sys::resource::{getrlimit, setrlimit, Resource};
+    let Ok((soft, hard)) = getrlimit(Resource::RLIMIT_NOFILE) else {
+        return 1024;
+    };
+    let limit = if setrlimit(Resource::RLIMIT_NOFILE, hard, hard).is_ok() {
+        hard
+    } else {
+        soft
+    };
+    usize::try_from(limit).unwrap_or(usize::MAX)
+}
+
 fn install_signal_handlers() -> Result<(), String> {
     let action = SigAction::new(
         SigHandler::Handler(on_signal),
@@ -187,26 +204,32 @@ fn run(options: &Options) -> Result<(), String> {
         return Err("needs root or CAP_NET_ADMIN to create devices".into());
     }
     let policy = load_policy(options)?;
+    // Members' unread replies may hold half of what the kernel lets the
+    // server have in flight; the other half is always root's.
+    let members_in_flight = raise_fd_limit() / 2;
     install_signal_handlers()?;
     let listener = listen(&options.socket, group)?;
     let records = Arc::new(made::Records::default());
     made::start_reaper(Arc::clone(&records))
         .map_err(|e| format!("cannot start the reaper: {e}"))?;
     log!(
-        "listening on {} (group {}, {} delegations, names {}*, max {} clients, {} per uid, {} devices per uid)",
+        "listening on {} (group {}, {} delegations, names {}*, max {} clients, {} per uid, {} devices per uid, {} unread fds per uid, {} for all members)",
         options.socket.display(),
         options.group,
         policy.delegations.len(),
         policy.name_prefix,
         options.max_clients,
         options.max_clients_per_uid,
-        options.max_devices_per_uid
+        options.max_devices_per_uid,
+        options.max_unread_fds_per_uid,
+        members_in_flight
     );
     let ctx = Arc::new(serve::Context {
         group,
         policy,
         max_devices_per_uid: options.max_devices_per_uid,
         records,
+        in_flight: inflight::InFlight::new(options.max_unread_fds_per_uid, members_in_flight),
         creating: Mutex::new(()),
     });
     let slots = Slots::new(options.max_clients, options.max_clients_per_uid);

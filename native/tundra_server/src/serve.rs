@@ -18,6 +18,7 @@ use tundra_core::protocol::{self, FrameError, Reply, Request};
 use tundra_core::{errno, Change, DeviceConfig, Framing};
 
 use crate::access::{self, Peer};
+use crate::inflight::{self, InFlight, Reserved};
 use crate::log::{log, Untrusted};
 use crate::made::{self, Made, Records};
 use crate::policy::{self, Policy};
@@ -32,9 +33,18 @@ pub struct Context {
     pub policy: Policy,
     pub max_devices_per_uid: usize,
     pub records: Arc<Records>,
+    /// Device fds sent and not yet read, per uid.
+    pub in_flight: Arc<InFlight>,
     /// Held from the checks to the record of a new device, so that two
     /// requests cannot both pass the conflict or limit checks.
     pub creating: Mutex<()>,
+}
+
+/// A device made for a client, and the fds its reply will leave in
+/// flight, reserved (see `inflight`).
+struct Handed {
+    device: platform::Device,
+    reserved: Reserved,
 }
 
 /// How one connection ends.
@@ -42,7 +52,7 @@ enum Outcome {
     /// Done: `reply` goes out, with the fds of `made` when a device was
     /// made; `device` names the device.
     Served {
-        made: Option<platform::Device>,
+        made: Option<Handed>,
         device: String,
         reply: Vec<u8>,
         note: &'static str,
@@ -172,12 +182,12 @@ fn serve(stream: &UnixStream, peer: &Peer, ctx: &Context, deadline: Deadline) ->
     }
     let framing = platform::framing_for(&config);
     match create(ctx, peer, config, framing) {
-        Ok(device) => match protocol::encode(&Reply::Created {
-            name: device.name.clone(),
+        Ok(handed) => match protocol::encode(&Reply::Created {
+            name: handed.device.name.clone(),
         }) {
             Ok(reply) => Outcome::Served {
-                device: device.name.clone(),
-                made: Some(device),
+                device: handed.device.name.clone(),
+                made: Some(handed),
                 reply,
                 note: "created",
             },
@@ -210,18 +220,18 @@ fn serve_legacy(reader: &mut impl Read, first: [u8; 4], peer: &Peer, ctx: &Conte
             )
         }
     };
-    let created = create(ctx, peer, config, Framing::LinuxPacketInfo).and_then(|device| {
+    let created = create(ctx, peer, config, Framing::LinuxPacketInfo).and_then(|handed| {
         // 0.x clients got blocking fds; the flag belongs to the open file
         // the client shares.
-        platform::set_nonblocking(device.fd.as_fd(), false)
-            .map(|()| device)
+        platform::set_nonblocking(handed.device.fd.as_fd(), false)
+            .map(|()| handed)
             .map_err(|e| Refusal::io(&e))
     });
     match created {
-        Ok(device) => Outcome::Served {
-            reply: legacy::encode_reply(&device.name).to_vec(),
-            device: device.name.clone(),
-            made: Some(device),
+        Ok(handed) => Outcome::Served {
+            reply: legacy::encode_reply(&handed.device.name).to_vec(),
+            device: handed.device.name.clone(),
+            made: Some(handed),
             note: "created (0.x client)",
         },
         Err(refused) => Outcome::dropped("-", format!("0.x request {}", refused.why)),
@@ -230,21 +240,37 @@ fn serve_legacy(reader: &mut impl Read, first: [u8; 4], peer: &Peer, ctx: &Conte
 
 /// Decides whether `peer` may have `config` and makes it. Root may ask
 /// for any addresses; anyone else only for delegated ones that collide
-/// with nothing in the namespace, up to its device limit. Every device is
-/// new (never an existing interface) and named under the name prefix.
+/// with nothing in the namespace, up to its device limit and its share of
+/// unread replies. Every device is new (never an existing interface) and
+/// named under the name prefix.
 fn create(
     ctx: &Context,
     peer: &Peer,
     mut config: DeviceConfig,
     framing: Framing,
-) -> Result<platform::Device, Refusal> {
+) -> Result<Handed, Refusal> {
     let name = ctx
         .policy
         .device_name(config.name.as_deref())
         .map_err(|why| Refusal::new(libc::EACCES, format!("refused (eacces): {why}")))?;
     config.name = Some(name);
+    let reserved = ctx
+        .in_flight
+        .reserve(peer.uid, usize::from(config.queues))
+        .map_err(|full| {
+            let why = match full {
+                inflight::Full::User(n) => format!("{n} device fds of earlier replies are unread"),
+                inflight::Full::Server(n) => {
+                    format!("{n} device fds of replies to members are unread")
+                }
+            };
+            Refusal::new(libc::EAGAIN, format!("refused (eagain): {why}"))
+        })?;
+    let hand = |device| Handed { device, reserved };
     if peer.uid == 0 {
-        return platform::create_for(&config, Some(peer.uid), framing).map_err(|e| Refusal::io(&e));
+        return platform::create_for(&config, Some(peer.uid), framing)
+            .map(hand)
+            .map_err(|e| Refusal::io(&e));
     }
     let claims = config.claims();
     ctx.policy
@@ -283,7 +309,7 @@ fn create(
             name: device.name.clone(),
         },
     );
-    Ok(device)
+    Ok(hand(device))
 }
 
 /// Serves a change request: the attached fd must be a device the server
@@ -408,18 +434,31 @@ fn render(stream: &UnixStream, peer: &Peer, outcome: Outcome, deadline: Deadline
             reply,
             note,
         } => {
-            // The server's own copies of the fds are closed when `made`
-            // drops, leaving the client's as the only ones.
             let sent = match &made {
-                Some(made) => send_with_fds(stream, &reply, made),
+                Some(made) => send_with_fds(stream, &reply, &made.device),
                 None => (&*stream).write(&reply),
             };
+            let delivered = matches!(sent, Ok(n) if n == reply.len());
             let result = match sent {
                 Ok(n) if n == reply.len() => note.to_string(),
                 Ok(_) => "dropped: short write of the reply".into(),
                 Err(e) => format!("dropped: {}", errno::io_error_name(&e)),
             };
             log_request(peer, &device, &result);
+            if let Some(Handed {
+                device: fds,
+                reserved,
+            }) = made
+            {
+                // The server's own copies of the fds close here, leaving
+                // the client's as the only ones; those stay charged to
+                // the server until the client reads them.
+                drop(fds);
+                if delivered {
+                    wait_until_taken(stream, peer, &device, deadline);
+                }
+                drop(reserved);
+            }
         }
         Outcome::Refused {
             answer,
@@ -434,6 +473,29 @@ fn render(stream: &UnixStream, peer: &Peer, outcome: Outcome, deadline: Deadline
             }
             log_request(peer, &device, &why);
         }
+    }
+}
+
+/// Waits until the client has read the reply on `stream` (or closed its
+/// end, which drops what it had not read): until then the fds the reply
+/// carries are in flight, charged to the server (see `inflight`), and the
+/// connection keeps its slot. A client that never reads holds only its
+/// own share of both.
+fn wait_until_taken(stream: &UnixStream, peer: &Peer, device: &str, deadline: Deadline) {
+    let mut pause = Duration::from_millis(1);
+    let mut said = false;
+    // An error would mean the stream is gone, and what it held with it.
+    while crate::platform::unread_bytes(stream).unwrap_or(0) > 0 {
+        if !said && deadline.left().is_none() {
+            log_request(
+                peer,
+                device,
+                "reply not read yet: its fds stay counted to this user until it is",
+            );
+            said = true;
+        }
+        std::thread::sleep(pause);
+        pause = (pause * 2).min(Duration::from_millis(100));
     }
 }
 

@@ -134,6 +134,31 @@ fn unprivileged_client() {
                 .collect();
             result(outcomes.join(","));
         }
+        "unread" => {
+            // Asks for devices of 64 queues, and never reads a reply.
+            let count: u8 = fields[2].parse().expect("count");
+            let base: u8 = fields[3].parse().expect("base");
+            let mut held = Vec::new();
+            for i in 1..=count {
+                let mut config = device(&format!("10.{base}.{i}.2"), "", "", "");
+                config.queues = tundra_core::config::MAX_QUEUES;
+                let frame = protocol::encode(&Request::Create(config)).expect("encode");
+                let Ok(mut stream) = UnixStream::connect(socket) else {
+                    continue;
+                };
+                if stream.write_all(&frame).is_ok() {
+                    // Paced by the server: the reply is there (unread).
+                    let mut ready = [nix::poll::PollFd::new(
+                        stream.as_fd(),
+                        nix::poll::PollFlags::POLLIN,
+                    )];
+                    let _ = nix::poll::poll(&mut ready, nix::poll::PollTimeout::from(2000u16));
+                    held.push(stream);
+                }
+            }
+            result(format!("sent {}", held.len()));
+            wait_for_stdin_to_close();
+        }
         "hold" => {
             let n: usize = fields[2].parse().expect("count");
             let held: Vec<_> = (0..n)
@@ -658,6 +683,40 @@ fn a_route_with_host_bits_is_refused_not_widened_past_the_conflict_check() {
     assert_eq!(host.route_to("fd11:b7b7:4360:2::7"), victim);
     alice.finish();
     bob.finish();
+}
+
+#[test]
+fn unread_replies_cannot_stop_the_server_handing_devices_to_others() {
+    if !privileged_netns() {
+        return;
+    }
+    let config = format!("allow uid:{ALICE} 10.72.0.0/16\nallow uid:{BOB} 10.73.0.0/16\n");
+    let server = Server::start_as_unit("unread", &config, &[]);
+    let socket = server.socket.display().to_string();
+    // 20 requests for 64 queues each, never read: 1280 fds, past the
+    // 1024 the kernel lets the confined server have in flight.
+    let mut alice = as_member(ALICE, &format!("unread|{socket}|20|72"));
+    let sent = alice.result();
+    assert!(sent.starts_with("sent "), "{sent}");
+    // Let the server take every request in before the others ask.
+    assert!(eventually(
+        || server.log().matches("uid=61001").count() >= 20
+    ));
+
+    let bob = create_as(BOB, &server, "10.73.0.2", "10.73.0.1", "", "");
+    assert!(bob.starts_with("created"), "{bob}");
+    assert_served_as_root(&server, 5);
+    let log = server.log();
+    assert!(
+        log.contains("device fds of earlier replies are unread"),
+        "{log}"
+    );
+    assert!(
+        !log.lines()
+            .any(|l| l.contains("dropped") && !l.contains("closed before a whole request")),
+        "{log}"
+    );
+    alice.finish();
 }
 
 #[test]

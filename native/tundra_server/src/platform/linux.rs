@@ -1,7 +1,9 @@
-//! Linux: SO_PEERCRED, getgrouplist(3) for group membership, and the
-//! capability check in /proc.
+//! Linux: SO_PEERCRED, getgrouplist(3) for group membership, the
+//! capability check in /proc, and SIOCOUTQ for replies not yet read.
 
 use std::ffi::CString;
+use std::io;
+use std::os::fd::AsRawFd;
 use std::os::unix::net::UnixStream;
 
 use nix::sys::socket::{getsockopt, sockopt::PeerCredentials};
@@ -42,4 +44,17 @@ pub fn privileged() -> bool {
         .find_map(|l| l.strip_prefix("CapEff:"))
         .and_then(|hex| u64::from_str_radix(hex.trim(), 16).ok())
         .is_some_and(|caps| caps & (1 << 12) != 0)
+}
+
+// SIOCOUTQ (linux/sockios.h) has TIOCOUTQ's number; on a Unix socket it
+// reports the bytes sent and not yet read by the peer.
+nix::ioctl_read_bad!(siocoutq, libc::TIOCOUTQ, libc::c_int);
+
+/// Bytes written to `stream` that its peer has not read yet.
+pub fn unread_bytes(stream: &UnixStream) -> io::Result<usize> {
+    let mut unread: libc::c_int = 0;
+    // SAFETY: SIOCOUTQ writes one int through the pointer, which points
+    // at `unread`; the fd is the stream's, open while it is borrowed.
+    unsafe { siocoutq(stream.as_raw_fd(), &mut unread) }?;
+    Ok(usize::try_from(unread).unwrap_or(0))
 }

@@ -2,6 +2,8 @@
 //! membership (nix offers no getgrouplist there). Not built by this
 //! project's CI, which runs on Linux.
 
+use std::io;
+use std::os::fd::AsRawFd;
 use std::os::unix::net::UnixStream;
 
 use nix::unistd::{getpeereid, Gid, Group, User};
@@ -34,4 +36,25 @@ pub fn user_groups(user: &User) -> Vec<Gid> {
 /// Root only (macOS has no per-thread capability sets to consult).
 pub fn privileged() -> bool {
     nix::unistd::Uid::effective().is_root()
+}
+
+/// Bytes written to `stream` that its peer has not read yet (SO_NWRITE).
+pub fn unread_bytes(stream: &UnixStream) -> io::Result<usize> {
+    let mut unread: libc::c_int = 0;
+    let mut len = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
+    // SAFETY: SO_NWRITE writes one int into `unread`, whose size `len`
+    // gives; the fd is the stream's, open while it is borrowed.
+    let rc = unsafe {
+        libc::getsockopt(
+            stream.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_NWRITE,
+            (&mut unread as *mut libc::c_int).cast(),
+            &mut len,
+        )
+    };
+    if rc != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(usize::try_from(unread).unwrap_or(0))
 }

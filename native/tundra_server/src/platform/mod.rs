@@ -6,17 +6,19 @@
 //!   lists the user in the group;
 //! - `user_groups(&User) -> Vec<Gid>`: the user's groups, as far as the OS
 //!   can list them;
-//! - `privileged() -> bool`: whether this process may create devices.
+//! - `privileged() -> bool`: whether this process may create devices;
+//! - `unread_bytes(&UnixStream) -> io::Result<usize>`: what the peer has
+//!   not read yet of what was written to it.
 
 #[cfg(target_os = "linux")]
 mod linux;
 #[cfg(target_os = "linux")]
-pub use linux::{peer_credentials, privileged, supplementary_member, user_groups};
+pub use linux::{peer_credentials, privileged, supplementary_member, unread_bytes, user_groups};
 
 #[cfg(target_os = "macos")]
 mod macos;
 #[cfg(target_os = "macos")]
-pub use macos::{peer_credentials, privileged, supplementary_member, user_groups};
+pub use macos::{peer_credentials, privileged, supplementary_member, unread_bytes, user_groups};
 
 /// A connected peer's identity.
 #[derive(Debug, Clone, Copy)]

@@ -42,7 +42,30 @@ impl Server {
         Self::start_with(name, config, extra, Stderr::File)
     }
 
+    /// Starts a server confined as the shipped systemd unit confines it:
+    /// only CAP_NET_ADMIN and CAP_CHOWN (no CAP_SYS_RESOURCE, so the
+    /// kernel's limit on fds in flight applies), and at most 1024 open
+    /// files.
+    pub fn start_as_unit(name: &str, config: &str, extra: &[&str]) -> Server {
+        let wrapper = [
+            "prlimit",
+            "--nofile=1024:1024",
+            "--",
+            "setpriv",
+            "--bounding-set=-all,+net_admin,+chown",
+            "--inh-caps=-all",
+            "--",
+        ];
+        Self::spawn(name, config, extra, Stderr::File, &wrapper)
+    }
+
     pub fn start_with(name: &str, config: &str, extra: &[&str], stderr: Stderr) -> Server {
+        Self::spawn(name, config, extra, stderr, &[])
+    }
+
+    /// Starts the server, through `wrapper` (a command line that ends by
+    /// running what follows it) if that is not empty.
+    fn spawn(name: &str, config: &str, extra: &[&str], stderr: Stderr, wrapper: &[&str]) -> Server {
         remove_leftovers();
         let dir = PathBuf::from(format!("/run/tundra-test-{}-{name}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
@@ -57,7 +80,16 @@ impl Server {
             Stderr::File => Stdio::from(File::create(dir.join("server.log")).expect("log file")),
             Stderr::Piped => Stdio::piped(),
         };
-        let child = Command::new(env!("CARGO_BIN_EXE_tundra_server"))
+        let binary = env!("CARGO_BIN_EXE_tundra_server");
+        let mut command = match wrapper.split_first() {
+            Some((program, args)) => {
+                let mut command = Command::new(program);
+                command.args(args).arg(binary);
+                command
+            }
+            None => Command::new(binary),
+        };
+        let child = command
             .args([
                 "--socket",
                 socket.to_str().expect("utf-8 path"),
