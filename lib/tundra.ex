@@ -947,17 +947,20 @@ defmodule Tundra do
     send_many_until(device, packets, deadline(timeout))
   end
 
-  # One NIF call writes for a bounded time and reports it to the VM, which
-  # preempts this loop as it would any busy process.
-  defp send_many_now(ref, packets) do
+  # One NIF call writes for a bounded time (always at least one packet)
+  # and reports it to the VM, which preempts this loop as it would any
+  # busy process; past the caller's deadline it stops with the rest.
+  defp send_many_now(ref, packets, deadline \\ :infinity) do
     case Nif.send_many(ref, packets) do
       {:more, rest} ->
-        send_many_now(ref, rest)
+        if expired?(deadline),
+          do: {:error, {:timeout, rest}},
+          else: send_many_now(ref, rest, deadline)
 
       {:flatten, [packet | rest] = unsent} ->
         if IO.iodata_length(packet) > @max_packet,
           do: {:error, {:emsgsize, unsent}},
-          else: send_many_now(ref, [IO.iodata_to_binary(packet) | rest])
+          else: send_many_now(ref, [IO.iodata_to_binary(packet) | rest], deadline)
 
       result ->
         result
@@ -965,7 +968,7 @@ defmodule Tundra do
   end
 
   defp send_many_until({:"$tundra", ref} = device, packets, deadline) do
-    case send_many_now(ref, packets) do
+    case send_many_now(ref, packets, deadline) do
       {:select, {info, rest}} ->
         case await_select(device, info, deadline) do
           :ok -> send_many_until(device, rest, deadline)
@@ -1049,15 +1052,21 @@ defmodule Tundra do
     send_segments_until(device, data, size, deadline(timeout))
   end
 
-  defp send_segments_now(ref, data, size) do
+  # As send_many_now/3: every call writes something; the deadline ends it.
+  defp send_segments_now(ref, data, size, deadline \\ :infinity) do
     case Nif.send_segments(ref, data, size) do
-      {:more, rest} -> send_segments_now(ref, rest, size)
-      result -> result
+      {:more, rest} ->
+        if expired?(deadline),
+          do: {:error, {:timeout, rest}},
+          else: send_segments_now(ref, rest, size, deadline)
+
+      result ->
+        result
     end
   end
 
   defp send_segments_until({:"$tundra", ref} = device, data, size, deadline) do
-    case send_segments_now(ref, data, size) do
+    case send_segments_now(ref, data, size, deadline) do
       {:select, {info, rest}} ->
         case await_select(device, info, deadline) do
           :ok -> send_segments_until(device, rest, size, deadline)
@@ -1424,6 +1433,9 @@ defmodule Tundra do
   defp deadline(timeout), do: now() + timeout
 
   defp now, do: System.monotonic_time(:millisecond)
+
+  defp expired?(:infinity), do: false
+  defp expired?(deadline), do: now() >= deadline
 
   defp remaining(:infinity), do: :infinity
   defp remaining(deadline), do: max(deadline - now(), 0)

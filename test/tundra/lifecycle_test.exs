@@ -144,6 +144,49 @@ defmodule Tundra.LifecycleTest do
     assert {:ok, {_, 5000, "good"}} = :gen_udp.recv(sock, 0, 5_000)
   end
 
+  describe "a huge batch is written in calls that each make progress" do
+    # 28-byte UDP/IPv4 packets to an address nothing here has: the kernel
+    # takes each (and drops it, not forwarding), as fast as it can.
+    defp tiny_packets(n, count) do
+      packet = udp4({10, 98, n, 1}, {10, 254, 254, 254}, 5000, 5001, "")
+      {packet, :binary.copy(packet, count)}
+    end
+
+    test "send_segments: each NIF call writes before it checks the clock" do
+      {dev, _} = v4_device(20)
+      {:"$tundra", ref} = dev
+      {_packet, data} = tiny_packets(20, 1_000_000)
+
+      case Tundra.Nif.send_segments(ref, data, 28) do
+        :ok -> :ok
+        {:more, rest} -> assert byte_size(rest) < byte_size(data)
+      end
+    end
+
+    test "send_segments/4 and send_many/3 give up at their timeout with the rest" do
+      {dev, _} = v4_device(21)
+      {packet, data} = tiny_packets(21, 100_000)
+      sender = Task.async(fn -> Tundra.send_segments(dev, data, 28, 200) end)
+      :ok = Tundra.controlling_process(dev, sender.pid)
+
+      case Task.yield(sender, 60_000) || Task.shutdown(sender) do
+        {:ok, :ok} -> :ok
+        {:ok, {:error, {:timeout, rest}}} -> assert byte_size(rest) < byte_size(data)
+        other -> flunk("send_segments/4 did not return by its timeout: #{inspect(other)}")
+      end
+
+      {dev, _} = v4_device(22)
+      sender = Task.async(fn -> Tundra.send_many(dev, List.duplicate(packet, 300_000), 200) end)
+      :ok = Tundra.controlling_process(dev, sender.pid)
+
+      case Task.yield(sender, 60_000) || Task.shutdown(sender) do
+        {:ok, :ok} -> :ok
+        {:ok, {:error, {:timeout, rest}}} -> assert length(rest) < 300_000
+        other -> flunk("send_many/3 did not return by its timeout: #{inspect(other)}")
+      end
+    end
+  end
+
   test "addresses may be charlists" do
     assert {:ok, {dev, _}} = Tundra.create(~c"10.98.8.2", dstaddr: ~c"10.98.8.1")
     {:ok, info} = Tundra.info(dev)

@@ -626,6 +626,7 @@ fn send_many<'a>(env: Env<'a>, dev: Term<'a>, packets: Term<'a>) -> NifResult<Te
     let started = Instant::now();
     let result = device_io(env, dev, Direction::Write, |owned| {
         let mut rest = packets;
+        let mut wrote = false;
         loop {
             let Ok((head, tail)) = rest.list_get_cell() else {
                 return if rest.is_empty_list() {
@@ -634,9 +635,12 @@ fn send_many<'a>(env: Env<'a>, dev: Term<'a>, packets: Term<'a>) -> NifResult<Te
                     Done::NotIodata
                 };
             };
-            if started.elapsed() >= CALL_BUDGET {
+            // Something is written before the clock counts (see
+            // `send_segments`).
+            if wrote && started.elapsed() >= CALL_BUDGET {
                 return Done::Reply((atoms::more(), rest).encode(env));
             }
+            wrote = true;
             // On an offload device, consecutive TCP segments of one flow
             // (each a whole binary) go out as one super-packet.
             let run = match owned.framing() {
@@ -751,38 +755,46 @@ fn send_segments<'a>(
     }
     let started = Instant::now();
     let result = device_io(env, dev, Direction::Write, |owned| {
-        let packets: Vec<&[u8]> = data.as_slice().chunks(size).collect();
-        let rest_from = |i: usize| {
-            let at = (i * size).min(data.len());
-            data.make_subbinary(at, data.len() - at)
+        let bytes = data.as_slice();
+        let rest_from = |at: usize| {
+            let at = at.min(bytes.len());
+            data.make_subbinary(at, bytes.len() - at)
                 .map(|rest| rest.to_term(env))
                 .unwrap_or_else(|_| data.to_term(env))
         };
         let framing = owned.framing();
-        let mut i = 0;
-        while i < packets.len() {
-            if started.elapsed() >= CALL_BUDGET {
-                return Done::Reply((atoms::more(), rest_from(i)).encode(env));
+        let mut at = 0;
+        while at < bytes.len() {
+            // Every call writes something before it looks at the clock, so
+            // a caller that calls again always gets further.
+            if at > 0 && started.elapsed() >= CALL_BUDGET {
+                return Done::Reply((atoms::more(), rest_from(at)).encode(env));
             }
+            let packet = &bytes[at..bytes.len().min(at + size)];
             let run = match framing {
                 Framing::VirtioNet => {
-                    offload::run_from(packets[i], packets[i + 1..].iter().copied())
+                    offload::run_from(packet, bytes[at + packet.len()..].chunks(size))
                 }
                 _ => None,
             };
             let written = match run {
-                Some(run) => offload::write_run(owned.fd(), &run).map(|()| run.len()),
-                None => match packet::check_slice(packets[i], framing) {
-                    Ok(()) => packet::write_slice(owned.fd(), framing, packets[i]).map(|()| 1),
+                // A run's segments are whole `size` pieces but maybe the
+                // last, which ends the data.
+                Some(run) => offload::write_run(owned.fd(), &run)
+                    .map(|()| run.segments().iter().map(|s| s.packet.len()).sum()),
+                None => match packet::check_slice(packet, framing) {
+                    Ok(()) => {
+                        packet::write_slice(owned.fd(), framing, packet).map(|()| packet.len())
+                    }
                     Err(refusal) => Err(io::Error::from_raw_os_error(refusal.errno())),
                 },
             };
             match written {
-                Ok(n) => i += n,
+                Ok(n) => at += n,
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                    return Done::WouldBlock(Some(rest_from(i)))
+                    return Done::WouldBlock(Some(rest_from(at)))
                 }
-                Err(e) => return Done::Failed(e, Some(rest_from(i))),
+                Err(e) => return Done::Failed(e, Some(rest_from(at))),
             }
         }
         Done::Reply(atoms::ok().encode(env))
