@@ -200,15 +200,20 @@ pub fn conflict(address: &IpAddr, claims: &[Cidr], occupied: &Occupied) -> Optio
     route_conflict(claims, occupied)
 }
 
-/// `Some(why)` when a claim overlaps a route other than a default route
-/// (see `conflict`).
+/// `Some(why)` when a claim overlaps a route other than a default route,
+/// or what an interface's address claims (its peer and prefix, held even
+/// while its link is down and its routes are gone; see `conflict`).
 pub fn route_conflict(claims: &[Cidr], occupied: &Occupied) -> Option<String> {
     claims.iter().find_map(|claim| {
+        let overlapping = |held: &&Cidr| !held.is_default() && held.overlaps(claim);
+        if let Some(route) = occupied.routes.iter().find(overlapping) {
+            return Some(format!("{claim} overlaps the existing route {route}"));
+        }
         occupied
-            .routes
+            .claimed
             .iter()
-            .find(|route| !route.is_default() && route.overlaps(claim))
-            .map(|route| format!("{claim} overlaps the existing route {route}"))
+            .find(overlapping)
+            .map(|held| format!("{claim} overlaps {held}, which an interface's address claims"))
     })
 }
 
@@ -351,6 +356,8 @@ mod tests {
                 "10.50.0.1/32",
                 "fd50::/64",
             ]),
+            // A link that is down: its address's peer, without a route.
+            claimed: cidrs(&["10.51.0.2/32", "10.51.0.1/32"]),
         };
         let free: IpAddr = "10.99.0.2".parse().unwrap();
         assert_eq!(
@@ -364,6 +371,7 @@ mod tests {
             &["10.50.0.9/32"],
             &["10.99.0.2/32", "10.0.0.0/8"],
             &["fd99::2/128", "fd50::9/128"],
+            &["10.99.0.2/32", "10.51.0.1/32"],
         ] {
             assert!(
                 conflict(&free, &cidrs(claims), &occupied).is_some(),

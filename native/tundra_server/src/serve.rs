@@ -15,7 +15,7 @@ use tundra_core::fdpass;
 use tundra_core::legacy::{self, LegacyError};
 use tundra_core::platform;
 use tundra_core::protocol::{self, FrameError, Reply, Request};
-use tundra_core::{errno, Change, DeviceConfig, Framing};
+use tundra_core::{errno, Change, Cidr, DeviceConfig, Framing};
 
 use crate::access::{self, Peer};
 use crate::inflight::{self, InFlight, Reserved};
@@ -381,6 +381,9 @@ fn make_change(ctx: &Context, peer: &Peer, name: &str, change: &Change) -> Resul
             "refused (eacces): not a device the server made for this user",
         ));
     }
+    if let Change::Link { up: Some(true), .. } = change {
+        return bring_up(ctx, name, index, apply);
+    }
     let claims = change.claims();
     if claims.is_empty() {
         return apply();
@@ -406,6 +409,42 @@ fn make_change(ctx: &Context, peer: &Peer, name: &str, change: &Change) -> Resul
         ));
     }
     apply()
+}
+
+/// Brings a member's link up (with whatever MTU the change sets): the
+/// kernel then restores the routes of the link's addresses without asking
+/// anyone, so what they claim is checked again first, as for a new device
+/// (someone may have been given those addresses while the link was down).
+/// Link-local addresses claim nothing: every link has its own.
+fn bring_up(
+    ctx: &Context,
+    name: &str,
+    index: u32,
+    apply: impl FnOnce() -> Result<(), Refusal>,
+) -> Result<(), Refusal> {
+    let _creating = ctx.creating.lock().unwrap_or_else(|p| p.into_inner());
+    let link = platform::link_info(name, None).map_err(|e| Refusal::io(&e))?;
+    let claims: Vec<Cidr> = link
+        .addresses
+        .iter()
+        .filter(|a| !is_link_local(&a.address))
+        .flat_map(|a| a.spec().claims())
+        .collect();
+    let occupied = platform::occupied(Some(index)).map_err(|e| Refusal::io(&e))?;
+    if let Some(why) = policy::route_conflict(&claims, &occupied) {
+        return Err(Refusal::new(
+            libc::EADDRINUSE,
+            format!("refused (eaddrinuse): {why}"),
+        ));
+    }
+    apply()
+}
+
+fn is_link_local(address: &std::net::IpAddr) -> bool {
+    match address {
+        std::net::IpAddr::V4(a) => a.is_link_local(),
+        std::net::IpAddr::V6(a) => a.segments()[0] & 0xffc0 == 0xfe80,
+    }
 }
 
 /// Reads the first bytes of a request into `first`, with the first fd

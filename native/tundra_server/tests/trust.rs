@@ -110,6 +110,24 @@ fn unprivileged_client() {
             result(format!("held {}", names.join(" ")));
             wait_for_stdin_to_close();
         }
+        "stepwise" => {
+            // A device whose changes come one line of stdin at a time.
+            let dev = match client::create(socket, &device(fields[2], fields[3], "", ""), TIMEOUT) {
+                Ok(Outcome::Created(dev)) => dev,
+                other => panic!("create: {}", describe(other)),
+            };
+            result(format!("created {}", dev.name));
+            for line in std::io::stdin().lines() {
+                let spec = line.expect("stdin");
+                result(
+                    match client::change(socket, dev.fd.as_fd(), &change_of(&spec), TIMEOUT) {
+                        Ok(Ok(())) => "ok".into(),
+                        Ok(Err(option)) => format!("invalid {}", option.option_name()),
+                        Err(e) => format!("errno {}", tundra_core::errno::io_error_name(&e)),
+                    },
+                );
+            }
+        }
         "keep" => {
             // A device held until stdin closes.
             let config = device(fields[2], fields[3], fields[4], "");
@@ -196,6 +214,10 @@ fn change_of(spec: &str) -> Change {
         )
     };
     match words[..] {
+        ["down"] | ["up"] => Change::Link {
+            up: Some(words[0] == "up"),
+            mtu: None,
+        },
         ["mtu", n] => Change::Link {
             up: None,
             mtu: Some(n.parse().expect("mtu")),
@@ -307,6 +329,13 @@ impl Member {
                 return result.trim().to_string();
             }
         }
+    }
+
+    /// Sends the client one line on its stdin and returns its result.
+    fn ask(&mut self, line: &str) -> String {
+        let stdin = self.child.stdin.as_mut().expect("stdin");
+        writeln!(stdin, "{line}").expect("write to the client");
+        self.result()
     }
 
     /// Closes its stdin (ending what it holds) and waits for it.
@@ -716,6 +745,37 @@ fn unread_replies_cannot_stop_the_server_handing_devices_to_others() {
             .any(|l| l.contains("dropped") && !l.contains("closed before a whole request")),
         "{log}"
     );
+    alice.finish();
+}
+
+#[test]
+fn a_link_taken_down_keeps_its_claims_and_is_checked_again_when_it_comes_up() {
+    if !privileged_netns() {
+        return;
+    }
+    let config = format!("allow uid:{ALICE} 10.74.0.0/16\nallow uid:{BOB} 10.74.0.0/16\n");
+    let server = Server::start("linkdown", &config, &[]);
+    let socket = server.socket.display().to_string();
+    let mut alice = as_member(ALICE, &format!("stepwise|{socket}|10.74.1.2|10.74.1.1"));
+    let created = alice.result();
+    let name = created.trim_start_matches("created ").to_string();
+    // Down, the kernel drops the route to her peer, not the address.
+    assert_eq!(alice.ask("down"), "ok");
+    assert_eq!(
+        create_as(BOB, &server, "10.74.2.2", "10.74.1.1", "", ""),
+        "errno eaddrinuse"
+    );
+    // Up again; and down once more, while root (whom nothing stops) gives
+    // that peer to a device of its own: her link may not come back up.
+    assert_eq!(alice.ask("up"), "ok");
+    assert_eq!(alice.ask("down"), "ok");
+    let mut root = DeviceConfig::new("10.74.3.2".parse().expect("address"));
+    root.dstaddr = Some("10.74.1.1".parse().expect("peer"));
+    let root = tundra_core::platform::create(&root).expect("root's device");
+    assert_eq!(alice.ask("up"), "errno eaddrinuse");
+    let route = run("ip", &["-o", "route", "get", "10.74.1.1"]);
+    assert!(route.contains(&format!("dev {} ", root.name)), "{route}");
+    assert!(!run("ip", &["route"]).contains(&format!("dev {name} ")));
     alice.finish();
 }
 

@@ -38,7 +38,7 @@ use std::os::fd::{BorrowedFd, OwnedFd};
 use nix::fcntl::{fcntl, FcntlArg, OFlag};
 
 use crate::cidr::Cidr;
-use crate::{DeviceConfig, Framing, Mode};
+use crate::{AddressSpec, DeviceConfig, Framing, Mode};
 
 #[cfg(target_os = "linux")]
 mod linux;
@@ -178,6 +178,17 @@ pub struct InterfaceAddress {
     pub peer: Option<IpAddr>,
 }
 
+impl InterfaceAddress {
+    /// The address as one an interface is given.
+    pub fn spec(&self) -> AddressSpec {
+        AddressSpec {
+            address: self.address,
+            dstaddr: self.peer,
+            prefix: self.prefix,
+        }
+    }
+}
+
 /// Live state of an interface.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct LinkInfo {
@@ -225,12 +236,15 @@ pub struct LinkEvent {
 }
 
 /// What a network namespace already uses: every address assigned to an
-/// interface, and the destination of every route (default routes too; the
-/// caller decides what counts).
+/// interface, the destination of every route (default routes too; the
+/// caller decides what counts), and what every interface's addresses
+/// claim (`AddressSpec::claims`), whether their routes are there or not:
+/// a link that is down has none, and gets them back when it comes up.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Occupied {
     pub addresses: Vec<IpAddr>,
     pub routes: Vec<Cidr>,
+    pub claimed: Vec<Cidr>,
 }
 
 /// A TUN (or TAP) device as the kernel reports it.

@@ -15,7 +15,7 @@ pub use netns::Netns;
 
 use super::{Device, LinkInfo, Occupied, Persist, Placement, TunFd, TunLink};
 use crate::config::valid_interface_name;
-use crate::{AddressSpec, Change, DeviceConfig, Framing, Mode};
+use crate::{Change, DeviceConfig, Framing, Mode};
 use netlink::Rtnl;
 use netns::run_in;
 use tun::Kind;
@@ -245,12 +245,15 @@ pub fn inspect(fd: BorrowedFd<'_>) -> io::Result<TunFd> {
     })
 }
 
-/// The addresses and routes of this network namespace, but those of
-/// interface `except` (a device about to be changed).
+/// The addresses and routes of this network namespace, and what its
+/// interfaces' addresses claim, but those of interface `except` (a device
+/// about to be changed).
 pub fn occupied(except: Option<u32>) -> io::Result<Occupied> {
     let mut rtnl = Rtnl::open()?;
+    let addresses = rtnl.all_addresses(except)?;
     Ok(Occupied {
-        addresses: rtnl.all_addresses(except)?,
+        claimed: addresses.iter().flat_map(|a| a.spec().claims()).collect(),
+        addresses: addresses.into_iter().map(|a| a.address).collect(),
         routes: rtnl.all_routes(except)?,
     })
 }
@@ -325,12 +328,7 @@ pub fn apply(name: &str, change: &Change, netns: Option<&Netns>) -> io::Result<(
                     .into_iter()
                     .find(|a| a.address == spec.address)
                     .ok_or_else(|| io::Error::from_raw_os_error(libc::EADDRNOTAVAIL))?;
-                let found = AddressSpec {
-                    address: found.address,
-                    dstaddr: found.peer,
-                    prefix: found.prefix,
-                };
-                rtnl.remove_address(index, &found)
+                rtnl.remove_address(index, &found.spec())
             }
             Change::AddRoute(route) => rtnl.add_route(index, route),
             Change::RemoveRoute(route) => rtnl.remove_route(index, route),

@@ -1,7 +1,6 @@
 //! Addresses of interfaces: adding, removing, reading.
 
 use std::io;
-use std::net::IpAddr;
 
 use neli::consts::nl::NlmF;
 use neli::consts::rtnl::{Ifa, IfaF, RtAddrFamily, RtScope, Rtm};
@@ -37,13 +36,13 @@ impl Rtnl {
         Ok(addresses)
     }
 
-    /// Every address assigned to an interface of this network namespace,
-    /// but interface `except`.
-    pub fn all_addresses(&mut self, except: Option<u32>) -> io::Result<Vec<IpAddr>> {
+    /// Every address assigned to an interface of this network namespace
+    /// (up or down), but interface `except`.
+    pub fn all_addresses(&mut self, except: Option<u32>) -> io::Result<Vec<InterfaceAddress>> {
         let mut addresses = Vec::new();
         self.each_address(|a| {
             if Some(*a.ifa_index()) != except {
-                addresses.extend(interface_address(a).map(|a| a.address));
+                addresses.extend(interface_address(a));
             }
         })?;
         Ok(addresses)
