@@ -82,7 +82,16 @@ defmodule Tundra.ServerTest do
         :exit_status,
         :stderr_to_stdout,
         {:line, 4096},
-        args: ["--socket", socket, "--group", group, "--config", config]
+        args: [
+          "--socket",
+          socket,
+          "--group",
+          group,
+          "--config",
+          config,
+          "--state-dir",
+          Path.join(Path.dirname(socket), "state")
+        ]
       ])
 
     {:os_pid, pid} = Port.info(port, :os_pid)

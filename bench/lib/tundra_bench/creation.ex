@@ -75,7 +75,16 @@ defmodule TundraBench.Creation do
         :binary,
         :exit_status,
         :stderr_to_stdout,
-        args: ["--socket", socket, "--group", "root", "--config", config]
+        args: [
+          "--socket",
+          socket,
+          "--group",
+          "root",
+          "--config",
+          config,
+          "--state-dir",
+          Path.join(dir, "state")
+        ]
       ])
 
     try do

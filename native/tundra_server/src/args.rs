@@ -3,7 +3,7 @@
 use std::path::PathBuf;
 
 pub const USAGE: &str = "\
-usage: tundra_server [--socket PATH] [--group NAME] [--config PATH]
+usage: tundra_server [--socket PATH] [--group NAME] [--config PATH] [--state-dir PATH]
                      [--max-clients N] [--max-clients-per-uid N]
                      [--max-devices-per-uid N] [--max-unread-fds-per-uid N]
                      [--help] [--version]
@@ -20,6 +20,9 @@ logs to stderr, stops on SIGTERM or SIGINT.
   --config PATH            delegations and name prefix (default
                            /etc/tundra/server.conf; if that is missing,
                            nothing is delegated and only root is served)
+  --state-dir PATH         where the records of the devices it made are
+                           kept across restarts (default /run/tundra); it
+                           and its folders must be writable by root only
   --max-clients N          connections served at once (default 64)
   --max-clients-per-uid N  of those, connections of one user (default 8)
   --max-devices-per-uid N  live devices one user may hold (default 256)
@@ -30,12 +33,17 @@ logs to stderr, stops on SIGTERM or SIGINT.
 /// The configuration file read when `--config` is not given.
 pub const DEFAULT_CONFIG: &str = "/etc/tundra/server.conf";
 
+/// The state folder unless `--state-dir` says otherwise: under /run, as
+/// the devices it records do not outlive a reboot either.
+pub const DEFAULT_STATE_DIR: &str = "/run/tundra";
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Options {
     pub socket: PathBuf,
     pub group: String,
     /// `None`: the default file, which may be missing.
     pub config: Option<PathBuf>,
+    pub state_dir: PathBuf,
     pub max_clients: usize,
     pub max_clients_per_uid: usize,
     pub max_devices_per_uid: usize,
@@ -54,6 +62,7 @@ pub fn parse(args: impl IntoIterator<Item = String>) -> Result<Command, String> 
         socket: PathBuf::from(tundra_core::client::DEFAULT_SOCKET),
         group: "tundra".into(),
         config: None,
+        state_dir: PathBuf::from(DEFAULT_STATE_DIR),
         max_clients: 64,
         max_clients_per_uid: 8,
         max_devices_per_uid: 256,
@@ -68,6 +77,7 @@ pub fn parse(args: impl IntoIterator<Item = String>) -> Result<Command, String> 
             "--socket" => options.socket = PathBuf::from(value("--socket")?),
             "--group" => options.group = value("--group")?,
             "--config" => options.config = Some(PathBuf::from(value("--config")?)),
+            "--state-dir" => options.state_dir = PathBuf::from(value("--state-dir")?),
             "--max-clients" => options.max_clients = count(&value("--max-clients")?)?,
             "--max-clients-per-uid" => {
                 options.max_clients_per_uid = count(&value("--max-clients-per-uid")?)?

@@ -7,13 +7,26 @@
 //! The reaper removes such a device once no fd holds it: every
 //! `REAP_INTERVAL`, one netlink dump of the namespace's TUN devices.
 //! Devices that went away on their own are forgotten at the same time.
+//!
+//! The records outlive the server: each is appended to a journal under
+//! the state folder (`made UID INDEX NAME CLAIMS`, and `gone INDEX NAME`
+//! once forgotten) before the client is answered, replayed at start and
+//! reconciled with the kernel's devices, so limits, ownership and reaping
+//! hold across a restart or a crash. Every line read back passes the
+//! same validating constructors as anything else the server reads.
 #![forbid(unsafe_code)]
 
 use std::collections::HashMap;
+use std::fs::{File, OpenOptions};
+use std::io::{self, Write};
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
+use tundra_core::config::valid_interface_name;
 use tundra_core::platform::{self, TunLink};
+use tundra_core::Cidr;
 
 use crate::log::log;
 
@@ -21,16 +34,35 @@ use crate::log::log;
 /// within about this long.
 pub const REAP_INTERVAL: Duration = Duration::from_millis(500);
 
+/// The journal's name in the state folder.
+pub const JOURNAL: &str = "devices";
+
 /// One device the server made.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Made {
     pub index: u32,
     pub name: String,
+    /// What its configuration claimed when it was made.
+    pub claims: Vec<Cidr>,
 }
 
 #[derive(Default)]
 pub struct Records {
-    by_uid: Mutex<HashMap<u32, Vec<Made>>>,
+    state: Mutex<State>,
+}
+
+#[derive(Default)]
+struct State {
+    by_uid: HashMap<u32, Vec<Made>>,
+    journal: Option<Journal>,
+}
+
+/// The append-only file the records are kept in.
+struct Journal {
+    path: PathBuf,
+    file: File,
+    /// Lines in the file, to know when rewriting it pays.
+    lines: usize,
 }
 
 /// What reconciling the records with the kernel's list found.
@@ -41,28 +73,82 @@ pub struct Reconciled {
 }
 
 impl Records {
-    fn lock(&self) -> MutexGuard<'_, HashMap<u32, Vec<Made>>> {
-        // Only whole values are moved under the lock; poisoning is harmless.
-        self.by_uid.lock().unwrap_or_else(|p| p.into_inner())
+    /// The records kept in `folder`'s journal: those it holds (of devices
+    /// that still exist in the kernel's list `links`), the file then
+    /// rewritten with just those. Lines that do not read as records are
+    /// left out, and reported.
+    pub fn open(folder: &Path, links: &[TunLink]) -> io::Result<Records> {
+        let path = folder.join(JOURNAL);
+        let text = match std::fs::read_to_string(&path) {
+            Ok(text) => text,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => String::new(),
+            Err(e) => return Err(e),
+        };
+        let (by_uid, unreadable) = replay(&text);
+        if unreadable > 0 {
+            log!(
+                "{}: {unreadable} lines that are not records left out",
+                path.display()
+            );
+        }
+        let records = Records {
+            state: Mutex::new(State {
+                by_uid,
+                journal: None,
+            }),
+        };
+        // Devices that went while no server ran are simply forgotten; the
+        // reaper looks at the rest.
+        let kept = records.lock().by_uid.values().map(Vec::len).sum::<usize>();
+        {
+            let mut state = records.lock();
+            for made in state.by_uid.values_mut() {
+                made.retain(|m| links.iter().any(|l| l.index == m.index && l.name == m.name));
+            }
+            state.by_uid.retain(|_, made| !made.is_empty());
+            let journal = Journal::rewrite(path, &state.by_uid)?;
+            state.journal = Some(journal);
+        }
+        let live = records.lock().by_uid.values().map(Vec::len).sum::<usize>();
+        if kept > 0 {
+            log!(
+                "{live} devices made earlier are still there ({} gone meanwhile)",
+                kept - live
+            );
+        }
+        Ok(records)
     }
 
-    pub fn add(&self, uid: u32, made: Made) {
-        self.lock().entry(uid).or_default().push(made);
+    fn lock(&self) -> MutexGuard<'_, State> {
+        // Only whole values are moved under the lock; poisoning is harmless.
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Records `made` for `uid`, in the journal first: a device that could
+    /// not be recorded must not be handed out.
+    pub fn add(&self, uid: u32, made: Made) -> io::Result<()> {
+        let mut state = self.lock();
+        if let Some(journal) = &mut state.journal {
+            journal.append(&made_line(uid, &made))?;
+        }
+        state.by_uid.entry(uid).or_default().push(made);
+        Ok(())
     }
 
     /// Whether device `index` called `name` was made for `uid`.
     pub fn holds(&self, uid: u32, index: u32, name: &str) -> bool {
         self.lock()
+            .by_uid
             .get(&uid)
             .is_some_and(|made| made.iter().any(|m| m.index == index && m.name == name))
     }
 
     pub fn count(&self, uid: u32) -> usize {
-        self.lock().get(&uid).map_or(0, Vec::len)
+        self.lock().by_uid.get(&uid).map_or(0, Vec::len)
     }
 
     pub fn is_empty(&self) -> bool {
-        self.lock().is_empty()
+        self.lock().by_uid.is_empty()
     }
 
     /// Brings the records up to date with `links`, the kernel's TUN
@@ -71,17 +157,22 @@ impl Records {
     /// exist with no fd attached.
     pub fn reconcile(&self, links: &[TunLink]) -> Reconciled {
         let mut found = Reconciled::default();
-        let mut records = self.lock();
-        for (uid, made) in records.iter_mut() {
+        let mut forgotten = Vec::new();
+        let mut state = self.lock();
+        for (uid, made) in state.by_uid.iter_mut() {
             made.retain(|m| {
                 match links
                     .iter()
                     .find(|l| l.index == m.index && l.name == m.name)
                 {
-                    None => false,
+                    None => {
+                        forgotten.push(gone_line(m));
+                        false
+                    }
                     // Only a persistent device can lack an fd; one whose
                     // holder turned its carrier off is not persistent.
                     Some(link) if link.persist && link.attached == 0 => {
+                        forgotten.push(gone_line(m));
                         found.orphaned.push((*uid, m.clone()));
                         false
                     }
@@ -89,9 +180,135 @@ impl Records {
                 }
             });
         }
-        records.retain(|_, made| !made.is_empty());
+        state.by_uid.retain(|_, made| !made.is_empty());
+        let State { by_uid, journal } = &mut *state;
+        if let Some(journal) = journal {
+            if let Err(e) = journal.forget(&forgotten, by_uid) {
+                // The next start reconciles these with the kernel anyway.
+                log!("cannot write {}: {e}", journal.path.display());
+            }
+        }
         found
     }
+}
+
+impl Journal {
+    /// Writes the records `by_uid` as a new journal at `path` (through a
+    /// temporary file renamed over it, so a crash leaves one or the other).
+    fn rewrite(path: PathBuf, by_uid: &HashMap<u32, Vec<Made>>) -> io::Result<Journal> {
+        let temporary = path.with_extension("new");
+        let mut file = create_private(&temporary, true)?;
+        let mut lines = 0;
+        for (uid, made) in by_uid {
+            for m in made {
+                file.write_all(made_line(*uid, m).as_bytes())?;
+                lines += 1;
+            }
+        }
+        file.sync_all()?;
+        std::fs::rename(&temporary, &path)?;
+        let file = create_private(&path, false)?;
+        Ok(Journal { path, file, lines })
+    }
+
+    fn append(&mut self, line: &str) -> io::Result<()> {
+        // One write per line: a crash cannot interleave two records.
+        self.file.write_all(line.as_bytes())?;
+        self.lines += 1;
+        Ok(())
+    }
+
+    /// Records that `lines` (`gone` lines) were forgotten, and rewrites
+    /// the journal once it is mostly such lines.
+    fn forget(&mut self, lines: &[String], by_uid: &HashMap<u32, Vec<Made>>) -> io::Result<()> {
+        for line in lines {
+            self.append(line)?;
+        }
+        let live: usize = by_uid.values().map(Vec::len).sum();
+        if self.lines > 2 * live + 1024 {
+            *self = Journal::rewrite(self.path.clone(), by_uid)?;
+        }
+        Ok(())
+    }
+}
+
+/// Opens `path` for appending, mode 0600 if it is created; `truncate`
+/// empties it first.
+fn create_private(path: &Path, truncate: bool) -> io::Result<File> {
+    OpenOptions::new()
+        .create(true)
+        .append(!truncate)
+        .write(true)
+        .truncate(truncate)
+        .mode(0o600)
+        .open(path)
+}
+
+fn made_line(uid: u32, made: &Made) -> String {
+    let claims: Vec<String> = made.claims.iter().map(Cidr::to_string).collect();
+    format!(
+        "made {uid} {} {} {}\n",
+        made.index,
+        made.name,
+        if claims.is_empty() {
+            "-".to_string()
+        } else {
+            claims.join(",")
+        }
+    )
+}
+
+fn gone_line(made: &Made) -> String {
+    format!("gone {} {}\n", made.index, made.name)
+}
+
+/// The records a journal's text leaves, and how many lines did not read
+/// as records.
+fn replay(text: &str) -> (HashMap<u32, Vec<Made>>, usize) {
+    let mut by_uid: HashMap<u32, Vec<Made>> = HashMap::new();
+    let mut unreadable = 0;
+    for line in text.lines() {
+        let words: Vec<&str> = line.split(' ').collect();
+        match words[..] {
+            ["made", uid, index, name, claims] => {
+                match (uid.parse::<u32>(), parse_made(index, name, claims)) {
+                    (Ok(uid), Some(made)) => by_uid.entry(uid).or_default().push(made),
+                    _ => unreadable += 1,
+                }
+            }
+            ["gone", index, name] => match (index.parse::<u32>(), device_name(name)) {
+                (Ok(index), Some(name)) => {
+                    for made in by_uid.values_mut() {
+                        made.retain(|m| !(m.index == index && m.name == name));
+                    }
+                }
+                _ => unreadable += 1,
+            },
+            _ => unreadable += 1,
+        }
+    }
+    by_uid.retain(|_, made| !made.is_empty());
+    (by_uid, unreadable)
+}
+
+fn parse_made(index: &str, name: &str, claims: &str) -> Option<Made> {
+    let claims = match claims {
+        "-" => Vec::new(),
+        list => list
+            .split(',')
+            .map(|c| c.parse::<Cidr>().ok())
+            .collect::<Option<Vec<_>>>()?,
+    };
+    Some(Made {
+        index: index.parse().ok()?,
+        name: device_name(name)?.to_string(),
+        claims,
+    })
+}
+
+/// An interface name as the kernel could have given it.
+fn device_name(name: &str) -> Option<&str> {
+    (valid_interface_name(name) && !name.contains('%')).then_some(name)
 }
 
 /// Reconciles with the kernel now and removes orphaned devices. Errors
@@ -148,16 +365,17 @@ mod tests {
         Made {
             index,
             name: name.into(),
+            claims: vec![format!("10.0.0.{index}/32").parse().unwrap()],
         }
     }
 
     #[test]
     fn counts_forget_the_gone_and_return_the_orphaned() {
         let records = Records::default();
-        records.add(1000, made(10, "tun0"));
-        records.add(1000, made(11, "tun1"));
-        records.add(1000, made(12, "tun2"));
-        records.add(2000, made(13, "tun3"));
+        records.add(1000, made(10, "tun0")).unwrap();
+        records.add(1000, made(11, "tun1")).unwrap();
+        records.add(1000, made(12, "tun2")).unwrap();
+        records.add(2000, made(13, "tun3")).unwrap();
         assert_eq!(records.count(1000), 3);
         assert!(records.holds(1000, 11, "tun1"));
         assert!(!records.holds(2000, 11, "tun1"), "another user's");
@@ -177,5 +395,45 @@ mod tests {
         assert_eq!(records.count(1000), 1);
         assert_eq!(records.count(2000), 0);
         assert!(!records.is_empty());
+    }
+
+    #[test]
+    fn the_journal_keeps_what_exists_and_refuses_what_is_not_a_record() {
+        let dir = std::env::temp_dir().join(format!("tundra-journal-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let links = [
+            link(10, "tun0", 1),
+            link(11, "tun1", 0),
+            link(12, "tun2", 1),
+        ];
+        let records = Records::open(&dir, &links).unwrap();
+        records.add(1000, made(10, "tun0")).unwrap();
+        records.add(1000, made(11, "tun1")).unwrap();
+        records.add(2000, made(12, "tun2")).unwrap();
+        // tun1 is reaped (persistent, no fd); tun2 goes later, unseen.
+        assert_eq!(records.reconcile(&links).orphaned.len(), 1);
+        drop(records);
+        let mut journal = OpenOptions::new()
+            .append(true)
+            .open(dir.join(JOURNAL))
+            .unwrap();
+        journal
+            .write_all(b"made 5 9 tun9 10.0.0.1/8\nmade x 9 tun9 -\nmade 5 9 a%d -\nrm -rf /\n")
+            .unwrap();
+
+        let again = Records::open(&dir, &links[..1]).unwrap();
+        assert_eq!(again.count(1000), 1, "tun0 only: tun1 was reaped");
+        assert!(again.holds(1000, 10, "tun0"));
+        assert_eq!(again.count(2000), 0, "tun2 is gone");
+        assert_eq!(again.count(5), 0, "no line of junk is a record");
+        let text = std::fs::read_to_string(dir.join(JOURNAL)).unwrap();
+        assert_eq!(text, "made 1000 10 tun0 10.0.0.10/32\n", "rewritten");
+        let mode = std::fs::metadata(dir.join(JOURNAL)).unwrap().permissions();
+        assert_eq!(
+            std::os::unix::fs::PermissionsExt::mode(&mode) & 0o777,
+            0o600
+        );
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 }

@@ -18,7 +18,7 @@ mod slots;
 
 use std::io::{self, Write};
 use std::os::fd::{AsFd, AsRawFd};
-use std::os::unix::fs::{FileTypeExt, MetadataExt, PermissionsExt};
+use std::os::unix::fs::{DirBuilderExt, FileTypeExt, MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::Path;
 use std::process::ExitCode;
@@ -73,24 +73,57 @@ fn main() -> ExitCode {
 }
 
 /// The delegations: from `--config`, or the default file if it exists.
+/// The file decides what members may do, so only root may be able to
+/// change it (or swap it: its folders too); errors name a line and a
+/// setting, never what the file holds (it could be any file root can
+/// read, through a symlink).
 fn load_policy(options: &Options) -> Result<Policy, String> {
     let path = options
         .config
         .clone()
         .unwrap_or_else(|| args::DEFAULT_CONFIG.into());
-    match std::fs::read_to_string(&path) {
-        Ok(text) => {
-            Policy::parse(&text, &SystemNames).map_err(|e| format!("{}: {e}", path.display()))
-        }
-        Err(e) if e.kind() == io::ErrorKind::NotFound && options.config.is_none() => {
+    if let Err(e) = std::fs::metadata(&path) {
+        if e.kind() == io::ErrorKind::NotFound && options.config.is_none() {
             say(&format!(
                 "{} does not exist: nothing is delegated, only root is served",
                 path.display()
             ));
-            Ok(Policy::default())
+            return Ok(Policy::default());
         }
-        Err(e) => Err(format!("cannot read {}: {e}", path.display())),
+        return Err(format!("cannot read {}: {e}", path.display()));
     }
+    check_root_only(&path, "the configuration")?;
+    let text = std::fs::read(&path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+    let text = String::from_utf8(text)
+        .map_err(|_| format!("{}: not a configuration (not UTF-8 text)", path.display()))?;
+    Policy::parse(&text, &SystemNames).map_err(|e| format!("{}: {e}", path.display()))
+}
+
+/// `path` (followed through symlinks), the folders above it, and those
+/// above the path as written must all be root's and writable by nobody
+/// else: otherwise another user could change or swap what the server
+/// trusts (`what`, for the message).
+fn check_root_only(path: &Path, what: &str) -> Result<(), String> {
+    let parent = path
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    let named = parent
+        .canonicalize()
+        .map_err(|e| format!("{}: {e}", parent.display()))?;
+    let target = path
+        .canonicalize()
+        .map_err(|e| format!("{}: {e}", path.display()))?;
+    for entry in target.ancestors().chain(named.ancestors()) {
+        let meta = std::fs::metadata(entry).map_err(|e| format!("{}: {e}", entry.display()))?;
+        if meta.uid() != 0 || meta.mode() & 0o022 != 0 {
+            return Err(format!(
+                "{} may be written by users other than root: keep {what} where only root can write (such as /etc/tundra or /run)",
+                entry.display()
+            ));
+        }
+    }
+    Ok(())
 }
 
 /// The socket's folder and every folder above it must be writable by
@@ -101,19 +134,34 @@ fn check_socket_folder(path: &Path) -> Result<(), String> {
         .parent()
         .filter(|p| !p.as_os_str().is_empty())
         .unwrap_or(Path::new("."));
-    let folder = parent
-        .canonicalize()
-        .map_err(|e| format!("socket folder {}: {e}", parent.display()))?;
-    for dir in folder.ancestors() {
-        let meta = std::fs::metadata(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
-        if meta.uid() != 0 || meta.mode() & 0o022 != 0 {
-            return Err(format!(
-                "{} may be written by users other than root: put the socket in a folder only root can write to (such as /run)",
-                dir.display()
-            ));
-        }
+    check_root_only(parent, "the socket")
+}
+
+/// The records of devices made earlier, from the state folder (made,
+/// mode 0700, if missing), which only this server may use: it holds a
+/// lock on it while it runs.
+fn open_records(dir: &Path) -> Result<(made::Records, nix::fcntl::Flock<std::fs::File>), String> {
+    match std::fs::DirBuilder::new().mode(0o700).create(dir) {
+        Ok(()) => {}
+        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
+        Err(e) => return Err(format!("cannot make {}: {e}", dir.display())),
     }
-    Ok(())
+    check_root_only(dir, "the state folder")?;
+    let lock_path = dir.join("lock");
+    let lock_file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .mode(0o600)
+        .open(&lock_path)
+        .map_err(|e| format!("{}: {e}", lock_path.display()))?;
+    let lock = nix::fcntl::Flock::lock(lock_file, nix::fcntl::FlockArg::LockExclusiveNonblock)
+        .map_err(|_| format!("another server uses {}", dir.display()))?;
+    let links =
+        tundra_core::platform::tun_links().map_err(|e| format!("cannot list TUN devices: {e}"))?;
+    let records = made::Records::open(dir, &links)
+        .map_err(|e| format!("{}: {e}", dir.join(made::JOURNAL).display()))?;
+    Ok((records, lock))
 }
 
 /// Binds `path` (mode 0660, owner root, group `gid`), replacing a stale
@@ -208,8 +256,9 @@ fn run(options: &Options) -> Result<(), String> {
     // server have in flight; the other half is always root's.
     let members_in_flight = raise_fd_limit() / 2;
     install_signal_handlers()?;
+    let (records, _state_lock) = open_records(&options.state_dir)?;
+    let records = Arc::new(records);
     let listener = listen(&options.socket, group)?;
-    let records = Arc::new(made::Records::default());
     made::start_reaper(Arc::clone(&records))
         .map_err(|e| format!("cannot start the reaper: {e}"))?;
     log!(

@@ -74,25 +74,30 @@ impl Names for SystemNames {
 }
 
 impl Policy {
-    /// Parses a configuration file's text. Errors name the line.
+    /// Parses a configuration file's text. Errors name the line and the
+    /// setting, never the text itself: the file might not be a
+    /// configuration at all (a symlink to a file of secrets).
     pub fn parse(text: &str, names: &dyn Names) -> Result<Policy, String> {
         let mut policy = Policy::default();
         for (n, line) in text.lines().enumerate() {
             let line = line.split('#').next().unwrap_or_default();
             let mut words = line.split_whitespace();
-            let at = |what: String| format!("line {}: {what}", n + 1);
+            let at = |what: &str| format!("line {}: {what}", n + 1);
             match words.next() {
                 None => {}
                 Some("allow") => {
                     let who = words
                         .next()
-                        .ok_or_else(|| at("allow needs a user or group".into()))?;
-                    let to = principal(who, names).map_err(at)?;
+                        .ok_or_else(|| at("allow needs a user or group"))?;
+                    let to = principal(who, names).map_err(|e| at(&format!("allow: {e}")))?;
                     let ranges = words
-                        .map(|w| w.parse::<Cidr>().map_err(|e| at(format!("{w:?}: {e}"))))
+                        .map(|w| {
+                            w.parse::<Cidr>()
+                                .map_err(|e| at(&format!("allow: {e}, with no host bits set")))
+                        })
                         .collect::<Result<Vec<_>, _>>()?;
                     if ranges.is_empty() {
-                        return Err(at(format!("allow {who} names no address range")));
+                        return Err(at("allow names no address range"));
                     }
                     policy.delegations.push(Delegation { to, ranges });
                 }
@@ -100,14 +105,18 @@ impl Policy {
                     let prefix = words.next().unwrap_or_default();
                     // Room is left for a number after the prefix.
                     if prefix.len() > 12 || prefix.contains('%') || !valid_interface_name(prefix) {
-                        return Err(at(format!("{prefix:?} cannot start interface names")));
+                        return Err(at(
+                            "name-prefix: not something interface names can start with (at most 12 printable characters, no %, / or :)",
+                        ));
                     }
-                    if let Some(extra) = words.next() {
-                        return Err(at(format!("unexpected {extra:?}")));
+                    if words.next().is_some() {
+                        return Err(at("name-prefix takes one value"));
                     }
                     policy.name_prefix = prefix.into();
                 }
-                Some(other) => return Err(at(format!("unknown setting {other:?}"))),
+                Some(_) => {
+                    return Err(at("not a setting (the settings are allow and name-prefix)"))
+                }
             }
         }
         Ok(policy)
@@ -163,28 +172,27 @@ impl Policy {
     }
 }
 
-fn principal(text: &str, names: &dyn Names) -> Result<Principal, String> {
-    let (kind, name) = text
-        .split_once(':')
-        .ok_or_else(|| format!("{text:?}: expected user:NAME, group:NAME, uid:N or gid:N"))?;
+/// Who an `allow` line is for; errors say what was expected, not what
+/// was written.
+fn principal(text: &str, names: &dyn Names) -> Result<Principal, &'static str> {
+    const EXPECTED: &str = "expected user:NAME, group:NAME, uid:N or gid:N";
+    let (kind, name) = text.split_once(':').ok_or(EXPECTED)?;
     let number = || {
         name.parse::<u32>()
-            .map_err(|_| format!("{text:?}: not a number"))
+            .map_err(|_| "uid: and gid: take a number")
     };
     match kind {
         "user" => names
             .uid(name)
             .map(Principal::Uid)
-            .ok_or_else(|| format!("no user {name:?}")),
+            .ok_or("no such user in the user database"),
         "group" => names
             .gid(name)
             .map(Principal::Gid)
-            .ok_or_else(|| format!("no group {name:?}")),
+            .ok_or("no such group in the group database"),
         "uid" => number().map(Principal::Uid),
         "gid" => number().map(Principal::Gid),
-        _ => Err(format!(
-            "{text:?}: expected user:NAME, group:NAME, uid:N or gid:N"
-        )),
+        _ => Err(EXPECTED),
     }
 }
 
@@ -284,21 +292,37 @@ mod tests {
     }
 
     #[test]
-    fn bad_lines_are_named() {
+    fn bad_lines_are_named_without_their_text() {
         for (text, wanted) in [
-            ("allow group:nobody 10.0.0.0/8", "line 1: no group"),
-            ("\nallow user:bob 10.0.0.0/8", "line 2: no user"),
-            ("allow uid:x 10.0.0.0/8", "not a number"),
+            (
+                "allow group:nobody 10.0.0.0/8",
+                "line 1: allow: no such group",
+            ),
+            ("\nallow user:bob 10.0.0.0/8", "line 2: allow: no such user"),
+            ("allow uid:x 10.0.0.0/8", "take a number"),
             ("allow alice 10.0.0.0/8", "expected user:NAME"),
             ("allow uid:5", "names no address range"),
-            ("allow uid:5 10.0.0.1/8", "10.0.0.1/8"),
-            ("frobnicate", "unknown setting"),
-            ("name-prefix a%d", "cannot start"),
-            ("name-prefix", "cannot start"),
-            ("name-prefix tun extra", "unexpected"),
+            ("allow uid:5 10.0.0.1/8", "no host bits"),
+            ("frobnicate", "line 1: not a setting"),
+            ("name-prefix a%d", "name-prefix: not something"),
+            ("name-prefix", "name-prefix: not something"),
+            ("name-prefix tun extra", "takes one value"),
         ] {
             let err = Policy::parse(text, &FakeNames).expect_err(text);
             assert!(err.contains(wanted), "{text:?}: {err}");
+        }
+        // Whatever a line holds, none of it comes back: a shadow file's
+        // hash, a user name, a range.
+        for secret in [
+            "root:$6$SECRETHASH:19000:0:99999:7:::",
+            "allow user:SECRETHASH 10.0.0.0/8",
+            "allow uid:5 SECRETHASH",
+            "allow SECRETHASH 10.0.0.0/8",
+            "name-prefix SECRETHASH%d",
+            "name-prefix tun SECRETHASH",
+        ] {
+            let err = Policy::parse(secret, &FakeNames).expect_err(secret);
+            assert!(!err.contains("SECRETHASH"), "{secret:?}: {err}");
         }
     }
 

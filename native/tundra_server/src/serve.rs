@@ -302,13 +302,18 @@ fn create(
         platform::create_for(&config, Some(peer.uid), framing).map_err(|e| Refusal::io(&e))?;
     let index = nix::net::if_::if_nametoindex(device.name.as_str())
         .map_err(|e| Refusal::io(&io::Error::from(e)))?;
-    ctx.records.add(
-        peer.uid,
-        Made {
-            index,
-            name: device.name.clone(),
-        },
-    );
+    // Recorded before the client hears of it; a device that cannot be
+    // recorded is dropped (and so removed) instead.
+    ctx.records
+        .add(
+            peer.uid,
+            Made {
+                index,
+                name: device.name.clone(),
+                claims,
+            },
+        )
+        .map_err(|e| Refusal::io(&e))?;
     Ok(hand(device))
 }
 

@@ -218,8 +218,19 @@ fn refuses_to_start_without_its_group_or_a_safe_folder_or_beside_a_live_server()
     let socket = server.socket.to_str().expect("path");
     let config = server.dir.join("server.conf");
     let config = config.to_str().expect("path");
+    let state = server.dir.join("state-of-refused");
+    let state = state.to_str().expect("path");
     let refusal_as_root = |socket: &str, config: &str| {
-        refusal(&["--socket", socket, "--group", "root", "--config", config])
+        refusal(&[
+            "--socket",
+            socket,
+            "--group",
+            "root",
+            "--config",
+            config,
+            "--state-dir",
+            state,
+        ])
     };
 
     let no_group = refusal(&["--socket", socket, "--group", "no-such-group-tundra"]);
@@ -270,6 +281,8 @@ fn refuses_to_start_without_its_group_or_a_safe_folder_or_beside_a_live_server()
             "--config",
         ])
         .arg(dir.join("server.conf"))
+        .arg("--state-dir")
+        .arg(dir.join("state"))
         .stderr(Stdio::null())
         .spawn()
         .expect("start");
@@ -277,6 +290,7 @@ fn refuses_to_start_without_its_group_or_a_safe_folder_or_beside_a_live_server()
         child,
         dir,
         socket: path,
+        command: Vec::new(),
     };
     wait_listening(&server.socket);
     let mode = std::fs::metadata(&server.socket).expect("meta");
@@ -285,6 +299,88 @@ fn refuses_to_start_without_its_group_or_a_safe_folder_or_beside_a_live_server()
         0o660
     );
     assert!(server.stop().success());
+}
+
+#[test]
+fn refuses_a_configuration_or_state_others_could_write_and_never_echoes_a_file() {
+    if !privileged_netns() {
+        return;
+    }
+    let server = Server::start("config", "", &[]);
+    let dir = server.dir.clone();
+    let bin = env!("CARGO_BIN_EXE_tundra_server");
+    let start = |config: &Path, state: &Path| {
+        let socket = dir.join("refused.sock");
+        let out = Command::new(bin)
+            .args([
+                "--socket",
+                socket.to_str().expect("path"),
+                "--group",
+                "root",
+            ])
+            .arg("--config")
+            .arg(config)
+            .arg("--state-dir")
+            .arg(state)
+            .output()
+            .expect("run");
+        assert!(!out.status.success(), "{config:?} {state:?}: started");
+        String::from_utf8_lossy(&out.stderr).into_owned()
+    };
+    let state = dir.join("state-refused");
+    let mode = |path: &Path, mode: u32| {
+        std::fs::set_permissions(path, std::os::unix::fs::PermissionsExt::from_mode(mode))
+            .expect("chmod")
+    };
+
+    // A configuration anyone may write, or one in a folder anyone may
+    // write (and so replace).
+    let writable = dir.join("writable.conf");
+    std::fs::write(&writable, "allow uid:5 10.0.0.0/8\n").expect("write");
+    mode(&writable, 0o666);
+    let why = start(&writable, &state);
+    assert!(
+        why.contains("may be written by users other than root"),
+        "{why}"
+    );
+    let open_folder = dir.join("open");
+    std::fs::create_dir(&open_folder).expect("mkdir");
+    mode(&open_folder, 0o777);
+    let inside = open_folder.join("server.conf");
+    std::fs::write(&inside, "allow uid:5 10.0.0.0/8\n").expect("write");
+    let why = start(&inside, &state);
+    assert!(
+        why.contains("may be written by users other than root"),
+        "{why}"
+    );
+
+    // A symlink to a file of secrets, as root may read it: named by line,
+    // none of it repeated.
+    let shadow = dir.join("shadow");
+    std::fs::write(&shadow, "root:$6$SECRETHASH$xyz:19000:0:99999:7:::\n").expect("write");
+    mode(&shadow, 0o640);
+    let link = dir.join("linked.conf");
+    std::os::unix::fs::symlink(&shadow, &link).expect("symlink");
+    let why = start(&link, &state);
+    assert!(why.contains("line 1"), "{why}");
+    assert!(
+        !why.contains("SECRETHASH") && !why.contains("root:"),
+        "{why}"
+    );
+
+    // A state folder others may write, or one another server uses.
+    let fine = dir.join("server.conf");
+    let open_state = dir.join("open-state");
+    std::fs::create_dir(&open_state).expect("mkdir");
+    mode(&open_state, 0o775);
+    let why = start(&fine, &open_state);
+    assert!(
+        why.contains("may be written by users other than root"),
+        "{why}"
+    );
+    let why = start(&fine, &dir.join("state"));
+    assert!(why.contains("another server uses"), "{why}");
+    assert!(!dir.join("refused.sock").exists());
 }
 
 /// Builds the 0.x C test client in c_src_legacy/ with the system's `cc`.

@@ -849,6 +849,42 @@ fn persisting_or_reowning_a_handed_over_fd_neither_escapes_limits_nor_outlives_i
 }
 
 #[test]
+fn a_restart_forgets_nothing_the_server_made() {
+    if !privileged_netns() {
+        return;
+    }
+    let config = format!("allow uid:{ALICE} 10.75.0.0/16 10.76.0.0/16\n");
+    let server = Server::start("restart", &config, &["--max-devices-per-uid", "3"]);
+    let socket = server.socket.display().to_string();
+    let mut alice = as_member(ALICE, &format!("persist|{socket}|3|{BOB}|75"));
+    let held = alice.result();
+    let names: Vec<String> = held
+        .strip_prefix("held ")
+        .unwrap_or_else(|| panic!("{held}"))
+        .split(' ')
+        .map(String::from)
+        .collect();
+
+    // A new server, as after a crash or an upgrade: the devices are still
+    // hers, and count.
+    let server = server.restart();
+    assert_eq!(
+        create_as(ALICE, &server, "10.76.0.2", "", "", ""),
+        "errno edquot"
+    );
+    // Once nothing holds them, the new server removes them.
+    alice.finish();
+    assert!(
+        eventually(|| names.iter().all(|n| !interface_exists(n))),
+        "persisted devices outlived their holder across a restart: {names:?}"
+    );
+    let again = create_as(ALICE, &server, "10.76.0.2", "", "", "");
+    assert!(again.starts_with("created"), "{again}");
+    let journal = std::fs::read_to_string(server.dir.join("state/devices")).expect("journal");
+    assert!(journal.contains(&format!("made {ALICE} ")), "{journal}");
+}
+
+#[test]
 fn a_trickling_client_is_dropped_at_the_request_deadline_while_others_are_served() {
     if !privileged_netns() {
         return;

@@ -26,6 +26,8 @@ pub struct Server {
     pub child: Child,
     pub dir: PathBuf,
     pub socket: PathBuf,
+    /// The command line it was started with, for `restart`.
+    pub command: Vec<String>,
 }
 
 /// How a test server's stderr is wired.
@@ -80,39 +82,45 @@ impl Server {
             Stderr::File => Stdio::from(File::create(dir.join("server.log")).expect("log file")),
             Stderr::Piped => Stdio::piped(),
         };
-        let binary = env!("CARGO_BIN_EXE_tundra_server");
-        let mut command = match wrapper.split_first() {
-            Some((program, args)) => {
-                let mut command = Command::new(program);
-                command.args(args).arg(binary);
-                command
-            }
-            None => Command::new(binary),
+        let path = |p: PathBuf| p.to_str().expect("utf-8 path").to_string();
+        let mut command: Vec<String> = wrapper.iter().map(|w| w.to_string()).collect();
+        command.push(env!("CARGO_BIN_EXE_tundra_server").into());
+        command.extend([
+            "--socket".into(),
+            path(socket.clone()),
+            "--group".into(),
+            MEMBER_GID.to_string(),
+            "--config".into(),
+            path(config_path),
+            "--state-dir".into(),
+            path(dir.join("state")),
+        ]);
+        command.extend(extra.iter().map(|e| e.to_string()));
+        let child = run_server(&command, stderr);
+        let server = Server {
+            child,
+            dir,
+            socket,
+            command,
         };
-        let child = command
-            .args([
-                "--socket",
-                socket.to_str().expect("utf-8 path"),
-                "--group",
-                &MEMBER_GID.to_string(),
-                "--config",
-                config_path.to_str().expect("utf-8 path"),
-            ])
-            .args(extra)
-            .stderr(stderr)
-            .spawn()
-            .expect("start tundra_server");
-        let server = Server { child, dir, socket };
         wait_listening(&server.socket);
         server
     }
 
-    /// What the server has logged so far.
-    pub fn log(&self) -> String {
-        std::fs::read_to_string(self.dir.join("server.log")).unwrap_or_default()
+    /// Stops the server (SIGTERM) and starts it again as it was started,
+    /// with its folder, configuration and state; its log goes on.
+    pub fn restart(mut self) -> Server {
+        self.terminate();
+        let log = File::options()
+            .append(true)
+            .open(self.dir.join("server.log"))
+            .expect("log file");
+        self.child = run_server(&self.command, Stdio::from(log));
+        wait_listening(&self.socket);
+        self
     }
 
-    pub fn stop(mut self) -> std::process::ExitStatus {
+    fn terminate(&mut self) -> std::process::ExitStatus {
         nix::sys::signal::kill(
             nix::unistd::Pid::from_raw(self.child.id() as i32),
             nix::sys::signal::Signal::SIGTERM,
@@ -122,6 +130,15 @@ impl Server {
         assert!(!self.socket.exists(), "socket removed on SIGTERM");
         status
     }
+
+    /// What the server has logged so far.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.join("server.log")).unwrap_or_default()
+    }
+
+    pub fn stop(mut self) -> std::process::ExitStatus {
+        self.terminate()
+    }
 }
 
 impl Drop for Server {
@@ -130,6 +147,15 @@ impl Drop for Server {
         let _ = self.child.wait();
         let _ = std::fs::remove_dir_all(&self.dir);
     }
+}
+
+fn run_server(command: &[String], stderr: Stdio) -> Child {
+    let (program, args) = command.split_first().expect("a command");
+    Command::new(program)
+        .args(args)
+        .stderr(stderr)
+        .spawn()
+        .expect("start tundra_server")
 }
 
 /// Removes the folders (and kills the servers) of earlier test processes
