@@ -478,10 +478,14 @@ defmodule Tundra do
       frames; see "TAP devices").
     * `:mac` - a TAP device's Ethernet address, `"02:00:5e:10:00:01"`
       (unicast, not all zeros). Default: one the kernel picks.
-    * `:ipv6` - `false` turns IPv6 off on the interface before it comes
-      up: no link-local address, and none of the kernel's router
-      solicitations or MLD reports, so an IPv4 device reads only what is
-      sent to it. Not with an IPv6 `address`. Default: `true`.
+    * `:ipv6` - `false` gives the interface no IPv6 of its own before it
+      comes up: no link-local address, so none of the kernel's router
+      solicitations or MLD reports either, and an IPv4 device reads only
+      what is sent to it (set over netlink, as
+      `ip link set NAME addrgenmode none` does, so it works through
+      `tundra_server` under its systemd unit too). An IPv6 address you
+      add later with `add_address/3` still works. Not with an IPv6
+      `address`. Default: `true`.
     * `:netns` - the network namespace to make the device in: a name as
       `ip netns` knows it (`"vpn"`, meaning `/var/run/netns/vpn`) or a
       path (`"/proc/1234/ns/net"`). Direct creation only (see "Network

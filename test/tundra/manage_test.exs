@@ -207,9 +207,13 @@ defmodule Tundra.ManageTest do
 
     test "an IPv4-only device reads nothing while idle; an ordinary one gets IPv6 chatter" do
       {quiet, name} = create!("10.88.16.2", dstaddr: "10.88.16.1", ipv6: false)
-      assert File.read!("/proc/sys/net/ipv6/conf/#{name}/disable_ipv6") == "1\n"
+      # Set over netlink, not /proc/sys (read-only under the server's unit).
+      assert ip(["-d", "link", "show", name]) =~ "addrgenmode none"
       refute ip(["addr", "show", name]) =~ "inet6"
       assert read_for(quiet, 2_000) == []
+      # An IPv6 address added on purpose is the caller's choice, and works.
+      assert :ok = Tundra.add_address(quiet, "fd88:16::2", dstaddr: "fd88:16::1")
+      assert ip(["addr", "show", name]) =~ "fd88:16::2"
 
       {chatty, _} = create!("10.88.17.2", dstaddr: "10.88.17.1")
       # The kernel's own IPv6 (duplicate address detection, MLD reports,

@@ -383,6 +383,28 @@ fn refuses_a_configuration_or_state_others_could_write_and_never_echoes_a_file()
     assert!(!dir.join("refused.sock").exists());
 }
 
+#[test]
+fn an_ipv4_only_device_is_made_where_proc_sys_is_read_only() {
+    if !privileged_netns() {
+        return;
+    }
+    let server = Server::start_with_read_only_proc_sys("rosys", "", &[]);
+    let mut config = config(60);
+    config.ipv6 = false;
+    let dev = match create(&server.socket, &config) {
+        Ok(Outcome::Created(dev)) => dev,
+        other => panic!("expected a device, got {other:?}\n{}", server.log()),
+    };
+    let link = run_ip(&["-d", "link", "show", &dev.name]);
+    assert!(link.contains("addrgenmode none"), "{link}");
+    assert!(!run_ip(&["addr", "show", &dev.name]).contains("inet6"));
+}
+
+fn run_ip(args: &[&str]) -> String {
+    let out = Command::new("ip").args(args).output().expect("ip");
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
 /// Builds the 0.x C test client in c_src_legacy/ with the system's `cc`.
 fn legacy_client() -> PathBuf {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../c_src_legacy");

@@ -61,6 +61,22 @@ impl Server {
         Self::spawn(name, config, extra, Stderr::File, &wrapper)
     }
 
+    /// Starts a server whose /proc/sys is read-only, as under the unit's
+    /// `ProtectKernelTunables=yes` (in a mount namespace of its own).
+    pub fn start_with_read_only_proc_sys(name: &str, config: &str, extra: &[&str]) -> Server {
+        let wrapper = [
+            "unshare",
+            "--mount",
+            "--propagation",
+            "private",
+            "sh",
+            "-c",
+            "mount --bind /proc/sys /proc/sys && mount -o remount,bind,ro /proc/sys && exec \"$@\"",
+            "sh",
+        ];
+        Self::spawn(name, config, extra, Stderr::File, &wrapper)
+    }
+
     pub fn start_with(name: &str, config: &str, extra: &[&str], stderr: Stderr) -> Server {
         Self::spawn(name, config, extra, stderr, &[])
     }

@@ -122,15 +122,20 @@ fn make(
     })
 }
 
-/// Gives the new interface `name` what `config` says, in order: IPv6 off
-/// (before anything could use it), the address, the Ethernet address, MTU
-/// and link state, and an IPv6 peer's route.
+/// Gives the new interface `name` what `config` says, in order: no
+/// automatic IPv6 (before the link is up, so nothing is generated), the
+/// address, the Ethernet address, MTU and link state, and an IPv6 peer's
+/// route.
 fn configure(name: &str, config: &DeviceConfig) -> io::Result<()> {
     let index = interface_index(name)?;
-    if !config.ipv6 {
-        disable_ipv6(name)?;
-    }
     let mut rtnl = Rtnl::open()?;
+    if !config.ipv6 {
+        match rtnl.set_no_ipv6_addresses(index) {
+            // A kernel without IPv6 has none to turn off.
+            Err(e) if e.raw_os_error() == Some(libc::EAFNOSUPPORT) => {}
+            other => other?,
+        }
+    }
     rtnl.add_address(index, &config.address_spec())?;
     rtnl.set_link(index, Some(config.mtu), Some(config.up), config.mac)?;
     // A route needs its device up; for a link left down it is added when
@@ -139,17 +144,6 @@ fn configure(name: &str, config: &DeviceConfig) -> io::Result<()> {
         rtnl.add_ipv6_peer_route(index, &peer)?;
     }
     Ok(())
-}
-
-/// Turns IPv6 off on interface `name` (of the calling thread's network
-/// namespace): no link-local address, no router solicitations or MLD
-/// reports. A kernel without IPv6 has nothing to turn off.
-fn disable_ipv6(name: &str) -> io::Result<()> {
-    let path = format!("/proc/sys/net/ipv6/conf/{name}/disable_ipv6");
-    match std::fs::write(path, b"1") {
-        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
-        other => other,
-    }
 }
 
 /// Opens the existing persistent device `name` with `queues` fds (more

@@ -33,6 +33,11 @@ const IFLA_TUN_NUM_QUEUES: u16 = 8;
 const IFLA_TUN_NUM_DISABLED_QUEUES: u16 = 9;
 /// IFLA_TUN_TYPE's value for a TAP device (IFF_TAP).
 const TYPE_TAP: u8 = 2;
+/// Inside IFLA_AF_SPEC: the family's nest (AF_INET6), and in it the
+/// address generation mode (linux/if_link.h) and its "none" value.
+const AF_INET6: u16 = libc::AF_INET6 as u16;
+const IFLA_INET6_ADDR_GEN_MODE: u16 = 8;
+const ADDR_GEN_MODE_NONE: u8 = 1;
 
 impl Rtnl {
     /// Changes what is given of interface `index`: its MTU, its Ethernet
@@ -62,6 +67,35 @@ impl Rtnl {
             .ifi_index(index)
             .ifi_flags(flags)
             .ifi_change(change)
+            .rtattrs(attrs)
+            .build()
+            .map_err(protocol_error)?;
+        self.change(Rtm::Newlink, NlmF::empty(), msg)
+    }
+
+    /// Gives interface `index` no automatic IPv6: no link-local address,
+    /// so none of the kernel's router solicitations or MLD reports either
+    /// (IFLA_AF_SPEC/AF_INET6/IFLA_INET6_ADDR_GEN_MODE = NONE, what `ip
+    /// link set NAME addrgenmode none` sets). Unlike writing
+    /// `/proc/sys/net/ipv6/conf/NAME/disable_ipv6`, it works where /proc/sys
+    /// is read-only (the server's systemd unit); an IPv6 address added on
+    /// purpose still works.
+    pub fn set_no_ipv6_addresses(&mut self, index: u32) -> io::Result<()> {
+        let mode = attr(
+            Ifla::UnrecognizedConst(IFLA_INET6_ADDR_GEN_MODE),
+            ADDR_GEN_MODE_NONE,
+        )?;
+        let inet6 = attr(Ifla::UnrecognizedConst(AF_INET6), Buffer::from(Vec::new()))?
+            .nest(&mode)
+            .map_err(protocol_error)?;
+        let af_spec = attr(Ifla::AfSpec, Buffer::from(Vec::new()))?
+            .nest(&inet6)
+            .map_err(protocol_error)?;
+        let mut attrs = RtBuffer::new();
+        attrs.push(af_spec);
+        let msg = IfinfomsgBuilder::default()
+            .ifi_family(RtAddrFamily::Unspecified)
+            .ifi_index(i32::try_from(index).map_err(protocol_error)?)
             .rtattrs(attrs)
             .build()
             .map_err(protocol_error)?;
