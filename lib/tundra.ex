@@ -35,8 +35,10 @@ defmodule Tundra do
   Create the device in the owner's `init/1`. When the owner is killed, its
   device closes off the BEAM's schedulers and the kernel takes a few
   milliseconds to remove the interface; a `create/2` of that same `:name`
-  in this VM waits for that (within its `:timeout`), so a restarted child
-  gets its interface name back every time:
+  in this VM waits for that (within its `:timeout`), and so does one made
+  through `tundra_server` whose addresses are still on the closing device,
+  so a restarted child gets its interface name and addresses back every
+  time:
 
       defmodule MyApp.Tunnel do
         use GenServer
@@ -460,7 +462,8 @@ defmodule Tundra do
     * `:socket_path` - the server's socket (see "Privilege" above).
     * `:timeout` - milliseconds `create/2` may wait: for the whole exchange
       with the server, connecting included, and for a closing device of
-      this VM to give up its `:name`. Default: 5000.
+      this VM to give up its `:name`, or (through the server) the
+      addresses the server found in use. Default: 5000.
     * `:queues` - makes a multi-queue device (Linux) with this many queues,
       1 to 64, and returns a list of devices, one per queue:
       `{:ok, {[device, ...], name}}` (see "Multi-queue devices").

@@ -141,6 +141,39 @@ defmodule Tundra.ServerTest do
     assert eventually(fn -> not interface_exists?(n4) and not interface_exists?(n6) end)
   end
 
+  # Runs in the member's VM: a device made through the server, without a
+  # name, by an owner that is killed (or closes it) and at once made again
+  # with the same address, as a supervised child that restarts.
+  @recreate_code ~S"""
+  [socket] = System.argv()
+  parent = self()
+
+  results =
+    for i <- 1..20 do
+      owner =
+        spawn(fn ->
+          made = Tundra.create("10.93.70.2", dstaddr: "10.93.70.1", socket_path: socket)
+          if rem(i, 2) == 1, do: with({:ok, {dev, _}} <- made, do: Tundra.close(dev))
+          send(parent, {:made, made})
+          Process.sleep(:infinity)
+        end)
+
+      receive do
+        {:made, made} ->
+          Process.exit(owner, :kill)
+          with {:ok, _} <- made, do: :ok
+      end
+    end
+
+  IO.puts("RESULT #{inspect(Enum.frequencies(results))}")
+  """
+
+  test "an owner killed (or closing) and made again at once without a name gets its address back",
+       ctx do
+    result = SecondVM.run(ctx.vm, ctx.member, @recreate_code, "RESULT", [ctx.socket])
+    assert result == "RESULT %{ok: 20}"
+  end
+
   @create_code ~S"""
   [socket] = System.argv()
   IO.puts("RESULT " <> inspect(Tundra.create("10.93.5.2", socket_path: socket)))

@@ -306,22 +306,29 @@ fn create<'a>(env: Env<'a>, args: CreateArgs<'a>) -> Term<'a> {
         Err(bad) => return invalid_create(env, bad),
     };
     let deadline = Instant::now() + Duration::from_millis(args.timeout_ms);
+    let alive = |pid: LocalPid| pid.is_alive(env);
     let outcome = loop {
         let outcome = create_once(&args, &config, placement.as_ref(), deadline);
-        match (&outcome, config.name.as_deref()) {
+        let again = match (&outcome, config.name.as_deref()) {
             // A name of ours that is still closing (an owner that exited, a
             // restarted supervisor child): wait for the close, then again.
             (Err(e), Some(name))
                 if e.raw_os_error() == Some(libc::EBUSY) && !name.contains('%') =>
             {
-                let alive = |pid: LocalPid| pid.is_alive(env);
-                if registry::holders(name, alive) != registry::Holders::Leaving
-                    || !registry::wait_released(name, deadline)
-                {
-                    break outcome;
-                }
+                registry::holders(name, alive) == registry::Holders::Leaving
+                    && registry::wait_released(name, deadline)
             }
-            _ => break outcome,
+            // The server found the addresses in use: if devices of ours
+            // are closing, they may be theirs (the same restarted child,
+            // without a name); wait for those closes, then again.
+            (Err(e), _) if e.raw_os_error() == Some(libc::EADDRINUSE) => {
+                let leaving = registry::leaving(alive);
+                !leaving.is_empty() && registry::wait_closed(&leaving, deadline)
+            }
+            _ => false,
+        };
+        if !again {
+            break outcome;
         }
     };
     match outcome {

@@ -5,7 +5,9 @@
 //!   (two owners of one fd would close it twice, the second time closing
 //!   whatever reused the number);
 //! - `create/2` of a name this VM is still closing waits for that close,
-//!   so a supervised owner that is restarted gets its interface name back.
+//!   so a supervised owner that is restarted gets its interface name back;
+//!   one that the server refuses because its addresses are in use waits
+//!   for this VM's closing devices (whose addresses they may be) likewise.
 #![forbid(unsafe_code)]
 
 use std::collections::HashMap;
@@ -155,6 +157,36 @@ pub fn holders(name: &str, alive: impl Fn(LocalPid) -> bool) -> Holders {
         }
     }
     found
+}
+
+/// The devices of this VM that are closing, or whose owners have exited
+/// (judged with `alive`): their interfaces, and the addresses on them,
+/// are on their way out.
+pub fn leaving(alive: impl Fn(LocalPid) -> bool) -> Vec<Id> {
+    entries()
+        .iter()
+        .filter(|(_, e)| e.closing || e.owner.is_some_and(|owner| !alive(owner)))
+        .map(|(id, _)| Id(*id))
+        .collect()
+}
+
+/// Waits until every device of `ids` has been closed, at most until
+/// `deadline`; whether it came to that.
+pub fn wait_closed(ids: &[Id], deadline: Instant) -> bool {
+    let mut entries = entries();
+    loop {
+        if !ids.iter().any(|id| entries.contains_key(&id.0)) {
+            return true;
+        }
+        let Some(left) = deadline.checked_duration_since(Instant::now()) else {
+            return false;
+        };
+        entries = registry()
+            .released
+            .wait_timeout(entries, left)
+            .map(|(guard, _)| guard)
+            .unwrap_or_else(|p| p.into_inner().0);
+    }
 }
 
 /// Waits until no device of this VM holds `name`, at most until
