@@ -262,11 +262,12 @@ fn run(options: &Options) -> Result<(), String> {
     made::start_reaper(Arc::clone(&records))
         .map_err(|e| format!("cannot start the reaper: {e}"))?;
     log!(
-        "listening on {} (group {}, {} delegations, names {}*, max {} clients, {} per uid, {} devices per uid, {} unread fds per uid, {} for all members)",
+        "listening on {} (group {}, {} delegations, names {}* and {}*, max {} clients, {} per uid, {} devices per uid, {} unread fds per uid, {} for all members)",
         options.socket.display(),
         options.group,
         policy.delegations.len(),
         policy.name_prefix,
+        policy.tap_name_prefix,
         options.max_clients,
         options.max_clients_per_uid,
         options.max_devices_per_uid,

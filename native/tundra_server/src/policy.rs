@@ -9,6 +9,7 @@
 //! allow user:alice   10.60.0.0/24
 //! allow uid:1001     fd60::/64
 //! name-prefix tun
+//! tap-name-prefix tap
 //! ```
 #![forbid(unsafe_code)]
 
@@ -17,10 +18,12 @@ use std::net::IpAddr;
 use nix::unistd::{Group, User};
 use tundra_core::config::valid_interface_name;
 use tundra_core::platform::Occupied;
-use tundra_core::Cidr;
+use tundra_core::{Cidr, Mode};
 
-/// Name prefix of server-made devices unless configured otherwise.
+/// Name prefixes of server-made TUN and TAP devices unless configured
+/// otherwise (the kernel's own defaults, as direct creation gets).
 pub const DEFAULT_NAME_PREFIX: &str = "tun";
+pub const DEFAULT_TAP_NAME_PREFIX: &str = "tap";
 
 /// Who a delegation is for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -38,7 +41,10 @@ pub struct Delegation {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Policy {
     pub delegations: Vec<Delegation>,
+    /// What TUN devices' names start with.
     pub name_prefix: String,
+    /// What TAP devices' names start with.
+    pub tap_name_prefix: String,
 }
 
 impl Default for Policy {
@@ -47,6 +53,7 @@ impl Default for Policy {
         Policy {
             delegations: Vec::new(),
             name_prefix: DEFAULT_NAME_PREFIX.into(),
+            tap_name_prefix: DEFAULT_TAP_NAME_PREFIX.into(),
         }
     }
 }
@@ -101,41 +108,48 @@ impl Policy {
                     }
                     policy.delegations.push(Delegation { to, ranges });
                 }
-                Some("name-prefix") => {
+                Some(setting @ ("name-prefix" | "tap-name-prefix")) => {
                     let prefix = words.next().unwrap_or_default();
                     // Room is left for a number after the prefix.
                     if prefix.len() > 12 || prefix.contains('%') || !valid_interface_name(prefix) {
-                        return Err(at(
-                            "name-prefix: not something interface names can start with (at most 12 printable characters, no %, / or :)",
-                        ));
+                        return Err(at(&format!(
+                            "{setting}: not something interface names can start with (at most 12 printable characters, no %, / or :)"
+                        )));
                     }
                     if words.next().is_some() {
-                        return Err(at("name-prefix takes one value"));
+                        return Err(at(&format!("{setting} takes one value")));
                     }
-                    policy.name_prefix = prefix.into();
+                    if setting == "name-prefix" {
+                        policy.name_prefix = prefix.into();
+                    } else {
+                        policy.tap_name_prefix = prefix.into();
+                    }
                 }
                 Some(_) => {
-                    return Err(at("not a setting (the settings are allow and name-prefix)"))
+                    return Err(at(
+                        "not a setting (the settings are allow, name-prefix and tap-name-prefix)",
+                    ))
                 }
             }
         }
         Ok(policy)
     }
 
-    /// The interface name to request for a device asked for as `requested`:
-    /// a name of its own under the prefix, or the prefix and a kernel-chosen
-    /// number. `Err` says why a name is refused.
-    pub fn device_name(&self, requested: Option<&str>) -> Result<String, String> {
+    /// The interface name to request for a device of `mode` asked for as
+    /// `requested`: a name of its own under the mode's prefix, or the
+    /// prefix and a kernel-chosen number. `Err` says why a name is refused.
+    pub fn device_name(&self, requested: Option<&str>, mode: Mode) -> Result<String, String> {
+        let (prefix, kind) = match mode {
+            Mode::Tun => (&self.name_prefix, "TUN"),
+            Mode::Tap => (&self.tap_name_prefix, "TAP"),
+        };
         match requested {
-            None => Ok(format!("{}%d", self.name_prefix)),
-            Some(name)
-                if name.len() > self.name_prefix.len() && name.starts_with(&self.name_prefix) =>
-            {
+            None => Ok(format!("{prefix}%d")),
+            Some(name) if name.len() > prefix.len() && name.starts_with(prefix.as_str()) => {
                 Ok(name.into())
             }
             Some(_) => Err(format!(
-                "names of server-made devices start with {:?}",
-                self.name_prefix
+                "names of server-made {kind} devices start with {prefix:?}"
             )),
         }
     }
@@ -327,14 +341,24 @@ mod tests {
     }
 
     #[test]
-    fn names_must_carry_the_prefix() {
+    fn names_must_carry_the_prefix_of_their_mode() {
         let p = Policy::default();
-        assert_eq!(p.device_name(None), Ok("tun%d".into()));
-        assert_eq!(p.device_name(Some("tunvpn%d")), Ok("tunvpn%d".into()));
-        assert_eq!(p.device_name(Some("tun-alice")), Ok("tun-alice".into()));
-        for bad in ["eth0", "wg0", "-", "123", "tun", "tu", "xtun0"] {
-            assert!(p.device_name(Some(bad)).is_err(), "{bad}");
+        assert_eq!(p.device_name(None, Mode::Tun), Ok("tun%d".into()));
+        assert_eq!(p.device_name(None, Mode::Tap), Ok("tap%d".into()));
+        for (name, mode) in [
+            ("tunvpn%d", Mode::Tun),
+            ("tun-alice", Mode::Tun),
+            ("tap%d", Mode::Tap),
+        ] {
+            assert_eq!(p.device_name(Some(name), mode), Ok(name.into()));
         }
+        for bad in ["eth0", "wg0", "-", "123", "tun", "tu", "xtun0", "tap0"] {
+            assert!(p.device_name(Some(bad), Mode::Tun).is_err(), "{bad}");
+        }
+        assert!(p.device_name(Some("tun0"), Mode::Tap).is_err());
+        let p = Policy::parse("name-prefix vpn\ntap-name-prefix br", &FakeNames).unwrap();
+        assert_eq!(p.device_name(None, Mode::Tap), Ok("br%d".into()));
+        assert_eq!(p.device_name(None, Mode::Tun), Ok("vpn%d".into()));
     }
 
     #[test]

@@ -251,7 +251,7 @@ fn create(
 ) -> Result<Handed, Refusal> {
     let name = ctx
         .policy
-        .device_name(config.name.as_deref())
+        .device_name(config.name.as_deref(), config.mode)
         .map_err(|why| Refusal::new(libc::EACCES, format!("refused (eacces): {why}")))?;
     config.name = Some(name);
     let reserved = ctx

@@ -52,7 +52,10 @@ fn unprivileged_client() {
     };
     match fields[0] {
         "create" => {
-            let config = device(fields[2], fields[3], fields[4], fields[5]);
+            let mut config = device(fields[2], fields[3], fields[4], fields[5]);
+            if fields.get(6) == Some(&"tap") {
+                config.mode = tundra_core::Mode::Tap;
+            }
             result(describe(client::create(socket, &config, TIMEOUT)));
         }
         "legacy" => result(legacy_create(socket, fields[2], fields[3])),
@@ -793,6 +796,18 @@ fn a_name_outside_the_prefix_or_of_an_existing_device_is_refused() {
             "{name}"
         );
     }
+    // TAP devices have a prefix of their own, as direct creation's names.
+    let tap = |name: &str| {
+        let socket = server.socket.display();
+        let mut member = as_member(ALICE, &format!("create|{socket}|10.64.3.2|||{name}|tap"));
+        let result = member.result();
+        member.finish();
+        result
+    };
+    assert!(tap("").starts_with("created tap"), "{}", tap(""));
+    assert!(tap("tapalice%d").starts_with("created tapalice"));
+    assert_eq!(tap("tun%d"), "errno eacces");
+
     // An administrator's persistent device, unattached: never taken over.
     let existing = format!("tunx{}", std::process::id() % 100_000);
     run("ip", &["tuntap", "add", "dev", &existing, "mode", "tun"]);
