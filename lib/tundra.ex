@@ -584,9 +584,13 @@ defmodule Tundra do
   end
 
   defp start(devices, {active, link_events}) do
-    Enum.reduce_while(devices, :ok, fn {:"$tundra", ref}, :ok ->
+    Enum.reduce_while(devices, :ok, fn {:"$tundra", ref} = device, :ok ->
       with :ok <- if(link_events, do: link_events(ref, true), else: :ok),
-           {:ok, _} <- start_active(ref, active) do
+           {:ok, mode} <- start_active(ref, active) do
+        # A count of 0 or less: passive, and said so, as `:gen_udp` does.
+        if match?({:add, _}, active) and match?({:off, _}, mode),
+          do: Kernel.send(self(), {:tundra_passive, device})
+
         {:cont, :ok}
       else
         {:error, reason} ->

@@ -95,6 +95,17 @@ defmodule Tundra.ActiveTest do
     assert_receive {:tundra_passive, ^dev}
   end
 
+  test "active: 0 (or less) on create says passive at once, as gen_udp and setopts do" do
+    for {n, count} <- [{30, 0}, {31, -3}] do
+      {dev, _} = device(n, active: count)
+      assert_receive {:tundra_passive, ^dev}
+      assert {:error, :timeout} != Tundra.recv(dev, 0, :nowait)
+    end
+
+    {dev, _} = device(32, active: false)
+    refute_receive {:tundra_passive, ^dev}, 100
+  end
+
   test "switching between active and passive mid-stream loses and reorders nothing" do
     {dev, _} = device(4, [])
     _ = drain(dev)

@@ -354,6 +354,19 @@ defmodule Tundra.DeviceTest do
       assert_receive {:got, {:ok, <<_::binary-size(28), "to the new owner">>}}, 5_000
     end
 
+    test "a device whose new owner died is :closed to everyone, the old owner too" do
+      {dev, _} = v4_device(25)
+      new_owner = spawn(fn -> Process.sleep(:infinity) end)
+      :ok = Tundra.controlling_process(dev, new_owner)
+      ref = Process.monitor(new_owner)
+      Process.exit(new_owner, :kill)
+      assert_receive {:DOWN, ^ref, _, _, _}
+      assert eventually(fn -> Tundra.info(dev) == {:error, :closed} end)
+      assert Tundra.close(dev) == {:error, :closed}
+      assert Tundra.recv(dev, 0, :nowait) == {:error, :closed}
+      assert Tundra.setopts(dev, active: true) == {:error, :closed}
+    end
+
     test "handing over to a dead process is refused" do
       {dev, _} = v4_device(22)
       dead = spawn(fn -> :ok end)

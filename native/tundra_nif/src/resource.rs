@@ -380,15 +380,16 @@ impl<'a> DeviceRef<'a> {
         self.term
     }
 
-    /// Locks the device for the calling process if it is the owner and the
-    /// device is open.
+    /// Locks the device for the calling process if the device is open and
+    /// the caller is its owner. A closed device is `Closed` to everyone,
+    /// whoever owned it last.
     pub fn owned(&self) -> Result<Owned<'_, 'a>, Refused> {
         let state = self.device.lock();
-        if !same_pid(&state.owner, &self_pid(self.env)) {
-            return Err(Refused::NotOwner);
-        }
         if state.fd.is_none() {
             return Err(Refused::Closed);
+        }
+        if !same_pid(&state.owner, &self_pid(self.env)) {
+            return Err(Refused::NotOwner);
         }
         Ok(Owned { dev: self, state })
     }
