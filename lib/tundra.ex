@@ -1288,13 +1288,22 @@ defmodule Tundra do
   Routes a network through the caller's device, as `ip route add
   DESTINATION dev NAME [metric M]` does: `destination` is a string such as
   `"10.8.0.0/16"` or `"fd00:8::/64"`, or `{address, prefix}`, and must
-  have no host bits set. A default route (prefix 0) is refused: that is
-  the host's routing, not the device's. Option `:metric` (default: the
-  kernel's), and `:socket_path` and `:timeout` as for `set/2`. Through
-  `tundra_server`, the network must lie in ranges delegated to the caller
-  and overlap no route of the host's.
+  have no host bits set. Option `:metric` (default: the kernel's), and
+  `:socket_path` and `:timeout` as for `set/2`. Through `tundra_server`,
+  the network must lie in ranges delegated to the caller and overlap no
+  route of the host's.
+
+  A default route (`"0.0.0.0/0"`, `"::/0"`) sends everything that no
+  longer prefix claims through the device: a full-tunnel VPN. A
+  privileged caller may add one, as `ip route add default dev tun0
+  metric N` does (give it a metric that puts it before or after the
+  host's own default, as you mean it to); through `tundra_server` it is
+  granted only if the administrator delegated `0.0.0.0/0` (or `::/0`) to
+  the caller. An address with prefix 0 routes the same default, under
+  the same rule.
 
       :ok = Tundra.add_route(dev, "10.8.0.0/16", metric: 10)
+      :ok = Tundra.add_route(dev, "0.0.0.0/0", metric: 50)
 
   ## Errors
 

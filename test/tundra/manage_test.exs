@@ -149,7 +149,7 @@ defmodule Tundra.ManageTest do
       assert {:error, {:invalid_option, {:netmask, "255.0.255.0"}}} =
                Tundra.add_address(dev, "10.88.10.3", netmask: "255.0.255.0")
 
-      for bad <- ["10.88.11.1/24", "10.88.11.0/33", "10.88.11.0", "0.0.0.0/0", "::/0"] do
+      for bad <- ["10.88.11.1/24", "10.88.11.0/33", "10.88.11.0", "0.0.0.0/1/2", "::/129"] do
         assert {:error, {:invalid_route, ^bad}} = Tundra.add_route(dev, bad)
       end
 
@@ -158,6 +158,22 @@ defmodule Tundra.ManageTest do
 
       assert {:error, {:invalid_option, {:metric, -1}}} =
                Tundra.add_route(dev, "10.88.12.0/24", metric: -1)
+    end
+  end
+
+  describe "default routes" do
+    test "a privileged owner routes everything through its device (a full tunnel)" do
+      {dev, name} = create!("10.88.22.2", dstaddr: "10.88.22.1")
+      assert :ok = Tundra.add_address(dev, "fd88:22::2", dstaddr: "fd88:22::1")
+      assert :ok = Tundra.add_route(dev, "0.0.0.0/0", metric: 500)
+      assert :ok = Tundra.add_route(dev, {"::", 0}, metric: 500)
+      assert ip(["route", "show", "default"]) =~ "default dev #{name} scope link metric 500"
+      assert ip(["-6", "route", "show", "default"]) =~ "default dev #{name} metric 500"
+      assert {:ok, %{routes: routes}} = Tundra.info(dev)
+      assert %{address: {0, 0, 0, 0}, prefix: 0, metric: 500} in routes
+      assert :ok = Tundra.remove_route(dev, "0.0.0.0/0", metric: 500)
+      assert :ok = Tundra.remove_route(dev, "::/0", metric: 500)
+      refute ip(["route", "show", "default"]) =~ name
     end
   end
 

@@ -40,11 +40,10 @@ impl Change {
             }
             Change::Link { .. } => Ok(()),
             Change::AddAddress(spec) | Change::RemoveAddress(spec) => spec.validate(),
-            Change::AddRoute(route) | Change::RemoveRoute(route) if route.dst.is_default() => {
-                // A default route through a device is the host's routing
-                // itself: not something to set through this API.
-                Err(ConfigError::Route)
-            }
+            // A default route (a full tunnel) is a privileged caller's
+            // choice, as `ip route add default dev tun0` is; the server
+            // grants it only where it was delegated, as for an address
+            // with prefix 0: one rule for both.
             Change::AddRoute(_) | Change::RemoveRoute(_) => Ok(()),
         }
     }
@@ -80,10 +79,8 @@ mod tests {
         assert_eq!(link(67).validate(), Err(ConfigError::Mtu));
         assert_eq!(link(65536).validate(), Err(ConfigError::Mtu));
         assert_eq!(link(1400).validate(), Ok(()));
-        assert_eq!(
-            Change::AddRoute(route("0.0.0.0/0")).validate(),
-            Err(ConfigError::Route)
-        );
+        assert_eq!(Change::AddRoute(route("0.0.0.0/0")).validate(), Ok(()));
+        assert_eq!(Change::AddRoute(route("::/0")).validate(), Ok(()));
         assert_eq!(Change::AddRoute(route("10.8.0.0/16")).validate(), Ok(()));
         let bad = AddressSpec {
             address: "10.0.0.1".parse().unwrap(),

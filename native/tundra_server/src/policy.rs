@@ -224,9 +224,11 @@ pub fn conflict(address: &IpAddr, claims: &[Cidr], occupied: &Occupied) -> Optio
 
 /// `Some(why)` when a claim overlaps a route other than a default route,
 /// or what an interface's address claims (its peer and prefix, held even
-/// while its link is down and its routes are gone; see `conflict`).
+/// while its link is down and its routes are gone; see `conflict`). A
+/// default route claims nothing another route has (the longest prefix
+/// wins): it is granted where it is delegated, and never otherwise.
 pub fn route_conflict(claims: &[Cidr], occupied: &Occupied) -> Option<String> {
-    claims.iter().find_map(|claim| {
+    claims.iter().filter(|c| !c.is_default()).find_map(|claim| {
         let overlapping = |held: &&Cidr| !held.is_default() && held.overlaps(claim);
         if let Some(route) = occupied.routes.iter().find(overlapping) {
             return Some(format!("{claim} overlaps the existing route {route}"));

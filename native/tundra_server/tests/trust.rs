@@ -241,11 +241,11 @@ fn change_of(spec: &str) -> Change {
                 prefix: if peer.is_ipv4() { 32 } else { 128 },
             })
         }
-        ["route", text] => {
+        ["route", text] | ["route", text, "metric", _] => {
             let (network, prefix) = prefixed(text);
             Change::AddRoute(RouteSpec {
                 dst: Cidr::new(network, prefix).expect("route"),
-                metric: None,
+                metric: words.get(3).map(|m| m.parse().expect("metric")),
             })
         }
         _ => panic!("unknown change {spec:?}"),
@@ -780,6 +780,28 @@ fn a_link_taken_down_keeps_its_claims_and_is_checked_again_when_it_comes_up() {
     assert!(route.contains(&format!("dev {} ", root.name)), "{route}");
     assert!(!run("ip", &["route"]).contains(&format!("dev {name} ")));
     alice.finish();
+}
+
+#[test]
+fn a_default_route_is_granted_only_where_it_was_delegated() {
+    if !privileged_netns() {
+        return;
+    }
+    let config = format!("allow uid:{ALICE} 10.78.0.0/16\nallow uid:{BOB} 0.0.0.0/0\n");
+    let server = Server::start("default", &config, &[]);
+    let socket = server.socket.display().to_string();
+    let mut alice = as_member(
+        ALICE,
+        &format!("change|{socket}|10.78.1.2|10.78.1.1|route 0.0.0.0/0 metric 3000"),
+    );
+    assert_eq!(alice.result(), "errno eacces");
+    alice.finish();
+    let mut bob = as_member(BOB, &format!("stepwise|{socket}|10.79.1.2|10.79.1.1"));
+    let name = bob.result().trim_start_matches("created ").to_string();
+    assert_eq!(bob.ask("route 0.0.0.0/0 metric 3000"), "ok");
+    let defaults = run("ip", &["route", "show", "default"]);
+    assert!(defaults.contains(&format!("dev {name} ")), "{defaults}");
+    bob.finish();
 }
 
 #[test]
