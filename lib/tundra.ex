@@ -235,7 +235,12 @@ defmodule Tundra do
 
   each time the link goes up or down or its MTU changes, whoever changed
   it (`ip link set NAME down`, another program, or `set/2`). Changes that
-  leave both as they were are not reported. The kernel's notifications
+  leave both as they were are not reported. When the interface is
+  deleted (`ip link del NAME`) the owner receives, once,
+
+      {:tundra_link, device, :removed}
+
+  (after the `%{up: false}` the kernel reports first). The kernel's notifications
   are read by a thread of Tundra's own per network namespace; the message
   comes through the device's reader process, as active-mode packets do.
 
@@ -471,7 +476,8 @@ defmodule Tundra do
       "Active mode"). Default: `false`.
     * `:link_events` - when `true`, the owner receives
       `{:tundra_link, device, %{up: boolean, mtu: integer}}` whenever the
-      link's state or MTU changes (see "Link events"). Default: `false`.
+      link's state or MTU changes, and `{:tundra_link, device, :removed}`
+      when the interface is deleted (see "Link events"). Default: `false`.
     * `:offload` - `true` makes an offload device (Linux, TUN): the
       kernel may hand it TCP and UDP super-packets of up to 64 KB, which
       Tundra cuts into ordinary packets, and takes runs of TCP segments

@@ -45,6 +45,10 @@ defmodule Tundra.Reader do
         send(owner, {:tundra_link, {:"$tundra", ref}, %{up: up, mtu: mtu}})
         loop(ref, owner, monitor)
 
+      :"$tundra_link_removed" ->
+        send(owner, {:tundra_link, {:"$tundra", ref}, :removed})
+        loop(ref, owner, monitor)
+
       {:"$tundra_owner", owner} ->
         Process.demonitor(monitor, [:flush])
         loop(ref, owner, Process.monitor(owner))

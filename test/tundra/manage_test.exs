@@ -163,8 +163,8 @@ defmodule Tundra.ManageTest do
 
   describe "default routes" do
     test "a privileged owner routes everything through its device (a full tunnel)" do
-      {dev, name} = create!("10.88.22.2", dstaddr: "10.88.22.1")
-      assert :ok = Tundra.add_address(dev, "fd88:22::2", dstaddr: "fd88:22::1")
+      {dev, name} = create!("10.88.23.2", dstaddr: "10.88.23.1")
+      assert :ok = Tundra.add_address(dev, "fd88:23::2", dstaddr: "fd88:23::1")
       assert :ok = Tundra.add_route(dev, "0.0.0.0/0", metric: 500)
       assert :ok = Tundra.add_route(dev, {"::", 0}, metric: 500)
       assert ip(["route", "show", "default"]) =~ "default dev #{name} scope link metric 500"
@@ -295,6 +295,12 @@ defmodule Tundra.ManageTest do
       assert :ok = Tundra.setopts(dev, link_events: false)
       {_, 0} = System.cmd("ip", ["link", "set", name, "mtu", "1280"])
       refute_receive {:tundra_link, ^dev, _}, 500
+    end
+
+    test "a deleted interface says so, apart from going down" do
+      {dev, name} = create!("10.88.24.2", dstaddr: "10.88.24.1", link_events: true)
+      {_, 0} = System.cmd("ip", ["link", "del", name])
+      assert_receive {:tundra_link, ^dev, :removed}, 5_000
     end
 
     test "follow the device to a new owner, and setopts/2 turns them on" do

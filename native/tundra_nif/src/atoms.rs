@@ -29,6 +29,7 @@ rustler::atoms! {
     stop,
     dollar_tundra = "$tundra",
     dollar_tundra_link = "$tundra_link",
+    dollar_tundra_link_removed = "$tundra_link_removed",
     // change/4
     link,
     add_address,

@@ -1,7 +1,9 @@
 //! Link events for the owners who ask: when a device's link goes up or
 //! down or its MTU changes, whoever changed it, the device's reader
 //! process is sent `{:"$tundra_link", up, mtu}` and passes it on to the
-//! owner as `{:tundra_link, dev, %{up: up, mtu: mtu}}`.
+//! owner as `{:tundra_link, dev, %{up: up, mtu: mtu}}`; when the link is
+//! deleted, `:"$tundra_link_removed"`, passed on as
+//! `{:tundra_link, dev, :removed}`.
 //!
 //! One watcher thread per network namespace that has subscribed devices
 //! reads the kernel's link notifications there (a thread of Tundra's own:
@@ -152,8 +154,16 @@ fn watch(mut monitor: LinkMonitor, key: Key, subscribers: &Subscribers) {
 /// whose reader is gone.
 fn report(env: &mut OwnedEnv, subscribers: &Subscribers, event: LinkEvent) {
     if event.removed {
-        // A deleted link's device fails its next read, which its reader
-        // reports as `{:tundra_closed, dev}`.
+        // Said once; the subscription has nothing more to say.
+        lock(subscribers).retain(|s| {
+            if s.index == event.index {
+                let _ = env.send_and_clear(&s.reader, |env| {
+                    atoms::dollar_tundra_link_removed().encode(env)
+                });
+                return false;
+            }
+            true
+        });
         return;
     }
     let now = (event.up, event.mtu);
