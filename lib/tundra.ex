@@ -401,7 +401,7 @@ defmodule Tundra do
   @type attach_error :: option_error() | posix()
 
   @typedoc "Where to find `tundra_server` for a change it must make (see `set/2`)."
-  @type server_option :: {:socket_path, String.t()} | {:timeout, pos_integer()}
+  @type server_option :: {:socket_path, String.t()} | {:timeout, timeout()}
 
   @type set_option :: {:up, boolean()} | {:mtu, 68..65_535} | server_option()
 
@@ -422,13 +422,13 @@ defmodule Tundra do
           | {:up, boolean()}
           | {:via, :auto | :direct | :server}
           | {:socket_path, String.t()}
-          | {:timeout, pos_integer()}
+          | {:timeout, timeout()}
           | {:queues, 1..64}
           | {:active, active()}
           | {:mode, :tun | :tap}
           | {:mac, String.t()}
           | {:ipv6, boolean()}
-          | {:netns, String.t()}
+          | {:netns, String.t() | nil}
           | {:persist, boolean()}
           | {:owner, non_neg_integer() | String.t()}
           | {:group, non_neg_integer() | String.t()}
@@ -533,7 +533,9 @@ defmodule Tundra do
       with the host's; `:edquot` when its per-user device limit is reached;
       `:enoent` when no server listens on the socket (start
       `tundra_server`) or `:econnrefused` when its socket is stale;
-      `:etimedout` when the server did not answer within `:timeout`.
+      `:enotsock` when `:socket_path` names something that is not a
+      socket; `:etimedout` when the server did not answer within
+      `:timeout`.
 
   ## Examples
 
@@ -701,15 +703,22 @@ defmodule Tundra do
       valid interface name.
     * `:eperm` - the caller is not the device's owner nor in its group
       (and has no `CAP_NET_ADMIN`).
+    * `:eacces` - the caller may not open `/dev/net/tun` at all (mode
+      0600, as on Debian without udev and in some containers; most
+      distributions make it 0666): the device's owner needs that too.
     * `:ebusy` - another file descriptor holds the device (a device that
       is not multi-queue has one holder at a time).
   """
-  @spec attach(String.t(), queues: 1..64, active: active(), link_events: boolean()) ::
+  @spec attach(String.t() | charlist(), queues: 1..64, active: active(), link_events: boolean()) ::
           {:ok, {device() | [device(), ...], String.t()}} | {:error, attach_error()}
-  def attach(name, opts \\ []) when is_binary(name) and is_list(opts) do
+  def attach(name, opts \\ []) when (is_binary(name) or is_list(name)) and is_list(opts) do
     with {:ok, queues, start} <- Options.attach_args(opts),
-         {:ok, made} <- Nif.attach(name, queues) do
-      started(made, start)
+         {:ok, interface} <- Options.interface_name(name) do
+      case Nif.attach(interface, queues) do
+        {:ok, made} -> started(made, start)
+        {:error, {:invalid_option, :name}} -> {:error, {:invalid_option, {:name, name}}}
+        {:error, reason} -> {:error, reason}
+      end
     end
   end
 
@@ -876,6 +885,9 @@ defmodule Tundra do
       drop them silently; Tundra refuses them.
     * `:emsgsize` - longer than 65535 bytes, the most an IP packet's
       length field can say.
+    * `:eio` - the link is down (`set(dev, up: false)`, `ip link set
+      NAME down`): the kernel takes nothing from a device whose link is
+      down.
     * `:timeout`, `:not_owner`, `:closed` and POSIX atoms as for `recv/3`.
 
   Data that is not iodata raises `ArgumentError`.
@@ -1234,8 +1246,12 @@ defmodule Tundra do
 
   `{:invalid_option, {key, value}}`, `{:unknown_option, key}`,
   `:not_owner`, `:closed`, or a POSIX atom: `:einval` when the kernel
-  refuses the value, and from the server those listed under `create/2`
-  (`:eacces` for a device it did not make for the caller).
+  refuses the value. Without `CAP_NET_ADMIN` the change needs
+  `tundra_server`: then `:enoent` (or `:econnrefused`) means that no
+  server listens at `:socket_path`, as for `create/2`, and the server's
+  refusals are those listed there, with `:eacces` for a device it did not
+  make for the caller (an attached persistent device, an adopted one).
+  These apply to every change function below.
   """
   @spec set(device(), [set_option()]) :: :ok | {:error, change_error()}
   def set({:"$tundra", ref}, opts) when is_reference(ref) and is_list(opts) do
@@ -1264,7 +1280,8 @@ defmodule Tundra do
   `{:invalid_address, address}`, `{:invalid_option, {key, value}}`,
   `:not_owner`, `:closed`, or a POSIX atom: `:eexist` when the device has
   the address already; from the server `:eacces` (not delegated) or
-  `:eaddrinuse` (collides with the host's addresses or routes).
+  `:eaddrinuse` (collides with the host's addresses or routes); and as
+  for `set/2` when the server is needed and absent.
   """
   @spec add_address(device(), address(), [address_option()]) :: :ok | {:error, change_error()}
   def add_address({:"$tundra", ref}, address, opts \\ [])
@@ -1342,7 +1359,7 @@ defmodule Tundra do
 
   # Makes a change and names a refused value as the caller gave it.
   defp change(ref, change, {socket_path, timeout}, opts, invalid_value) do
-    case Nif.change(ref, change, socket_path, timeout) do
+    case Nif.change(ref, change, socket_path, Options.timeout_ms(timeout)) do
       {:error, {:invalid_option, key}} when key in [:address, :route] and invalid_value != nil ->
         {:error, invalid_value}
 

@@ -97,6 +97,24 @@ defmodule TundraTest do
                {:error, {:invalid_option, {:dstaddr, ~c"10.0.0.1"}}}
     end
 
+    test "options as Elixir code writes them: nil is not given, :infinity waits without end" do
+      # Refused for the address, after every option was taken.
+      for opts <- [[netns: nil], [timeout: :infinity], [name: nil, mtu: nil, active: nil]] do
+        assert Tundra.create("10.0.0.300", opts) == {:error, {:invalid_address, "10.0.0.300"}},
+               inspect(opts)
+      end
+
+      assert Tundra.create("10.0.0.2", netns: "") == {:error, {:invalid_option, {:netns, ""}}}
+
+      assert Tundra.create("10.0.0.2", timeout: :forever) ==
+               {:error, {:invalid_option, {:timeout, :forever}}}
+    end
+
+    test "a :socket_path that is not a socket says so" do
+      assert Tundra.create("10.0.0.2", via: :server, socket_path: "/etc/hostname") ==
+               {:error, :enotsock}
+    end
+
     test "wrong argument types raise as Elixir does" do
       assert_raise FunctionClauseError, fn -> Tundra.create(10) end
       assert_raise ArgumentError, fn -> Tundra.create("10.0.0.2", [:mtu]) end
@@ -137,6 +155,14 @@ defmodule TundraTest do
       assert_raise FunctionClauseError, fn -> Tundra.close(:dev) end
       assert_raise FunctionClauseError, fn -> Tundra.recv(not_a_device, 1500, :soon) end
       assert_raise FunctionClauseError, fn -> Tundra.send(not_a_device, :data, :nowait) end
+    end
+
+    test "attach/2 names a bad interface name as create/2 does, and takes charlists" do
+      for bad <- ["sixteen-chars-xx", "", "a b", "tun%d", ~c"sixteen-chars-xx"] do
+        assert Tundra.attach(bad) == {:error, {:invalid_option, {:name, bad}}}, inspect(bad)
+      end
+
+      assert Tundra.attach([:no]) == {:error, {:invalid_option, {:name, [:no]}}}
     end
 
     test "adopt/2 checks its arguments" do

@@ -9,7 +9,6 @@ defmodule Tundra.Changes do
   alias Tundra.Options
 
   @server_keys [:socket_path, :timeout]
-  @default_timeout 5_000
 
   @typedoc "A change as Tundra.Nif.change/4 takes it."
   @type change ::
@@ -17,27 +16,24 @@ defmodule Tundra.Changes do
           | {:add_address | :remove_address, binary(), binary() | nil, integer()}
           | {:add_route | :remove_route, binary(), integer(), integer() | nil}
 
-  @typedoc "Where the server is, should the change need it: socket and timeout."
-  @type server :: {String.t(), pos_integer()}
-
-  @spec set(keyword()) :: {:ok, change(), server()} | {:error, Tundra.option_error()}
+  @spec set(keyword()) :: {:ok, change(), Options.server()} | {:error, Tundra.option_error()}
   def set(opts) do
     with :ok <- Options.check_keys(opts, [:up, :mtu | @server_keys]),
          {:ok, up} <- Options.optional(opts, :up, &is_boolean/1),
          {:ok, mtu} <- Options.optional(opts, :mtu, &is_integer/1),
-         {:ok, server} <- server(opts) do
+         {:ok, server} <- Options.server(opts) do
       {:ok, {:link, up, mtu}, server}
     end
   end
 
   @spec add_address(Tundra.address(), keyword()) ::
-          {:ok, change(), server()} | {:error, Tundra.change_error()}
+          {:ok, change(), Options.server()} | {:error, Tundra.change_error()}
   def add_address(address, opts) do
     with :ok <- Options.check_keys(opts, [:dstaddr, :netmask, :prefix | @server_keys]),
          {:ok, ip} <- Options.parse_ip(address, {:invalid_address, address}),
          {:ok, dstaddr} <- Options.optional_ip(opts, :dstaddr),
          {:ok, prefix} <- prefix(opts, ip),
-         {:ok, server} <- server(opts) do
+         {:ok, server} <- Options.server(opts) do
       {:ok, {:add_address, ip, dstaddr, prefix}, server}
     end
   end
@@ -45,22 +41,22 @@ defmodule Tundra.Changes do
   # The address is removed whatever its prefix and peer (the kernel is
   # told those it has).
   @spec remove_address(Tundra.address(), keyword()) ::
-          {:ok, change(), server()} | {:error, Tundra.change_error()}
+          {:ok, change(), Options.server()} | {:error, Tundra.change_error()}
   def remove_address(address, opts) do
     with :ok <- Options.check_keys(opts, @server_keys),
          {:ok, ip} <- Options.parse_ip(address, {:invalid_address, address}),
-         {:ok, server} <- server(opts) do
+         {:ok, server} <- Options.server(opts) do
       {:ok, {:remove_address, ip, nil, bit_size(ip)}, server}
     end
   end
 
   @spec route(:add_route | :remove_route, Tundra.route(), keyword()) ::
-          {:ok, change(), server()} | {:error, Tundra.change_error()}
+          {:ok, change(), Options.server()} | {:error, Tundra.change_error()}
   def route(kind, destination, opts) do
     with :ok <- Options.check_keys(opts, [:metric | @server_keys]),
          {:ok, network, prefix} <- destination(destination),
          {:ok, metric} <- Options.optional(opts, :metric, &(is_integer(&1) and &1 >= 0)),
-         {:ok, server} <- server(opts) do
+         {:ok, server} <- Options.server(opts) do
       {:ok, {kind, network, prefix, metric}, server}
     end
   end
@@ -122,12 +118,5 @@ defmodule Tundra.Changes do
     if mask == <<-1::size(ones), 0::size(bit_size(mask) - ones)>>,
       do: {:ok, ones},
       else: Options.invalid(:netmask, given)
-  end
-
-  defp server(opts) do
-    with {:ok, socket_path} <- Options.optional(opts, :socket_path, &is_binary/1),
-         {:ok, timeout} <- Options.optional(opts, :timeout, &(is_integer(&1) and &1 > 0)) do
-      {:ok, {socket_path || Options.socket_path(), timeout || @default_timeout}}
-    end
   end
 end

@@ -23,10 +23,11 @@ defmodule Tundra.Nif do
   def adopt(_fd, _dup), do: :erlang.nif_error(:nif_not_loaded)
 
   @spec attach(String.t(), pos_integer() | nil) ::
-          {:ok, {reference() | [reference(), ...], String.t()}} | {:error, Tundra.posix()}
+          {:ok, {reference() | [reference(), ...], String.t()}}
+          | {:error, {:invalid_option, :name} | Tundra.posix()}
   def attach(_name, _queues), do: :erlang.nif_error(:nif_not_loaded)
 
-  @spec change(reference(), Tundra.Changes.change(), String.t(), pos_integer()) ::
+  @spec change(reference(), Tundra.Changes.change(), String.t(), pos_integer() | nil) ::
           :ok | {:error, {:invalid_option, atom()} | refused() | Tundra.posix()}
   def change(_ref, _change, _socket_path, _timeout), do: :erlang.nif_error(:nif_not_loaded)
 

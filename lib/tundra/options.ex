@@ -34,6 +34,42 @@ defmodule Tundra.Options do
   @default_socket "/var/run/tundra.sock"
   @default_timeout 5_000
 
+  @typedoc "Where the server is, should a call need it: its socket, and how long to wait."
+  @type server :: {String.t(), pos_integer() | :infinity}
+
+  @doc """
+  The `:socket_path` and `:timeout` options (a number of milliseconds or
+  `:infinity`), with their defaults.
+  """
+  @spec server(keyword()) :: {:ok, server()} | {:error, Tundra.option_error()}
+  def server(opts) do
+    with {:ok, socket_path} <- optional(opts, :socket_path, &is_binary/1),
+         {:ok, timeout} <- optional(opts, :timeout, &timeout?/1) do
+      {:ok, {socket_path || socket_path(), timeout || @default_timeout}}
+    end
+  end
+
+  defp timeout?(timeout), do: timeout == :infinity or (is_integer(timeout) and timeout > 0)
+
+  @doc "A timeout as the NIF takes it: milliseconds, or `nil` for none."
+  @spec timeout_ms(pos_integer() | :infinity) :: pos_integer() | nil
+  def timeout_ms(:infinity), do: nil
+  def timeout_ms(ms), do: ms
+
+  @doc """
+  An interface name given to `Tundra.attach/2`: a string or a charlist;
+  whether the kernel would take it is checked in Rust.
+  """
+  @spec interface_name(String.t() | charlist()) ::
+          {:ok, String.t()} | {:error, {:invalid_option, {:name, term()}}}
+  def interface_name(name) when is_binary(name), do: {:ok, name}
+
+  def interface_name(name) when is_list(name) do
+    {:ok, List.to_string(name)}
+  rescue
+    ArgumentError -> invalid(:name, name)
+  end
+
   @typedoc "An IPv4 or IPv6 address as the NIF takes it."
   @type ip_bytes :: <<_::32>> | <<_::128>>
 
@@ -55,14 +91,13 @@ defmodule Tundra.Options do
          {:ok, name} <- optional(opts, :name, &is_binary/1),
          {:ok, up} <- optional(opts, :up, &is_boolean/1),
          {:ok, via} <- optional(opts, :via, &(&1 in [:auto, :direct, :server])),
-         {:ok, socket_path} <- optional(opts, :socket_path, &is_binary/1),
-         {:ok, timeout} <- optional(opts, :timeout, &(is_integer(&1) and &1 > 0)),
+         {:ok, {socket_path, timeout}} <- server(opts),
          {:ok, queues} <- optional(opts, :queues, &is_integer/1),
          {:ok, mode} <- optional(opts, :mode, &(&1 in [:tun, :tap])),
          {:ok, mac} <- optional_mac(opts),
          {:ok, ipv6} <- optional(opts, :ipv6, &is_boolean/1),
          {:ok, offload} <- optional(opts, :offload, &is_boolean/1),
-         {:ok, netns} <- optional(opts, :netns, &is_binary/1),
+         {:ok, netns} <- optional(opts, :netns, &(is_binary(&1) and &1 != "")),
          {:ok, persist} <- optional(opts, :persist, &is_boolean/1),
          {:ok, owner} <- optional(opts, :owner, &id?/1),
          {:ok, group} <- optional(opts, :group, &id?/1),
@@ -79,8 +114,8 @@ defmodule Tundra.Options do
          name: name,
          up: if(up == nil, do: true, else: up),
          via: via || :auto,
-         socket_path: socket_path || socket_path(),
-         timeout_ms: timeout || @default_timeout,
+         socket_path: socket_path,
+         timeout_ms: timeout_ms(timeout),
          queues: queues,
          mode: mode || :tun,
          mac: mac,
@@ -157,6 +192,7 @@ defmodule Tundra.Options do
   def active(opts) do
     case Keyword.fetch(opts, :active) do
       :error -> {:ok, {:off, 0}}
+      {:ok, nil} -> {:ok, {:off, 0}}
       {:ok, false} -> {:ok, {:off, 0}}
       {:ok, true} -> {:ok, {:always, 0}}
       {:ok, :once} -> {:ok, {:once, 0}}
@@ -230,22 +266,25 @@ defmodule Tundra.Options do
     with :ok <- keyword!(opts), :ok <- known_keys(opts, known), do: no_duplicates(opts)
   end
 
-  @doc "An option's value if `valid?`, `nil` when absent."
+  @doc """
+  An option's value if `valid?`; `nil` when absent. An option given as
+  `nil` counts as not given, as Elixir code often passes one along.
+  """
   @spec optional(keyword(), atom(), (term() -> boolean())) ::
           {:ok, term()} | {:error, Tundra.option_error()}
   def optional(opts, key, valid?) do
-    case Keyword.fetch(opts, key) do
-      :error -> {:ok, nil}
-      {:ok, value} -> if valid?.(value), do: {:ok, value}, else: invalid(key, value)
+    case Keyword.get(opts, key) do
+      nil -> {:ok, nil}
+      value -> if valid?.(value), do: {:ok, value}, else: invalid(key, value)
     end
   end
 
   @doc "An optional address option, as the NIF takes it (4 or 16 bytes)."
   @spec optional_ip(keyword(), atom()) :: {:ok, binary() | nil} | {:error, Tundra.option_error()}
   def optional_ip(opts, key) do
-    case Keyword.fetch(opts, key) do
-      :error -> {:ok, nil}
-      {:ok, value} -> parse_ip(value, {:invalid_option, {key, value}})
+    case Keyword.get(opts, key) do
+      nil -> {:ok, nil}
+      value -> parse_ip(value, {:invalid_option, {key, value}})
     end
   end
 

@@ -161,6 +161,17 @@ defmodule Tundra.ManageTest do
     end
   end
 
+  describe "link state" do
+    test "a link that is down takes no packets (:eio), up again it does" do
+      {dev, _} = create!("10.88.25.2", dstaddr: "10.88.25.1")
+      packet = udp4({10, 88, 25, 1}, {10, 88, 25, 2}, 5000, 5001, "down")
+      assert :ok = Tundra.set(dev, up: false, timeout: :infinity)
+      assert Tundra.send(dev, packet, :nowait) == {:error, :eio}
+      assert :ok = Tundra.set(dev, up: true)
+      assert Tundra.send(dev, packet, :nowait) == :ok
+    end
+  end
+
   describe "default routes" do
     test "a privileged owner routes everything through its device (a full tunnel)" do
       {dev, name} = create!("10.88.23.2", dstaddr: "10.88.23.1")

@@ -470,12 +470,16 @@ defmodule Tundra.ServerTest do
   [name] = System.argv()
   result = Tundra.attach(name)
 
-  with {:ok, {dev, ^name}} <- result do
-    {:ok, _} = TundraExamples.EchoResponder.serve(dev)
-  end
+  # A change needs the server, which does not listen at the default socket.
+  change =
+    with {:ok, {dev, ^name}} <- result do
+      set = Tundra.set(dev, mtu: 1400)
+      {:ok, _} = TundraExamples.EchoResponder.serve(dev)
+      set
+    end
 
   shown = with {:ok, _} <- result, do: :ok
-  IO.puts("READY #{inspect(shown)} #{inspect(Tundra.create("10.93.52.2"))}")
+  IO.puts("READY #{inspect(shown)} #{inspect(Tundra.create("10.93.52.2"))} #{inspect(change)}")
   IO.read(:line)
   """
 
@@ -501,10 +505,16 @@ defmodule Tundra.ServerTest do
     assert SecondVM.line(outsider, "READY") =~ "READY {:error, :eperm}"
     SecondVM.stop(outsider)
 
+    # Where /dev/net/tun is 0600, not even the owner may open it.
+    vm = SecondVM.start(ctx.vm, ctx.member, @attach_code, [name])
+    assert SecondVM.line(vm, "READY") =~ "READY {:error, :eacces}"
+    SecondVM.stop(vm)
+
     # The owner's VM attaches; with no server at the default socket, it
-    # could not have been given a device any other way.
+    # could not have been given a device any other way, and a change
+    # (which needs the server) says the server is not there.
     vm = SecondVM.start(ctx.vm, ctx.member, @attach_code, [name], open_tun: true)
-    assert SecondVM.line(vm, "READY") == "READY :ok {:error, :enoent}"
+    assert SecondVM.line(vm, "READY") == "READY :ok {:error, :enoent} {:error, :enoent}"
     assert {0, _} = ping("10.93.50.1", 2)
 
     SecondVM.stop(vm)

@@ -60,7 +60,7 @@ impl Deadline {
 
 /// Asks the server at `socket` to create `config`, within `timeout` in
 /// all. Errors are errno-bearing `io::Error`s: ENOENT/ECONNREFUSED when no
-/// server listens, ETIMEDOUT past `timeout` (a stopped or overloaded
+/// server listens, ENOTSOCK when `socket` is something else, ETIMEDOUT past `timeout` (a stopped or overloaded
 /// server), or the errno the server replied with (EACCES, EBUSY, ...;
 /// EAGAIN, "no connection free", only once retrying it used up `timeout`).
 pub fn create(socket: &Path, config: &DeviceConfig, timeout: Duration) -> io::Result<Outcome> {
@@ -170,6 +170,14 @@ fn ask(
 /// never does). Non-blocking, it fails with EAGAIN at once instead: retry
 /// until the deadline.
 fn connect(path: &Path, deadline: Deadline) -> io::Result<UnixStream> {
+    // Something other than a socket at the path (a typo'd file, a folder)
+    // would otherwise read as a refusal (EACCES) or as no server at all.
+    if let Ok(meta) = std::fs::metadata(path) {
+        use std::os::unix::fs::FileTypeExt;
+        if !meta.file_type().is_socket() {
+            return Err(io::Error::from_raw_os_error(libc::ENOTSOCK));
+        }
+    }
     let addr = UnixAddr::new(path)?;
     let fd = fdpass::stream_socket()?;
     platform::set_nonblocking(fd.as_fd(), true)?;
@@ -276,6 +284,17 @@ mod tests {
             }
             other => panic!("expected the EACCES reply, got {other:?}"),
         }
+    }
+
+    #[test]
+    fn a_path_that_is_not_a_socket_is_enotsock() {
+        let file = std::env::temp_dir().join(format!("tundra-not-a-socket-{}", std::process::id()));
+        std::fs::write(&file, b"").expect("file");
+        let err = connect(&file, soon()).expect_err("not a socket");
+        std::fs::remove_file(&file).expect("remove");
+        assert_eq!(err.raw_os_error(), Some(libc::ENOTSOCK));
+        let missing = connect(&file, soon()).expect_err("nothing there");
+        assert_eq!(missing.raw_os_error(), Some(libc::ENOENT));
     }
 
     #[test]

@@ -48,7 +48,8 @@ struct CreateArgs<'a> {
     /// `direct`, `server`, or `auto` (direct, then the server on EPERM/EACCES).
     via: Atom,
     socket_path: String,
-    timeout_ms: u64,
+    /// `None`: no deadline (`:infinity`).
+    timeout_ms: Option<u64>,
     /// `None`: one device, returned alone; `Some(n)`: a list of `n`.
     queues: Option<i64>,
     /// `tun` or `tap`.
@@ -305,7 +306,7 @@ fn create<'a>(env: Env<'a>, args: CreateArgs<'a>) -> Term<'a> {
         Ok(placement) => placement,
         Err(bad) => return invalid_create(env, bad),
     };
-    let deadline = Instant::now() + Duration::from_millis(args.timeout_ms);
+    let deadline = deadline_after(args.timeout_ms);
     let alive = |pid: LocalPid| pid.is_alive(env);
     let outcome = loop {
         let outcome = create_once(&args, &config, placement.as_ref(), deadline);
@@ -428,6 +429,10 @@ fn adopt(env: Env, fd: RawFd, dup: bool) -> Term {
 /// privilege.
 #[rustler::nif(schedule = "DirtyIo")]
 fn attach<'a>(env: Env<'a>, name: String, queues: Option<u16>) -> Term<'a> {
+    // An existing interface's name: what create/2 takes, without `%d`.
+    if !tundra_core::config::valid_interface_name(&name) || name.contains('%') {
+        return invalid_option(env, ConfigError::Name);
+    }
     match platform::attach(&name, queues.unwrap_or(1)) {
         Ok(dev) => make_devices(env, dev, queues.is_some()),
         Err(err) => io_error(env, &err),
@@ -1193,6 +1198,14 @@ fn decode_change(term: Term) -> NifResult<Result<Change, ConfigError>> {
     Err(rustler::Error::BadArg)
 }
 
+/// The end of a wait of `timeout_ms` from now; `None` is `:infinity`, a
+/// year here (an `Instant` cannot be unbounded).
+fn deadline_after(timeout_ms: Option<u64>) -> Instant {
+    const FOREVER: Duration = Duration::from_secs(365 * 24 * 3600);
+    let wait = timeout_ms.map_or(FOREVER, |ms| Duration::from_millis(ms).min(FOREVER));
+    Instant::now() + wait
+}
+
 /// Changes the caller's device: directly, or, without the privilege,
 /// through the server at `socket_path` (within `timeout_ms`), which checks
 /// the change as it checks a new device. `:ok`, `{:error, {:invalid_option,
@@ -1203,7 +1216,7 @@ fn change<'a>(
     dev: Term<'a>,
     what: Term<'a>,
     socket_path: String,
-    timeout_ms: u64,
+    timeout_ms: Option<u64>,
 ) -> NifResult<Term<'a>> {
     let change = match decode_change(what)?.and_then(|c| c.validate().map(|()| c)) {
         Ok(change) => change,
@@ -1228,7 +1241,7 @@ fn change<'a>(
                     socket,
                     fd.as_fd(),
                     &change,
-                    Duration::from_millis(timeout_ms),
+                    deadline_after(timeout_ms).saturating_duration_since(Instant::now()),
                 )
             })
         }
