@@ -264,7 +264,17 @@ defmodule Tundra do
 
   alias Tundra.{Changes, Nif, Options}
 
-  @typedoc "A TUN device. Only its owner may do I/O on it."
+  @typedoc """
+  A device: the tuple `{:"$tundra", reference}`, as `:socket`'s sockets
+  are `{:"$socket", reference}`. Only its owner may do I/O on it. Treat it
+  as opaque: keep it, compare it, match it whole (`{:ok, {dev, name}}`,
+  `{:tundra, ^dev, packet}`).
+
+  A list of devices (from `queues: n`) prints as
+  `["$tundra": #Reference<...>, ...]`: IEx writes any list of two-element
+  tuples whose first element is an atom in keyword syntax, and this is
+  that same list of tuples.
+  """
   @type device :: {:"$tundra", reference()}
 
   @typedoc """
@@ -382,9 +392,13 @@ defmodule Tundra do
           routes: [route_info()],
           stats: stats(),
           mac: String.t() | nil,
-          offload: false | [:csum | :tso4 | :tso6 | :tso_ecn | :uso4 | :uso6],
-          link_events: boolean()
+          offload: false | [offload()],
+          link_events: boolean(),
+          active: boolean() | :once | pos_integer()
         }
+
+  @typedoc "An offload an offload device may have (see \"Offload\")."
+  @type offload :: :csum | :tso4 | :tso6 | :tso_ecn | :uso4 | :uso6
 
   @typedoc "A network to route: `\"10.8.0.0/16\"`, or an address and a prefix length."
   @type route :: String.t() | charlist() | {address(), 0..128}
@@ -745,7 +759,7 @@ defmodule Tundra do
   @spec setopts(device(),
           active: active(),
           link_events: boolean(),
-          offload: [:csum | :tso4 | :tso6 | :tso_ecn | :uso4 | :uso6]
+          offload: [offload()]
         ) ::
           :ok | {:error, setopts_error()}
   def setopts({:"$tundra", ref} = device, opts) when is_reference(ref) and is_list(opts) do
@@ -1395,8 +1409,9 @@ defmodule Tundra do
       `:tso4`, `:tso6`, `:tso_ecn`, `:uso4`, `:uso6`; fewer where the
       kernel lacks them), `false` for any other device;
     * `:owner` (a pid), `:fd` (the OS file descriptor, for diagnostics or
-      for `adopt/2` with `dup: true`; never close it yourself) and
-      `:link_events` (whether the owner gets them).
+      for `adopt/2` with `dup: true`; never close it yourself),
+      `:link_events` (whether the owner gets them) and `:active` (the
+      active mode, as `getopts/2` reports it).
 
   The kernel is asked about this one link (and its addresses and routes),
   in the device's network namespace. Any process may call it.
@@ -1409,9 +1424,55 @@ defmodule Tundra do
   @spec info(device()) :: {:ok, info()} | {:error, :closed | posix()}
   def info({:"$tundra", ref}) when is_reference(ref) do
     with {:ok, info} <- Nif.info(ref) do
-      {:ok, Map.update!(info, :mac, &(&1 && Options.format_mac(&1)))}
+      {:ok,
+       info
+       |> Map.update!(:mac, &(&1 && Options.format_mac(&1)))
+       |> Map.update!(:active, &active_option/1)}
     end
   end
+
+  @typedoc "An option `getopts/2` reports."
+  @type option_name :: :active | :offload | :link_events
+
+  @typedoc "An option's value as `getopts/2` reports it."
+  @type option_value ::
+          {:active, boolean() | :once | pos_integer()}
+          | {:offload, false | [offload()]}
+          | {:link_events, boolean()}
+
+  @doc """
+  The current values of the device's options, as `:inet.getopts/2`
+  reports a socket's: `names` is a list of `:active` (`false`, `true`,
+  `:once`, or the packets still to deliver before going passive),
+  `:offload` (the offloads in effect on an offload device, else `false`)
+  and `:link_events`. Any process may ask; nothing is asked of the
+  kernel.
+
+      {:ok, [active: 62, link_events: false]} = Tundra.getopts(dev, [:active, :link_events])
+
+  Returns `{:ok, [{name, value}]}` in the order asked, or
+  `{:error, :closed}`; an unknown name is `{:error, {:unknown_option, name}}`.
+  """
+  @spec getopts(device(), [option_name()]) ::
+          {:ok, [option_value()]} | {:error, :closed | {:unknown_option, atom()}}
+  def getopts({:"$tundra", ref}, names) when is_reference(ref) and is_list(names) do
+    case Enum.find(names, &(&1 not in [:active, :offload, :link_events])) do
+      nil ->
+        with {:ok, {active, offload, link_events}} <- Nif.getopts(ref) do
+          values = %{active: active_option(active), offload: offload, link_events: link_events}
+          {:ok, for(name <- names, do: {name, Map.fetch!(values, name)})}
+        end
+
+      unknown ->
+        {:error, {:unknown_option, unknown}}
+    end
+  end
+
+  # The active mode as the `:active` option says it.
+  defp active_option({:off, _}), do: false
+  defp active_option({:once, _}), do: :once
+  defp active_option({:always, _}), do: true
+  defp active_option({:count, n}), do: n
 
   # The blocking forms: the :nowait call, repeated after each select
   # notification until it completes or the deadline passes. One loop per

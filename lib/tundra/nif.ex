@@ -108,7 +108,12 @@ defmodule Tundra.Nif do
           :ok | {:error, refused() | :esrch | Tundra.posix()}
   def controlling_process(_ref, _pid, _mode, _n), do: :erlang.nif_error(:nif_not_loaded)
 
-  # As Tundra.info/1 returns it, but `:mac` as its 6 bytes.
+  # As Tundra.info/1 returns it, but `:mac` as its 6 bytes and `:active`
+  # as set_active/3 returns it.
   @spec info(reference()) :: {:ok, map()} | {:error, :closed | Tundra.posix()}
   def info(_ref), do: :erlang.nif_error(:nif_not_loaded)
+
+  @spec getopts(reference()) ::
+          {:ok, {mode(), false | [atom()], boolean()}} | {:error, :closed}
+  def getopts(_ref), do: :erlang.nif_error(:nif_not_loaded)
 end

@@ -95,6 +95,28 @@ defmodule Tundra.ActiveTest do
     assert_receive {:tundra_passive, ^dev}
   end
 
+  test "getopts/2 and info/1 report the active mode, as inet:getopts does" do
+    {dev, _} = device(33, active: 5, link_events: true)
+
+    assert Tundra.getopts(dev, [:active, :link_events, :offload]) ==
+             {:ok, [active: 5, link_events: true, offload: false]}
+
+    assert {:ok, %{active: 5}} = Tundra.info(dev)
+    :ok = Tundra.setopts(dev, active: :once)
+    assert {:ok, [active: :once]} = Tundra.getopts(dev, [:active])
+    :ok = Tundra.setopts(dev, active: true)
+    assert {:ok, [active: true]} = Tundra.getopts(dev, [:active])
+    :ok = Tundra.setopts(dev, active: false)
+    assert {:ok, [active: false]} = Tundra.getopts(dev, [:active])
+    assert Tundra.getopts(dev, [:mtu]) == {:error, {:unknown_option, :mtu}}
+    # Anyone may ask.
+    assert {:ok, [active: false]} =
+             Task.await(Task.async(fn -> Tundra.getopts(dev, [:active]) end))
+
+    :ok = Tundra.close(dev)
+    assert Tundra.getopts(dev, [:active]) == {:error, :closed}
+  end
+
   test "active: 0 (or less) on create says passive at once, as gen_udp and setopts do" do
     for {n, count} <- [{30, 0}, {31, -3}] do
       {dev, _} = device(n, active: count)

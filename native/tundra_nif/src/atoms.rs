@@ -69,6 +69,7 @@ rustler::atoms! {
     routes,
     stats,
     link_events,
+    active,
     rx_packets,
     rx_bytes,
     rx_errors,

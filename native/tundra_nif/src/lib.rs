@@ -1102,17 +1102,7 @@ fn info<'a>(env: Env<'a>, dev: Term<'a>) -> NifResult<Term<'a>> {
         Some(bytes) => packet::to_binary(env, &bytes).encode(env),
         None => rustler::types::atom::nil().encode(env),
     };
-    // An offload device's offloads by name; `false` for any other.
-    let offload = match found.framing {
-        Framing::VirtioNet => found
-            .offloads
-            .names()
-            .into_iter()
-            .map(|name| Atom::from_str(env, name).map(|a| a.encode(env)))
-            .collect::<NifResult<Vec<Term>>>()?
-            .encode(env),
-        _ => false.encode(env),
-    };
+    let offload = encode_offload(env, &found)?;
     let info = map(
         env,
         &[
@@ -1129,9 +1119,44 @@ fn info<'a>(env: Env<'a>, dev: Term<'a>) -> NifResult<Term<'a>> {
             (atoms::owner(), found.owner.encode(env)),
             (atoms::fd(), found.fd.encode(env)),
             (atoms::link_events(), found.link_events.encode(env)),
+            (atoms::active(), encode_active(env, found.active)),
         ],
     )?;
     Ok((atoms::ok(), info).encode(env))
+}
+
+/// An offload device's offloads by name; `false` for any other.
+fn encode_offload<'a>(env: Env<'a>, found: &resource::Described) -> NifResult<Term<'a>> {
+    Ok(match found.framing {
+        Framing::VirtioNet => found
+            .offloads
+            .names()
+            .into_iter()
+            .map(|name| Atom::from_str(env, name).map(|a| a.encode(env)))
+            .collect::<NifResult<Vec<Term>>>()?
+            .encode(env),
+        _ => false.encode(env),
+    })
+}
+
+/// The options `Tundra.getopts/2` reports, from the resource alone (no
+/// system call): `{:ok, {active, offload, link_events}}`, active as
+/// `set_active` returns it.
+#[rustler::nif]
+fn getopts<'a>(env: Env<'a>, dev: Term<'a>) -> NifResult<Term<'a>> {
+    let dev = resource::get(env, dev).ok_or(rustler::Error::BadArg)?;
+    Ok(match dev.describe() {
+        Ok(found) => (
+            atoms::ok(),
+            (
+                encode_active(env, found.active),
+                encode_offload(env, &found)?,
+                found.link_events,
+            ),
+        )
+            .encode(env),
+        Err(why) => refused(env, why),
+    })
 }
 
 /// A change as the Elixir side passes it (types already checked there):

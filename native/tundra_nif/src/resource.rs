@@ -366,6 +366,7 @@ pub struct Described {
     pub offloads: Offloads,
     pub netns: Option<Arc<Netns>>,
     pub link_events: bool,
+    pub active: Active,
 }
 
 /// The device locked for its owner, open. Dropping it unlocks.
@@ -415,6 +416,7 @@ impl<'a> DeviceRef<'a> {
                 offloads: state.offloads,
                 netns: state.netns.clone(),
                 link_events: state.link_events.is_some(),
+                active: state.active,
             }),
             None => Err(Refused::Closed),
         }
