@@ -114,8 +114,11 @@ defmodule Tundra.MixProject do
         "TUN devices for Elixir: virtual IP interfaces whose packets your program reads and writes",
       package: [
         licenses: ["Apache-2.0"],
+        # What building the NIF needs, and the examples (run from
+        # deps/tundra/examples/). tundra_server and its install script are
+        # not in the package: install the server from a checkout.
         files:
-          ~w(lib native/Cargo.toml native/Cargo.lock native/tundra_core/src native/tundra_core/Cargo.toml native/tundra_nif/src native/tundra_nif/Cargo.toml mix.exs README.md CHANGELOG.md)
+          ~w(lib native/Cargo.toml native/Cargo.lock native/tundra_core/src native/tundra_core/Cargo.toml native/tundra_nif/src native/tundra_nif/Cargo.toml examples mix.exs README.md CHANGELOG.md)
       ],
       docs: [main: "Tundra"]
     ]

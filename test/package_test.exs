@@ -81,11 +81,20 @@ defmodule Tundra.PackageTest do
     output
   end
 
-  test "as a git dependency: deps.get and one compile give a loaded NIF", ctx do
+  test "as a git dependency: deps.get and one compile give a loaded NIF, and the examples run",
+       ctx do
     app = new_project(ctx.root, "gitapp", ~s({:tundra, git: "file://#{ctx.package}"}))
     run!("mix", ["deps.get"], app, env())
     run!("mix", ["compile"], app, env())
     assert run!("mix", ["run", "-e", @script], app, env()) =~ "PACKAGE-OK tpkg"
+
+    # The tunnel example, from the dependency, as its README says; its
+    # standard input is closed, so it stops once ready.
+    tunnel =
+      "mix run deps/tundra/examples/udp_tunnel.exs --address 10.97.1.1 --peer 10.97.1.2 " <>
+        "--local 127.0.0.1:17940 --remote 127.0.0.1:17941 < /dev/null"
+
+    assert run!("sh", ["-c", tunnel], app, env()) =~ ~r/^ready tun\d+$/m
   end
 
   test "as a path dependency", ctx do
