@@ -20,7 +20,9 @@ defmodule Mix.Tasks.Compile.TundraNative do
     installed = installed_path()
 
     unless File.exists?(installed) do
-      Mix.shell().info("Compiling the Tundra NIF with cargo (the first build takes about 30 s)...")
+      Mix.shell().info(
+        "Compiling the Tundra NIF with cargo (the first build takes about 30 s)..."
+      )
     end
 
     build()
