@@ -765,9 +765,21 @@ defmodule Tundra do
   def setopts({:"$tundra", ref} = device, opts) when is_reference(ref) and is_list(opts) do
     with {:ok, %{active: active, link_events: link_events, offload: offload}} <-
            Options.setopts_args(opts),
-         :ok <- if(offload == nil, do: :ok, else: Nif.set_offload(ref, offload)),
+         :ok <- set_offload(ref, offload, opts),
          :ok <- if(link_events == nil, do: :ok, else: link_events(ref, link_events)) do
       setopts_active(device, active)
+    end
+  end
+
+  defp set_offload(_ref, nil, _opts), do: :ok
+
+  defp set_offload(ref, names, opts) do
+    case Nif.set_offload(ref, names) do
+      {:error, {:invalid_option, :offload}} ->
+        {:error, {:invalid_option, {:offload, opts[:offload]}}}
+
+      result ->
+        result
     end
   end
 

@@ -10,10 +10,14 @@ defmodule Tundra.Changes do
 
   @server_keys [:socket_path, :timeout]
 
-  @typedoc "A change as Tundra.Nif.change/4 takes it."
+  @typedoc """
+  A change as Tundra.Nif.change/4 takes it; an address with its peer and
+  its prefix length or netmask, as create/2 passes them.
+  """
   @type change ::
           {:link, boolean() | nil, integer() | nil}
-          | {:add_address | :remove_address, binary(), binary() | nil, integer()}
+          | {:add_address | :remove_address, binary(), binary() | nil, integer() | nil,
+             binary() | nil}
           | {:add_route | :remove_route, binary(), integer(), integer() | nil}
 
   @spec set(keyword()) :: {:ok, change(), Options.server()} | {:error, Tundra.option_error()}
@@ -32,9 +36,11 @@ defmodule Tundra.Changes do
     with :ok <- Options.check_keys(opts, [:dstaddr, :netmask, :prefix | @server_keys]),
          {:ok, ip} <- Options.parse_ip(address, {:invalid_address, address}),
          {:ok, dstaddr} <- Options.optional_ip(opts, :dstaddr),
-         {:ok, prefix} <- prefix(opts, ip),
+         :ok <- Options.not_both(opts, :netmask, :prefix),
+         {:ok, prefix} <- Options.optional(opts, :prefix, &is_integer/1),
+         {:ok, netmask} <- Options.optional_ip(opts, :netmask),
          {:ok, server} <- Options.server(opts) do
-      {:ok, {:add_address, ip, dstaddr, prefix}, server}
+      {:ok, {:add_address, ip, dstaddr, prefix, netmask}, server}
     end
   end
 
@@ -46,7 +52,7 @@ defmodule Tundra.Changes do
     with :ok <- Options.check_keys(opts, @server_keys),
          {:ok, ip} <- Options.parse_ip(address, {:invalid_address, address}),
          {:ok, server} <- Options.server(opts) do
-      {:ok, {:remove_address, ip, nil, bit_size(ip)}, server}
+      {:ok, {:remove_address, ip, nil, nil, nil}, server}
     end
   end
 
@@ -90,33 +96,4 @@ defmodule Tundra.Changes do
   end
 
   defp split_destination(_other), do: :error
-
-  # The prefix length: `:prefix`, or from `:netmask`, or the whole address.
-  defp prefix(opts, ip) do
-    with :ok <- not_both(opts),
-         {:ok, prefix} <- Options.optional(opts, :prefix, &is_integer/1),
-         {:ok, mask} <- Options.optional_ip(opts, :netmask) do
-      cond do
-        prefix != nil -> {:ok, prefix}
-        mask == nil -> {:ok, bit_size(ip)}
-        bit_size(mask) != bit_size(ip) -> Options.invalid(:netmask, opts[:netmask])
-        true -> mask_prefix(mask, opts[:netmask])
-      end
-    end
-  end
-
-  defp not_both(opts) do
-    if Keyword.has_key?(opts, :netmask) and Keyword.has_key?(opts, :prefix),
-      do: {:error, {:conflicting_options, [:netmask, :prefix]}},
-      else: :ok
-  end
-
-  # The number of leading ones of a contiguous mask.
-  defp mask_prefix(mask, given) do
-    ones = for(<<1::1 <- mask>>, do: 1) |> length()
-
-    if mask == <<-1::size(ones), 0::size(bit_size(mask) - ones)>>,
-      do: {:ok, ones},
-      else: Options.invalid(:netmask, given)
-  end
 end

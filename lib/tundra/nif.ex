@@ -27,7 +27,7 @@ defmodule Tundra.Nif do
           | {:error, {:invalid_option, :name} | Tundra.posix()}
   def attach(_name, _queues), do: :erlang.nif_error(:nif_not_loaded)
 
-  @spec change(reference(), Tundra.Changes.change(), String.t(), pos_integer() | nil) ::
+  @spec change(reference(), Tundra.Changes.change(), String.t() | nil, pos_integer() | nil) ::
           :ok | {:error, {:invalid_option, atom()} | refused() | Tundra.posix()}
   def change(_ref, _change, _socket_path, _timeout), do: :erlang.nif_error(:nif_not_loaded)
 
@@ -86,9 +86,10 @@ defmodule Tundra.Nif do
           {:ok, mode()} | {:error, refused() | Tundra.posix()}
   def set_active(_ref, _mode, _n), do: :erlang.nif_error(:nif_not_loaded)
 
-  # `bits`: TUN_F_* flags (see Tundra.Options.offload_bits/1).
-  @spec set_offload(reference(), non_neg_integer()) :: :ok | {:error, refused() | Tundra.posix()}
-  def set_offload(_ref, _bits), do: :erlang.nif_error(:nif_not_loaded)
+  # `names`: offloads by name (tundra_core's Offloads knows which).
+  @spec set_offload(reference(), [atom()]) ::
+          :ok | {:error, {:invalid_option, :offload} | refused() | Tundra.posix()}
+  def set_offload(_ref, _names), do: :erlang.nif_error(:nif_not_loaded)
 
   @spec reader(reference()) :: {:ok, pid() | nil} | {:error, refused()}
   def reader(_ref), do: :erlang.nif_error(:nif_not_loaded)

@@ -31,11 +31,10 @@ defmodule Tundra.Options do
   ]
   # Options that only direct creation can honour.
   @direct_only [:netns, :persist]
-  @default_socket "/var/run/tundra.sock"
   @default_timeout 5_000
 
   @typedoc "Where the server is, should a call need it: its socket, and how long to wait."
-  @type server :: {String.t(), pos_integer() | :infinity}
+  @type server :: {String.t() | nil, pos_integer() | :infinity}
 
   @doc """
   The `:socket_path` and `:timeout` options (a number of milliseconds or
@@ -201,11 +200,13 @@ defmodule Tundra.Options do
     end
   end
 
-  @doc "The server socket: application env, then TUNDRA_SOCKET, then the default."
-  @spec socket_path() :: String.t()
+  @doc """
+  The server socket: application env, then TUNDRA_SOCKET; `nil` leaves
+  the default (`/var/run/tundra.sock`) to the NIF, which knows it.
+  """
+  @spec socket_path() :: String.t() | nil
   def socket_path do
-    Application.get_env(:tundra, :socket_path) || System.get_env("TUNDRA_SOCKET") ||
-      @default_socket
+    Application.get_env(:tundra, :socket_path) || System.get_env("TUNDRA_SOCKET")
   end
 
   @spec adopt_args(keyword()) :: {:ok, boolean(), start()} | {:error, Tundra.option_error()}
@@ -235,7 +236,7 @@ defmodule Tundra.Options do
   @type setopts :: %{
           active: active_change() | nil,
           link_events: boolean() | nil,
-          offload: non_neg_integer() | nil
+          offload: [atom()] | nil
         }
 
   @doc "The options of `Tundra.setopts/2`."
@@ -247,18 +248,12 @@ defmodule Tundra.Options do
          {:ok, link_events} <- optional(opts, :link_events, &is_boolean/1),
          {:ok, offload} <- optional(opts, :offload, &offload_names?/1),
          {:ok, active} <- if(Keyword.has_key?(opts, :active), do: active(opts), else: {:ok, nil}) do
-      {:ok,
-       %{active: active, link_events: link_events, offload: offload && offload_bits(offload)}}
+      {:ok, %{active: active, link_events: link_events, offload: offload}}
     end
   end
 
-  # TUNSETOFFLOAD's TUN_F_* bits, linux/if_tun.h.
-  @offload_bits %{csum: 0x01, tso4: 0x02, tso6: 0x04, tso_ecn: 0x08, uso4: 0x20, uso6: 0x40}
-
-  defp offload_names?(names),
-    do: is_list(names) and Enum.all?(names, &Map.has_key?(@offload_bits, &1))
-
-  defp offload_bits(names), do: Enum.reduce(names, 0, &Bitwise.bor(@offload_bits[&1], &2))
+  # Which names are offloads is known once, in Rust (tundra_core's Offloads).
+  defp offload_names?(names), do: is_list(names) and Enum.all?(names, &is_atom/1)
 
   @doc "Checks a keyword list's keys: known, each given once."
   @spec check_keys(keyword(), [atom()]) :: :ok | {:error, Tundra.option_error()}
@@ -312,8 +307,10 @@ defmodule Tundra.Options do
     end
   end
 
-  defp not_both(opts, a, b) do
-    if Keyword.has_key?(opts, a) and Keyword.has_key?(opts, b),
+  @doc "`:ok` unless both `a` and `b` are given."
+  @spec not_both(keyword(), atom(), atom()) :: :ok | {:error, Tundra.option_error()}
+  def not_both(opts, a, b) do
+    if opts[a] != nil and opts[b] != nil,
       do: {:error, {:conflicting_options, [a, b]}},
       else: :ok
   end

@@ -75,7 +75,7 @@ fn socket_to_device(socket: BorrowedFd, tun: BorrowedFd) {
         while i < packets.len() {
             i += match offload::run_from(packets[i], packets[i + 1..].iter().copied()) {
                 Some(run) => {
-                    let _ = offload::write_run(tun, &run);
+                    let _ = tundra_core::platform::write_run(tun, &run);
                     run.len()
                 }
                 None => {

@@ -1,5 +1,7 @@
 //! IP prefixes (`10.8.0.0/16`, `fd00::/64`): the address ranges the server
-//! delegates and the routes a device adds, compared as sets of addresses.
+//! delegates and the routes a device adds, compared as sets of addresses;
+//! and the one home of address arithmetic (family widths, netmasks and
+//! prefix lengths, addresses from bytes).
 #![forbid(unsafe_code)]
 
 use std::fmt;
@@ -7,8 +9,6 @@ use std::net::IpAddr;
 use std::str::FromStr;
 
 use serde::{Deserialize, Serialize};
-
-use crate::config::address_bits;
 
 /// A prefix: an address with its low bits cleared, and a length.
 ///
@@ -60,6 +60,37 @@ fn bits(addr: &IpAddr) -> u128 {
 
 fn mask(len: u8) -> u128 {
     u128::MAX.checked_shl(128 - u32::from(len)).unwrap_or(0)
+}
+
+/// Number of bits in an address of this family.
+pub fn address_bits(addr: &IpAddr) -> u8 {
+    match addr {
+        IpAddr::V4(_) => 32,
+        IpAddr::V6(_) => 128,
+    }
+}
+
+/// An address from its 4 (IPv4) or 16 (IPv6) bytes in network order.
+pub fn ip_from_bytes(bytes: &[u8]) -> Option<IpAddr> {
+    match bytes.len() {
+        4 => <[u8; 4]>::try_from(bytes).ok().map(IpAddr::from),
+        16 => <[u8; 16]>::try_from(bytes).ok().map(IpAddr::from),
+        _ => None,
+    }
+}
+
+/// The prefix length of a contiguous netmask, or `None` if the mask has a
+/// hole in it (e.g. `255.0.255.0`).
+pub fn prefix_from_netmask(netmask: IpAddr) -> Option<u8> {
+    let value = bits(&netmask);
+    // In the 128-bit form an IPv4 mask's low 96 bits are zero too.
+    let ones = u8::try_from(value.leading_ones()).ok()?;
+    (value == mask(ones)).then_some(ones)
+}
+
+/// The netmask with `prefix` leading ones, in the family of `like`.
+pub fn netmask_from_prefix(prefix: u8, like: &IpAddr) -> IpAddr {
+    from_bits(mask(prefix.min(address_bits(like))), like)
 }
 
 fn from_bits(value: u128, like: &IpAddr) -> IpAddr {
@@ -171,6 +202,34 @@ mod tests {
 
     fn ip(text: &str) -> IpAddr {
         text.parse().expect(text)
+    }
+
+    #[test]
+    fn netmask_prefix_round_trip() {
+        assert_eq!(prefix_from_netmask(ip("255.255.255.0")), Some(24));
+        assert_eq!(prefix_from_netmask(ip("255.255.255.255")), Some(32));
+        assert_eq!(prefix_from_netmask(ip("0.0.0.0")), Some(0));
+        assert_eq!(prefix_from_netmask(ip("ffff:ffff:ffff:ffff::")), Some(64));
+        assert_eq!(prefix_from_netmask(ip("::")), Some(0));
+        assert_eq!(
+            prefix_from_netmask(ip("ffff:ffff:ffff:ffff:ffff:ffff:ffff:ffff")),
+            Some(128)
+        );
+        for p in 0..=32u8 {
+            let mask = netmask_from_prefix(p, &ip("1.2.3.4"));
+            assert_eq!(prefix_from_netmask(mask), Some(p));
+        }
+        for p in 0..=128u8 {
+            let mask = netmask_from_prefix(p, &ip("::1"));
+            assert_eq!(prefix_from_netmask(mask), Some(p));
+        }
+    }
+
+    #[test]
+    fn non_contiguous_netmask_is_refused() {
+        assert_eq!(prefix_from_netmask(ip("255.0.255.0")), None);
+        assert_eq!(prefix_from_netmask(ip("0.255.255.255")), None);
+        assert_eq!(prefix_from_netmask(ip("ffff::ffff")), None);
     }
 
     #[test]

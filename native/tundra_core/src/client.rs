@@ -8,11 +8,12 @@ use std::io::{self, Read, Write};
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 use std::os::unix::net::UnixStream;
 use std::path::Path;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use nix::errno::Errno;
 use nix::sys::socket::{self, UnixAddr};
 
+use crate::deadline::Deadline;
 use crate::fdpass;
 use crate::platform::{self, Device};
 use crate::protocol::{self, Reply, Request, HEADER_LEN, MAX_PAYLOAD};
@@ -23,7 +24,7 @@ pub const DEFAULT_SOCKET: &str = "/var/run/tundra.sock";
 
 /// What the server said to a create request, short of an I/O failure.
 #[derive(Debug)]
-pub enum Outcome {
+pub enum CreateReply {
     Created(Device),
     Invalid(ConfigError),
 }
@@ -37,39 +38,18 @@ fn timed_out(e: io::Error) -> io::Error {
     }
 }
 
-/// The end of an exchange; every blocking step gets what is left of it.
-#[derive(Clone, Copy)]
-struct Deadline(Instant);
-
-impl Deadline {
-    /// What is left, or ETIMEDOUT.
-    fn left(self) -> io::Result<Duration> {
-        self.0
-            .checked_duration_since(Instant::now())
-            .filter(|d| !d.is_zero())
-            .ok_or_else(|| io::Error::from_raw_os_error(libc::ETIMEDOUT))
-    }
-
-    /// Bounds the stream's next reads and writes by what is left.
-    fn apply(self, stream: &UnixStream) -> io::Result<()> {
-        let left = self.left()?;
-        stream.set_read_timeout(Some(left))?;
-        stream.set_write_timeout(Some(left))
-    }
-}
-
 /// Asks the server at `socket` to create `config`, within `timeout` in
 /// all. Errors are errno-bearing `io::Error`s: ENOENT/ECONNREFUSED when no
 /// server listens, ENOTSOCK when `socket` is something else, ETIMEDOUT past `timeout` (a stopped or overloaded
 /// server), or the errno the server replied with (EACCES, EBUSY, ...;
 /// EAGAIN, "no connection free", only once retrying it used up `timeout`).
-pub fn create(socket: &Path, config: &DeviceConfig, timeout: Duration) -> io::Result<Outcome> {
+pub fn create(socket: &Path, config: &DeviceConfig, timeout: Duration) -> io::Result<CreateReply> {
     let frame = encode(&Request::Create(config.clone()))?;
     let (reply, fds) = ask(socket, &frame, None, timeout)?;
     match reply {
-        Reply::Created { name } => created(name, fds, config.queues).map(Outcome::Created),
+        Reply::Created { name } => created(name, fds, config.queues).map(CreateReply::Created),
         Reply::Failed { errno } => Err(io::Error::from_raw_os_error(errno)),
-        Reply::Invalid { option } => Ok(Outcome::Invalid(option)),
+        Reply::Invalid { option } => Ok(CreateReply::Invalid(option)),
         Reply::Changed => Err(protocol_error()),
     }
 }
@@ -141,7 +121,7 @@ fn ask(
     fd: Option<BorrowedFd<'_>>,
     timeout: Duration,
 ) -> io::Result<(Reply, Vec<OwnedFd>)> {
-    let deadline = Deadline(Instant::now() + timeout);
+    let deadline = Deadline::after(timeout);
     let mut pause = Duration::from_millis(5);
     loop {
         let mut stream = connect(socket, deadline)?;
@@ -154,7 +134,7 @@ fn ask(
             return Ok(answer);
         }
         match deadline.left() {
-            Ok(left) if left > pause => {
+            Some(left) if left > pause => {
                 std::thread::sleep(pause);
                 pause = (pause * 2).min(Duration::from_millis(100));
             }
@@ -186,7 +166,7 @@ fn connect(path: &Path, deadline: Deadline) -> io::Result<UnixStream> {
         match socket::connect(fd.as_raw_fd(), &addr) {
             Ok(()) => break,
             Err(Errno::EAGAIN) => {
-                std::thread::sleep(pause.min(deadline.left()?));
+                std::thread::sleep(pause.min(deadline.left_or_timeout()?));
                 pause = (pause * 2).min(Duration::from_millis(50));
             }
             Err(Errno::EINTR) => {}
@@ -264,7 +244,7 @@ mod tests {
     use super::*;
 
     fn soon() -> Deadline {
-        Deadline(Instant::now() + Duration::from_secs(5))
+        Deadline::after(Duration::from_secs(5))
     }
 
     #[test]

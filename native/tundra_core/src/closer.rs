@@ -128,14 +128,10 @@ impl Drop for DeferredFd {
     }
 }
 
-/// Closes `fd` on a closer thread. Never blocks, and is cheap for the
+/// Queues `job` for a closer thread. Never blocks, and is cheap for the
 /// caller (a scheduler thread, in a resource's down or destructor
-/// callback): it queues the fd and starts a thread only when none is
-/// alive; the pool grows from its own threads, which meet the backlog.
-pub fn close_later(fd: OwnedFd) {
-    queue(Job { fd, after: None });
-}
-
+/// callback): it starts a thread only when none is alive; the pool grows
+/// from its own threads, which meet the backlog.
 fn queue(job: Job) {
     let closer = closer();
     closer.queued.fetch_add(1, SeqCst);
@@ -266,7 +262,7 @@ mod tests {
         for _ in 0..200 {
             let (r, w) = nix::unistd::pipe().expect("pipe");
             readers.push(r);
-            close_later(w);
+            drop(DeferredFd::new(w));
         }
         for r in &readers {
             assert!(closed_soon(r), "a queued fd was not closed");

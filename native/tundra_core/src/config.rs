@@ -8,7 +8,7 @@ use std::net::IpAddr;
 
 use serde::{Deserialize, Serialize};
 
-use crate::cidr::Cidr;
+use crate::cidr::{address_bits, Cidr};
 
 /// Smallest MTU an IPv4 interface may have (RFC 791).
 pub const MIN_MTU_V4: u32 = 68;
@@ -110,58 +110,6 @@ impl std::fmt::Display for ConfigError {
 }
 
 impl std::error::Error for ConfigError {}
-
-/// Number of bits in an address of this family.
-pub fn address_bits(addr: &IpAddr) -> u8 {
-    match addr {
-        IpAddr::V4(_) => 32,
-        IpAddr::V6(_) => 128,
-    }
-}
-
-/// An address from its 4 (IPv4) or 16 (IPv6) bytes in network order.
-pub fn ip_from_bytes(bytes: &[u8]) -> Option<IpAddr> {
-    match bytes.len() {
-        4 => <[u8; 4]>::try_from(bytes).ok().map(IpAddr::from),
-        16 => <[u8; 16]>::try_from(bytes).ok().map(IpAddr::from),
-        _ => None,
-    }
-}
-
-/// The prefix length of a contiguous netmask, or `None` if the mask has a
-/// hole in it (e.g. `255.0.255.0`).
-pub fn prefix_from_netmask(mask: IpAddr) -> Option<u8> {
-    let (bits, width) = match mask {
-        IpAddr::V4(m) => (u128::from(u32::from(m)) << 96, 32),
-        IpAddr::V6(m) => (u128::from(m), 128),
-    };
-    let ones = bits.leading_ones();
-    // Contiguous means every bit after the leading ones is zero.
-    let rest = bits.checked_shl(ones).unwrap_or(0);
-    if rest == 0 && ones <= width {
-        u8::try_from(ones).ok()
-    } else {
-        None
-    }
-}
-
-/// The netmask with `prefix` leading ones, in the family of `like`.
-pub fn netmask_from_prefix(prefix: u8, like: &IpAddr) -> IpAddr {
-    match like {
-        IpAddr::V4(_) => {
-            let mask = u32::MAX
-                .checked_shl(32 - u32::from(prefix.min(32)))
-                .unwrap_or(0);
-            IpAddr::from(mask.to_be_bytes())
-        }
-        IpAddr::V6(_) => {
-            let mask = u128::MAX
-                .checked_shl(128 - u32::from(prefix.min(128)))
-                .unwrap_or(0);
-            IpAddr::from(mask.to_be_bytes())
-        }
-    }
-}
 
 impl DeviceConfig {
     /// A configuration with the defaults: host prefix, no peer, default MTU,
@@ -323,34 +271,6 @@ mod tests {
     }
     fn v6(s: &str) -> IpAddr {
         s.parse::<Ipv6Addr>().map(IpAddr::V6).unwrap()
-    }
-
-    #[test]
-    fn netmask_prefix_round_trip() {
-        assert_eq!(prefix_from_netmask(v4("255.255.255.0")), Some(24));
-        assert_eq!(prefix_from_netmask(v4("255.255.255.255")), Some(32));
-        assert_eq!(prefix_from_netmask(v4("0.0.0.0")), Some(0));
-        assert_eq!(prefix_from_netmask(v6("ffff:ffff:ffff:ffff::")), Some(64));
-        assert_eq!(prefix_from_netmask(v6("::")), Some(0));
-        assert_eq!(
-            prefix_from_netmask(v6("ffff:ffff:ffff:ffff:ffff:ffff:ffff:ffff")),
-            Some(128)
-        );
-        for p in 0..=32u8 {
-            let mask = netmask_from_prefix(p, &v4("1.2.3.4"));
-            assert_eq!(prefix_from_netmask(mask), Some(p));
-        }
-        for p in 0..=128u8 {
-            let mask = netmask_from_prefix(p, &v6("::1"));
-            assert_eq!(prefix_from_netmask(mask), Some(p));
-        }
-    }
-
-    #[test]
-    fn non_contiguous_netmask_is_refused() {
-        assert_eq!(prefix_from_netmask(v4("255.0.255.0")), None);
-        assert_eq!(prefix_from_netmask(v4("0.255.255.255")), None);
-        assert_eq!(prefix_from_netmask(v6("ffff::ffff")), None);
     }
 
     #[test]

@@ -16,7 +16,8 @@
 
 use std::net::IpAddr;
 
-use crate::config::{address_bits, prefix_from_netmask, DEFAULT_MTU};
+use crate::cidr::{address_bits, prefix_from_netmask};
+use crate::config::DEFAULT_MTU;
 use crate::{ConfigError, DeviceConfig};
 
 pub const REQUEST_LEN: usize = 160;

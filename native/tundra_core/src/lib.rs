@@ -11,6 +11,8 @@ pub mod cidr;
 pub mod client;
 pub mod closer;
 pub mod config;
+#[cfg(unix)]
+pub mod deadline;
 pub mod errno;
 #[cfg(unix)]
 pub mod fdpass;
@@ -20,9 +22,12 @@ pub mod legacy;
 pub mod offload;
 pub mod platform;
 pub mod protocol;
+#[cfg(unix)]
+pub mod users;
 
 pub use cidr::Cidr;
 pub mod change;
 pub use change::{Change, RouteSpec};
-pub use config::{prefix_from_netmask, AddressSpec, ConfigError, DeviceConfig, Mode};
+pub use cidr::prefix_from_netmask;
+pub use config::{AddressSpec, ConfigError, DeviceConfig, Mode};
 pub use framing::Framing;

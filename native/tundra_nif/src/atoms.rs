@@ -3,6 +3,7 @@
 rustler::atoms! {
     ok,
     error,
+    badarg,
     select,
     select_info,
     recv,

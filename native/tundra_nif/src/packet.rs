@@ -183,42 +183,64 @@ pub struct Outgoing<'a> {
     visits: usize,
 }
 
-/// Why iodata cannot be written as it is.
+/// Why a packet is not written as it was given.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Unwritable {
-    /// Not iodata at all.
+pub enum Unfit {
+    /// Not iodata at all: raises `ArgumentError`.
     NotIodata,
     /// Iodata with byte integers, or more pieces or nesting than are
     /// written without flattening: the caller flattens it (the VM's
     /// `iolist_to_binary` yields, a NIF would not).
     NeedsFlattening,
+    /// Longer than `MAX_PACKET` (a frame: than its largest).
+    TooLong,
+    /// Not a whole IPv4 or IPv6 packet (see `tundra_core::ip`), or a
+    /// frame shorter than an Ethernet header.
+    NotIp,
+}
+
+impl Unfit {
+    /// The errno `send` reports for a packet refused as it is.
+    pub fn errno(self) -> i32 {
+        match self {
+            Unfit::TooLong => libc::EMSGSIZE,
+            _ => libc::EINVAL,
+        }
+    }
+}
+
+/// The packet `data` (iodata), checked for the kernel.
+pub fn prepare(data: Term, framing: Framing) -> Result<Outgoing, Unfit> {
+    let packet = Outgoing::from_iodata(data)?;
+    packet.check(framing)?;
+    Ok(packet)
 }
 
 /// Checks one packet given as bytes, as `Outgoing::check` does.
-pub fn check_slice(packet: &[u8], framing: Framing) -> Result<(), Refusal> {
+pub fn check_slice(packet: &[u8], framing: Framing) -> Result<(), Unfit> {
     let head = &packet[..packet.len().min(tundra_core::ip::HEAD_LEN)];
     check_head(head, packet.len(), framing)
 }
 
 /// Whether a packet of `len` bytes starting with `head` (its first
 /// `ip::HEAD_LEN` bytes, or all of it) should be handed to the kernel.
-fn check_head(head: &[u8], len: usize, framing: Framing) -> Result<(), Refusal> {
+fn check_head(head: &[u8], len: usize, framing: Framing) -> Result<(), Unfit> {
     if framing == Framing::Ethernet {
         // The kernel checks nothing else of a frame before it is received
         // on the TAP interface.
         return match len {
-            len if len > MAX_FRAME => Err(Refusal::TooLong),
-            len if len < ETHERNET_HEADER => Err(Refusal::NotIp),
+            len if len > MAX_FRAME => Err(Unfit::TooLong),
+            len if len < ETHERNET_HEADER => Err(Unfit::NotIp),
             _ => Ok(()),
         };
     }
     if len > MAX_PACKET {
-        return Err(Refusal::TooLong);
+        return Err(Unfit::TooLong);
     }
     if tundra_core::ip::is_whole_packet(head, len) {
         Ok(())
     } else {
-        Err(Refusal::NotIp)
+        Err(Unfit::NotIp)
     }
 }
 
@@ -234,29 +256,9 @@ pub fn write_slice(fd: BorrowedFd, framing: Framing, packet: &[u8]) -> io::Resul
     Ok(())
 }
 
-/// Why a packet is refused before it reaches the kernel.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Refusal {
-    /// Longer than `MAX_PACKET` (a frame: than its largest).
-    TooLong,
-    /// Not a whole IPv4 or IPv6 packet (see `tundra_core::ip`), or a
-    /// frame shorter than an Ethernet header.
-    NotIp,
-}
-
-impl Refusal {
-    /// The errno `send` reports for it.
-    pub fn errno(self) -> i32 {
-        match self {
-            Refusal::TooLong => libc::EMSGSIZE,
-            Refusal::NotIp => libc::EINVAL,
-        }
-    }
-}
-
 impl<'a> Outgoing<'a> {
     /// Borrows the binaries of `data` (a binary or an iolist).
-    pub fn from_iodata(data: Term<'a>) -> Result<Outgoing<'a>, Unwritable> {
+    pub fn from_iodata(data: Term<'a>) -> Result<Outgoing<'a>, Unfit> {
         let mut out = Outgoing {
             pieces: [&[]; MAX_PIECES],
             count: 0,
@@ -268,15 +270,15 @@ impl<'a> Outgoing<'a> {
     }
 
     /// Collects the binaries of `term` in order.
-    fn gather(&mut self, term: Term<'a>, depth: usize) -> Result<(), Unwritable> {
+    fn gather(&mut self, term: Term<'a>, depth: usize) -> Result<(), Unfit> {
         self.visits += 1;
         if self.visits > MAX_VISITS {
-            return Err(Unwritable::NeedsFlattening);
+            return Err(Unfit::NeedsFlattening);
         }
         if term.is_binary() {
-            let bin = Binary::from_term(term).map_err(|_| Unwritable::NotIodata)?;
+            let bin = Binary::from_term(term).map_err(|_| Unfit::NotIodata)?;
             if self.count == MAX_PIECES {
-                return Err(Unwritable::NeedsFlattening);
+                return Err(Unfit::NeedsFlattening);
             }
             self.pieces[self.count] = bin.as_slice();
             self.count += 1;
@@ -285,13 +287,13 @@ impl<'a> Outgoing<'a> {
         }
         if term.is_number() {
             // A byte integer is iodata, but has no bytes to borrow.
-            return Err(Unwritable::NeedsFlattening);
+            return Err(Unfit::NeedsFlattening);
         }
         if !term.is_list() {
-            return Err(Unwritable::NotIodata);
+            return Err(Unfit::NotIodata);
         }
         if depth == MAX_DEPTH {
-            return Err(Unwritable::NeedsFlattening);
+            return Err(Unfit::NeedsFlattening);
         }
         let mut rest = term;
         loop {
@@ -310,7 +312,7 @@ impl<'a> Outgoing<'a> {
     }
 
     /// Whether the kernel should be handed this packet.
-    pub fn check(&self, framing: Framing) -> Result<(), Refusal> {
+    pub fn check(&self, framing: Framing) -> Result<(), Unfit> {
         let mut head = [0u8; tundra_core::ip::HEAD_LEN];
         let mut at = 0;
         for piece in &self.pieces[..self.count] {

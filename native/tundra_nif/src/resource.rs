@@ -2,8 +2,10 @@
 //!
 //! rustler has no safe `enif_select` and no resource `stop` callback, so the
 //! resource type is registered here through `rustler::sys` with `dtor`,
-//! `stop` and `down` callbacks. Everything outside this module is safe Rust
-//! that goes through [`DeviceRef`].
+//! `stop` and `down` callbacks. Everything outside this module reaches a
+//! device through [`DeviceRef`]; the crate's only other `unsafe` code is
+//! in `open` (taking ownership of, or borrowing, an fd number a caller
+//! names), explained there.
 //!
 //! Invariants (every `unsafe` block below relies on these):
 //!
@@ -57,8 +59,9 @@ use tundra_core::platform::Netns;
 use tundra_core::Framing;
 
 use crate::linkwatch::Subscription;
-use crate::vnet::{self, Pending};
-use crate::{atoms, packet, registry};
+use tundra_core::offload::Pending;
+
+use crate::{atoms, io, registry};
 
 // enif_select mode flags (erl_drv_nif.h). rustler's constants of the same
 // names mix mode flags with return bits, so they are spelled out here.
@@ -427,7 +430,12 @@ impl<'a> DeviceRef<'a> {
     }
 }
 
-impl Owned<'_, '_> {
+impl<'a> Owned<'_, 'a> {
+    /// The device's resource term.
+    pub fn term(&self) -> Term<'a> {
+        self.dev.term()
+    }
+
     pub fn fd(&self) -> BorrowedFd<'_> {
         // `owned()` checked that the fd is open and the lock is held since.
         match self.state.fd.as_ref().and_then(DeferredFd::as_fd) {
@@ -688,13 +696,10 @@ impl<'a> Reading<'_, 'a> {
             return false;
         };
         let mut more = false;
-        // One batch read, as recv_many does: the packets are parts of one
+        // One batch read, as recv_many's: the packets are parts of one
         // binary, which their messages share.
-        let until = std::time::Instant::now() + std::time::Duration::from_micros(500);
-        let batch = match framing {
-            Framing::VirtioNet => vnet::read_batch(env, fd, &mut state.pending, wanted, until),
-            _ => packet::read_batch(env, fd, framing, wanted, until),
-        };
+        let until = std::time::Instant::now() + io::CALL_BUDGET;
+        let batch = io::read_batch(env, fd, framing, &mut state.pending, wanted, until);
         match batch {
             Ok(packets) => {
                 let delivered = packets.len();

@@ -1,21 +1,20 @@
-//! I/O on offload devices (`Framing::VirtioNet`): every read starts with a
-//! `virtio_net_hdr`, and may be a super-packet, which is split here into
+//! Reads of offload devices (`Framing::VirtioNet`): every read starts with
+//! a `virtio_net_hdr`, and may be a super-packet, which is split here into
 //! ordinary packets (`tundra_core::offload`). (Writes carry a header
 //! too, which `Framing::VirtioNet` gives them; runs of TCP segments go out
-//! with `offload::write_run`.)
+//! with `platform::write_run`.)
 //!
 //! A super-packet's segments that a call cannot hand out wait in the
 //! device's `Pending` and come first on its next read, so nothing is lost
 //! or reordered whichever read function is used.
 
 use std::cell::RefCell;
-use std::collections::VecDeque;
 use std::io;
 use std::os::fd::BorrowedFd;
 use std::time::Instant;
 
 use rustler::{Binary, Env, NewBinary, OwnedBinary, Term};
-use tundra_core::offload::{self, Superpacket, VnetHdr, VNET_HDR_LEN};
+use tundra_core::offload::{self, batch_extent, Pending, Superpacket, VnetHdr, VNET_HDR_LEN};
 
 use crate::packet::to_binary;
 
@@ -26,86 +25,10 @@ const READ_LEN: usize = VNET_HDR_LEN + 65535;
 /// super-packets' segments.
 const BATCH_LEN: usize = 512 * 1024;
 
-/// Most segments, and bytes, one `recv_segments` hands out: one
-/// `UDP_SEGMENT` send takes at most 64 datagrams, of at most 65,507
-/// bytes in all over IPv4.
-pub const MAX_BATCH_SEGMENTS: usize = 64;
-pub const MAX_BATCH_BYTES: usize = 65_000;
-
 thread_local! {
     // One read buffer per scheduler thread: a super-packet is read here
     // and split into its destination.
     static SCRATCH: RefCell<Vec<u8>> = RefCell::new(vec![0; READ_LEN]);
-}
-
-/// Segments of a split super-packet that were not handed out yet: equal
-/// in size but for the last.
-#[derive(Debug, Default)]
-pub struct Pending {
-    bytes: Vec<u8>,
-    spans: VecDeque<(usize, usize)>,
-}
-
-impl Pending {
-    pub fn is_empty(&self) -> bool {
-        self.spans.is_empty()
-    }
-
-    /// The next waiting segment, handed to `take`.
-    fn pop<R>(&mut self, take: impl FnOnce(&[u8]) -> R) -> Option<R> {
-        let (at, len) = self.spans.pop_front()?;
-        let result = take(&self.bytes[at..at + len]);
-        if self.spans.is_empty() {
-            self.bytes.clear();
-        }
-        Some(result)
-    }
-
-    /// The waiting segments (at most `MAX_BATCH_SEGMENTS` and
-    /// `MAX_BATCH_BYTES` of them), back to back, and their size.
-    fn take_batch<'a>(&mut self, env: Env<'a>) -> io::Result<(Binary<'a>, usize)> {
-        let size = self.spans.front().map_or(0, |&(_, len)| len);
-        let (taken, bytes) = batch_extent(self.spans.iter().map(|&(_, len)| len));
-        let Some(&(start, _)) = self.spans.front() else {
-            return Err(io::ErrorKind::WouldBlock.into());
-        };
-        // Segments lie back to back in `bytes`, in order.
-        let binary = to_binary(env, &self.bytes[start..start + bytes]);
-        self.spans.drain(..taken);
-        if self.spans.is_empty() {
-            self.bytes.clear();
-        }
-        Ok((binary, size))
-    }
-
-    /// Keeps segments `from..` of `sp`.
-    fn keep(&mut self, sp: &Superpacket, from: usize) {
-        self.bytes.clear();
-        self.spans.clear();
-        for i in from..sp.count() {
-            let at = self.bytes.len();
-            let len = sp.segment_len(i);
-            self.bytes.resize(at + len, 0);
-            sp.write(i, &mut self.bytes[at..]);
-            self.spans.push_back((at, len));
-        }
-    }
-}
-
-/// How many segments of these lengths (from the first) one batch takes,
-/// and their bytes: at most `MAX_BATCH_SEGMENTS` and `MAX_BATCH_BYTES`,
-/// but always the first.
-fn batch_extent(lens: impl Iterator<Item = usize>) -> (usize, usize) {
-    let mut taken = 0;
-    let mut bytes = 0;
-    for len in lens.take(MAX_BATCH_SEGMENTS) {
-        if taken > 0 && bytes + len > MAX_BATCH_BYTES {
-            break;
-        }
-        bytes += len;
-        taken += 1;
-    }
-    (taken, bytes)
 }
 
 /// What one read found.
@@ -260,8 +183,8 @@ pub fn read_segments<'a>(
     fd: BorrowedFd,
     pending: &mut Pending,
 ) -> io::Result<(Binary<'a>, usize)> {
-    if !pending.is_empty() {
-        return pending.take_batch(env);
+    if let Some(batch) = pending.take_batch(|bytes, size| (to_binary(env, bytes), size)) {
+        return Ok(batch);
     }
     SCRATCH.with_borrow_mut(|scratch| loop {
         match read_into(fd, scratch)? {

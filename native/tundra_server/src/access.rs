@@ -5,7 +5,7 @@
 
 use std::os::unix::net::UnixStream;
 
-use nix::unistd::{Gid, Group, Uid, User};
+use nix::unistd::{Gid, Uid, User};
 
 use crate::platform;
 
@@ -42,8 +42,5 @@ pub fn groups(peer: &Peer) -> Vec<u32> {
 /// The gid of `group`: a group name, or a number (which need not be in
 /// the group database).
 pub fn group_id(group: &str) -> Option<Gid> {
-    if let Ok(gid) = group.parse::<u32>() {
-        return Some(Gid::from_raw(gid));
-    }
-    Group::from_name(group).ok().flatten().map(|g| g.gid)
+    tundra_core::users::gid(group).map(Gid::from_raw)
 }

@@ -15,7 +15,6 @@
 
 use std::net::IpAddr;
 
-use nix::unistd::{Group, User};
 use tundra_core::config::valid_interface_name;
 use tundra_core::platform::Occupied;
 use tundra_core::{Cidr, Mode};
@@ -70,13 +69,10 @@ pub struct SystemNames;
 
 impl Names for SystemNames {
     fn uid(&self, user: &str) -> Option<u32> {
-        User::from_name(user).ok().flatten().map(|u| u.uid.as_raw())
+        tundra_core::users::uid_named(user)
     }
     fn gid(&self, group: &str) -> Option<u32> {
-        Group::from_name(group)
-            .ok()
-            .flatten()
-            .map(|g| g.gid.as_raw())
+        tundra_core::users::gid_named(group)
     }
 }
 

@@ -8,9 +8,10 @@ use std::io::{self, Read, Write};
 use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::os::unix::net::UnixStream;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use nix::unistd::Gid;
+use tundra_core::deadline::Deadline;
 use tundra_core::fdpass;
 use tundra_core::legacy::{self, LegacyError};
 use tundra_core::platform;
@@ -107,18 +108,6 @@ impl Refusal {
     }
 }
 
-/// The point in time a connection's request must be complete by.
-#[derive(Clone, Copy)]
-struct Deadline(Instant);
-
-impl Deadline {
-    fn left(self) -> Option<Duration> {
-        self.0
-            .checked_duration_since(Instant::now())
-            .filter(|d| !d.is_zero())
-    }
-}
-
 /// Reads from the stream with each read bounded by what is left of the
 /// deadline, so a client trickling bytes cannot stretch its request.
 struct DeadlineReader<'a> {
@@ -136,7 +125,7 @@ impl Read for DeadlineReader<'_> {
 
 /// Serves one connection, which holds a slot until this returns.
 pub fn handle(stream: UnixStream, peer: Peer, ctx: &Context) {
-    let deadline = Deadline(Instant::now() + DEADLINE);
+    let deadline = Deadline::after(DEADLINE);
     let outcome = serve(&stream, &peer, ctx, deadline);
     render(&stream, &peer, outcome, deadline);
 }

@@ -12,7 +12,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use tundra_core::client::{self, Outcome};
+use tundra_core::client::{self, CreateReply};
 use tundra_core::protocol::{self, Reply, Request, MAGIC, VERSION};
 use tundra_core::{ConfigError, DeviceConfig};
 
@@ -25,7 +25,7 @@ fn config(n: u8) -> DeviceConfig {
     c
 }
 
-fn create(socket: &Path, c: &DeviceConfig) -> std::io::Result<Outcome> {
+fn create(socket: &Path, c: &DeviceConfig) -> std::io::Result<CreateReply> {
     client::create(socket, c, TIMEOUT)
 }
 
@@ -40,7 +40,7 @@ fn raw_exchange(socket: &Path, bytes: &[u8]) -> Option<Reply> {
 
 fn assert_served(socket: &Path, n: u8) {
     match create(socket, &config(n)) {
-        Ok(Outcome::Created(dev)) => {
+        Ok(CreateReply::Created(dev)) => {
             assert!(Path::new(&format!("/sys/class/net/{}", dev.name)).exists())
         }
         other => panic!("expected a device, got {other:?}"),
@@ -53,7 +53,7 @@ fn a_valid_request_gets_a_working_device_that_lives_as_long_as_its_fd() {
         return;
     }
     let server = Server::start("valid", "", &[]);
-    let Ok(Outcome::Created(dev)) = create(&server.socket, &config(1)) else {
+    let Ok(CreateReply::Created(dev)) = create(&server.socket, &config(1)) else {
         panic!("create failed")
     };
     let sys = format!("/sys/class/net/{}", dev.name);
@@ -85,7 +85,7 @@ fn invalid_configs_are_named_not_created() {
     bad.mtu = 10;
     assert!(matches!(
         create(&server.socket, &bad),
-        Ok(Outcome::Invalid(ConfigError::Mtu))
+        Ok(CreateReply::Invalid(ConfigError::Mtu))
     ));
 }
 
@@ -187,7 +187,7 @@ fn a_hundred_concurrent_clients_all_get_devices() {
                 let mut c = DeviceConfig::new(IpAddr::from([10, 94, i, 2]));
                 c.dstaddr = Some(IpAddr::from([10, 94, i, 1]));
                 match create(&socket, &c) {
-                    Ok(Outcome::Created(dev)) => dev,
+                    Ok(CreateReply::Created(dev)) => dev,
                     other => panic!("client {i}: {other:?}"),
                 }
             })
@@ -392,7 +392,7 @@ fn an_ipv4_only_device_is_made_where_proc_sys_is_read_only() {
     let mut config = config(60);
     config.ipv6 = false;
     let dev = match create(&server.socket, &config) {
-        Ok(Outcome::Created(dev)) => dev,
+        Ok(CreateReply::Created(dev)) => dev,
         other => panic!("expected a device, got {other:?}\n{}", server.log()),
     };
     let link = run_ip(&["-d", "link", "show", &dev.name]);

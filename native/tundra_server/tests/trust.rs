@@ -15,7 +15,7 @@ use std::process::{Child, ChildStdout, Command, Stdio};
 use std::sync::OnceLock;
 use std::time::Duration;
 
-use tundra_core::client::{self, Outcome};
+use tundra_core::client::{self, CreateReply};
 use tundra_core::protocol::{self, Reply, Request};
 use tundra_core::{AddressSpec, Change, Cidr, DeviceConfig, RouteSpec};
 
@@ -68,7 +68,7 @@ fn unprivileged_client() {
                 Ok(fd) => unsafe { OwnedFd::from_raw_fd(fd) },
                 Err(_) => {
                     match client::create(socket, &device(fields[2], fields[3], "", ""), TIMEOUT) {
-                        Ok(Outcome::Created(dev)) => dev.fd,
+                        Ok(CreateReply::Created(dev)) => dev.fd,
                         other => panic!("create: {}", describe(other)),
                     }
                 }
@@ -95,7 +95,7 @@ fn unprivileged_client() {
             for i in 1..=count {
                 let addr = format!("10.{base}.{i}.2");
                 let peer = format!("10.{base}.{i}.1");
-                let Ok(Outcome::Created(dev)) =
+                let Ok(CreateReply::Created(dev)) =
                     client::create(socket, &device(&addr, &peer, "", ""), TIMEOUT)
                 else {
                     panic!("create {addr}");
@@ -116,7 +116,7 @@ fn unprivileged_client() {
         "stepwise" => {
             // A device whose changes come one line of stdin at a time.
             let dev = match client::create(socket, &device(fields[2], fields[3], "", ""), TIMEOUT) {
-                Ok(Outcome::Created(dev)) => dev,
+                Ok(CreateReply::Created(dev)) => dev,
                 other => panic!("create: {}", describe(other)),
             };
             result(format!("created {}", dev.name));
@@ -136,7 +136,7 @@ fn unprivileged_client() {
             let config = device(fields[2], fields[3], fields[4], "");
             let outcome = client::create(socket, &config, TIMEOUT);
             result(match &outcome {
-                Ok(Outcome::Created(dev)) => format!("created {}", dev.name),
+                Ok(CreateReply::Created(dev)) => format!("created {}", dev.name),
                 _ => "refused".into(),
             });
             wait_for_stdin_to_close();
@@ -146,7 +146,7 @@ fn unprivileged_client() {
             // Routes written straight into the frame, host bits and all,
             // as a hostile client would (the library never sends them).
             let dev = match client::create(socket, &device(fields[2], fields[3], "", ""), TIMEOUT) {
-                Ok(Outcome::Created(dev)) => dev,
+                Ok(CreateReply::Created(dev)) => dev,
                 other => panic!("create: {}", describe(other)),
             };
             let outcomes: Vec<String> = fields[4]
@@ -285,10 +285,10 @@ fn raw_route_change(socket: &Path, fd: std::os::fd::BorrowedFd, text: &str) -> S
     }
 }
 
-fn describe(outcome: std::io::Result<Outcome>) -> String {
+fn describe(outcome: std::io::Result<CreateReply>) -> String {
     match outcome {
-        Ok(Outcome::Created(dev)) => format!("created {}", dev.name),
-        Ok(Outcome::Invalid(option)) => format!("invalid {}", option.option_name()),
+        Ok(CreateReply::Created(dev)) => format!("created {}", dev.name),
+        Ok(CreateReply::Invalid(option)) => format!("invalid {}", option.option_name()),
         Err(e) => format!("errno {}", tundra_core::errno::io_error_name(&e)),
     }
 }
@@ -1046,7 +1046,7 @@ fn root_device(n: u8) -> DeviceConfig {
 
 fn assert_served_as_root(server: &Server, n: u8) {
     match client::create(&server.socket, &root_device(n), TIMEOUT) {
-        Ok(Outcome::Created(dev)) => assert!(interface_exists(&dev.name)),
+        Ok(CreateReply::Created(dev)) => assert!(interface_exists(&dev.name)),
         other => panic!("expected a device, got {other:?}"),
     }
 }

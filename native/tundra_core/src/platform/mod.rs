@@ -16,7 +16,8 @@
 //! - `enable_offload(BorrowedFd)`: turns on the offloads the kernel
 //!   takes for a vnet-header device (`offload::negotiate`), which any
 //!   holder of its fd may do; `set_offload(BorrowedFd, Offloads)` sets
-//!   exactly the given ones;
+//!   exactly the given ones; `write_run(BorrowedFd, &Run)` writes a run of
+//!   TCP segments as one super-packet;
 //! - `deprioritize_thread()`: lets the calling (closer) thread yield to the
 //!   VM's schedulers, where the OS can do that for one thread;
 //! - `inspect(BorrowedFd)`: whether an fd is a TUN or TAP device, its
@@ -45,8 +46,8 @@ mod linux;
 #[cfg(target_os = "linux")]
 pub use linux::{
     apply, attach, create, create_for, create_placed, delete_link, deprioritize_thread,
-    enable_offload, inspect, link_info, occupied, set_offload, tun_links, validate, LinkMonitor,
-    Netns, NATIVE_FRAMING,
+    enable_offload, inspect, link_info, occupied, set_offload, tun_links, validate, write_run,
+    LinkMonitor, Netns, NATIVE_FRAMING,
 };
 
 #[cfg(target_os = "macos")]
@@ -59,8 +60,8 @@ mod darwin;
 #[cfg(target_os = "macos")]
 pub use macos::{
     apply, attach, create, create_for, create_placed, delete_link, deprioritize_thread,
-    enable_offload, inspect, link_info, occupied, set_offload, tun_links, validate, LinkMonitor,
-    Netns, NATIVE_FRAMING,
+    enable_offload, inspect, link_info, occupied, set_offload, tun_links, validate, write_run,
+    LinkMonitor, Netns, NATIVE_FRAMING,
 };
 
 #[cfg(test)]

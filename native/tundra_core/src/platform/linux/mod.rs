@@ -190,6 +190,25 @@ pub fn enable_offload(fd: BorrowedFd<'_>) -> crate::offload::Offloads {
     crate::offload::negotiate(|bits| tun::set_offload(fd, bits))
 }
 
+/// Writes `run` (from `offload::run_from`) to the offload device of `fd`
+/// as one super-packet: the vnet header, the first segment's headers
+/// adjusted, every payload uncopied, in one `writev`.
+pub fn write_run(fd: BorrowedFd<'_>, run: &crate::offload::Run) -> io::Result<()> {
+    use std::io::IoSlice;
+    let (hdr, headers) = crate::offload::coalesced_headers(run.segments());
+    let hdr = hdr.encode();
+    let mut slices = Vec::with_capacity(run.len() + 2);
+    slices.push(IoSlice::new(&hdr));
+    slices.push(IoSlice::new(&headers));
+    slices.extend(
+        run.segments()
+            .iter()
+            .map(|s| IoSlice::new(crate::offload::payload_of(s))),
+    );
+    nix::sys::uio::writev(fd, &slices)?;
+    Ok(())
+}
+
 /// Sets exactly `offloads` for the vnet-header device of `fd` (`EINVAL`
 /// for a set the kernel refuses, such as segmentation without checksums).
 pub fn set_offload(fd: BorrowedFd<'_>, offloads: crate::offload::Offloads) -> io::Result<()> {

@@ -20,7 +20,7 @@ use super::darwin::plan::{self, Plan};
 use super::darwin::route;
 use super::darwin::utun::{self, AliasRequest};
 use super::{Device, InterfaceAddress, LinkEvent, LinkInfo, Occupied, Placement, TunFd, TunLink};
-use crate::config::address_bits;
+use crate::cidr::address_bits;
 use crate::{Change, ConfigError, DeviceConfig, Framing, Mode};
 
 /// utun devices always carry the address-family header.
@@ -131,6 +131,11 @@ pub fn enable_offload(_fd: BorrowedFd<'_>) -> crate::offload::Offloads {
 }
 
 /// utun has no offloads.
+/// utun has no offload devices.
+pub fn write_run(_fd: BorrowedFd<'_>, _run: &crate::offload::Run) -> io::Result<()> {
+    Err(errno(libc::EOPNOTSUPP))
+}
+
 pub fn set_offload(_fd: BorrowedFd<'_>, _offloads: crate::offload::Offloads) -> io::Result<()> {
     Err(errno(libc::EOPNOTSUPP))
 }

@@ -8,7 +8,8 @@ use neli::rtnl::{Ifaddrmsg, IfaddrmsgBuilder};
 use neli::types::RtBuffer;
 
 use super::{attr, family_of, ip_bytes, protocol_error, Rtnl};
-use crate::config::{address_bits, ip_from_bytes, AddressSpec};
+use crate::cidr::{address_bits, ip_from_bytes};
+use crate::config::AddressSpec;
 use crate::platform::InterfaceAddress;
 
 impl Rtnl {

@@ -11,8 +11,8 @@ use neli::types::RtBuffer;
 
 use super::{attr, family_of, ip_bytes, protocol_error, u32_payload, Rtnl};
 use crate::change::RouteSpec;
+use crate::cidr::ip_from_bytes;
 use crate::cidr::Cidr;
-use crate::config::ip_from_bytes;
 use crate::platform::RouteInfo;
 
 /// The metric the kernel gives the routes it adds for IPv6 addresses.

@@ -7,8 +7,8 @@
 use std::net::IpAddr;
 
 use super::utun::{put_name, sockaddr_in, sockaddr_in6};
+use crate::cidr::netmask_from_prefix;
 use crate::cidr::Cidr;
-use crate::config::netmask_from_prefix;
 
 pub const RTM_VERSION: u8 = 5;
 pub const RTM_ADD: u8 = 0x1;
@@ -52,7 +52,7 @@ fn sockaddr(addr: IpAddr) -> Vec<u8> {
 /// `RTF_HOST` with no netmask for a host route.
 pub fn add_route(seq: i32, dst: &Cidr, index: u16, name: &str) -> Vec<u8> {
     let network = dst.network();
-    let host = dst.prefix_len() == crate::config::address_bits(&network);
+    let host = dst.prefix_len() == crate::cidr::address_bits(&network);
     let mut addrs = RTA_DST | RTA_GATEWAY;
     let mut flags = RTF_UP | RTF_STATIC;
     let mut body = sockaddr(network);

@@ -5,7 +5,7 @@
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use super::plan::AliasSpec;
-use crate::config::netmask_from_prefix;
+use crate::cidr::netmask_from_prefix;
 use crate::framing::{DARWIN_AF_INET, DARWIN_AF_INET6};
 
 /// The kernel control that makes utun devices.
