@@ -173,28 +173,25 @@ pub fn leaving(alive: impl Fn(LocalPid) -> bool) -> Vec<Id> {
 /// Waits until every device of `ids` has been closed, at most until
 /// `deadline`; whether it came to that.
 pub fn wait_closed(ids: &[Id], deadline: Instant) -> bool {
-    let mut entries = entries();
-    loop {
-        if !ids.iter().any(|id| entries.contains_key(&id.0)) {
-            return true;
-        }
-        let Some(left) = deadline.checked_duration_since(Instant::now()) else {
-            return false;
-        };
-        entries = registry()
-            .released
-            .wait_timeout(entries, left)
-            .map(|(guard, _)| guard)
-            .unwrap_or_else(|p| p.into_inner().0);
-    }
+    wait_until(deadline, |entries| {
+        !ids.iter().any(|id| entries.contains_key(&id.0))
+    })
 }
 
 /// Waits until no device of this VM holds `name`, at most until
 /// `deadline`; whether it came to that.
 pub fn wait_released(name: &str, deadline: Instant) -> bool {
+    wait_until(deadline, |entries| {
+        !entries.values().any(|e| e.name == name)
+    })
+}
+
+/// Waits until `done` holds of the entries (looked at again each time one
+/// goes away), at most until `deadline`; whether it came to that.
+fn wait_until(deadline: Instant, done: impl Fn(&HashMap<u64, Entry>) -> bool) -> bool {
     let mut entries = entries();
     loop {
-        if !entries.values().any(|e| e.name == name) {
+        if done(&entries) {
             return true;
         }
         let Some(left) = deadline.checked_duration_since(Instant::now()) else {

@@ -8,6 +8,7 @@
 
 mod access;
 mod args;
+mod grant;
 mod inflight;
 mod log;
 mod made;
@@ -274,7 +275,7 @@ fn run(options: &Options) -> Result<(), String> {
         options.max_unread_fds_per_uid,
         members_in_flight
     );
-    let ctx = Arc::new(serve::Context {
+    let ctx = Arc::new(grant::Context {
         group,
         policy,
         max_devices_per_uid: options.max_devices_per_uid,
@@ -292,7 +293,7 @@ fn run(options: &Options) -> Result<(), String> {
 
 fn accept_loop(
     listener: &UnixListener,
-    ctx: &Arc<serve::Context>,
+    ctx: &Arc<grant::Context>,
     slots: &Arc<Slots>,
 ) -> Result<(), String> {
     while !STOP.load(Ordering::SeqCst) {

@@ -1,52 +1,29 @@
-//! One client connection: check the peer, read one bounded request before
-//! one deadline, decide, create the device (and reply with its fds) or
-//! change one the peer holds. Every connection ends in one [`Outcome`],
-//! rendered (reply and log line) in one place; nothing a client sends can
-//! take the server down.
+//! One client connection: read one bounded request before one deadline,
+//! dispatch it (what is granted is `grant`'s to decide and make), render
+//! the answer. Every connection ends in one [`Outcome`], rendered (reply
+//! and log line) in one place; nothing a client sends can take the server
+//! down.
 
 use std::io::{self, Read, Write};
 use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::os::unix::net::UnixStream;
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use nix::unistd::Gid;
 use tundra_core::deadline::Deadline;
 use tundra_core::fdpass;
 use tundra_core::legacy::{self, LegacyError};
 use tundra_core::platform;
 use tundra_core::protocol::{self, FrameError, Reply, Request};
-use tundra_core::{errno, Change, Cidr, DeviceConfig, Framing};
+use tundra_core::{errno, Change, Framing};
 
 use crate::access::{self, Peer};
-use crate::inflight::{self, InFlight, Reserved};
+use crate::grant::{self, Context, Handed, Refusal};
 use crate::log::{log, Untrusted};
-use crate::made::{self, Made, Records};
-use crate::policy::{self, Policy};
 
 /// How long a client has for its whole request, from accept to the last
 /// byte (and the reply, at least a short while, to be taken).
 pub const DEADLINE: Duration = Duration::from_secs(2);
 const MIN_REPLY_TIME: Duration = Duration::from_millis(100);
-
-pub struct Context {
-    pub group: Gid,
-    pub policy: Policy,
-    pub max_devices_per_uid: usize,
-    pub records: Arc<Records>,
-    /// Device fds sent and not yet read, per uid.
-    pub in_flight: Arc<InFlight>,
-    /// Held from the checks to the record of a new device, so that two
-    /// requests cannot both pass the conflict or limit checks.
-    pub creating: Mutex<()>,
-}
-
-/// A device made for a client, and the fds its reply will leave in
-/// flight, reserved (see `inflight`).
-struct Handed {
-    device: platform::Device,
-    reserved: Reserved,
-}
 
 /// How one connection ends.
 enum Outcome {
@@ -83,28 +60,6 @@ impl Outcome {
             device: device.into(),
             why,
         }
-    }
-}
-
-/// Why a device was not made: the errno to reply and what to log.
-struct Refusal {
-    errno: i32,
-    why: String,
-}
-
-impl Refusal {
-    fn new(errno: i32, why: impl Into<String>) -> Refusal {
-        Refusal {
-            errno,
-            why: why.into(),
-        }
-    }
-
-    fn io(e: &io::Error) -> Refusal {
-        Refusal::new(
-            e.raw_os_error().unwrap_or(libc::EIO),
-            format!("failed: {}", errno::io_error_name(e)),
-        )
     }
 }
 
@@ -170,7 +125,7 @@ fn serve(stream: &UnixStream, peer: &Peer, ctx: &Context, deadline: Deadline) ->
         };
     }
     let framing = platform::framing_for(&config);
-    match create(ctx, peer, config, framing) {
+    match grant::create(ctx, peer, config, framing) {
         Ok(handed) => match protocol::encode(&Reply::Created {
             name: handed.device.name.clone(),
         }) {
@@ -209,7 +164,7 @@ fn serve_legacy(reader: &mut impl Read, first: [u8; 4], peer: &Peer, ctx: &Conte
             )
         }
     };
-    let created = create(ctx, peer, config, Framing::LinuxPacketInfo).and_then(|handed| {
+    let created = grant::create(ctx, peer, config, Framing::LinuxPacketInfo).and_then(|handed| {
         // 0.x clients got blocking fds; the flag belongs to the open file
         // the client shares.
         platform::set_nonblocking(handed.device.fd.as_fd(), false)
@@ -225,85 +180,6 @@ fn serve_legacy(reader: &mut impl Read, first: [u8; 4], peer: &Peer, ctx: &Conte
         },
         Err(refused) => Outcome::dropped("-", format!("0.x request {}", refused.why)),
     }
-}
-
-/// Decides whether `peer` may have `config` and makes it. Root may ask
-/// for any addresses; anyone else only for delegated ones that collide
-/// with nothing in the namespace, up to its device limit and its share of
-/// unread replies. Every device is new (never an existing interface) and
-/// named under the name prefix.
-fn create(
-    ctx: &Context,
-    peer: &Peer,
-    mut config: DeviceConfig,
-    framing: Framing,
-) -> Result<Handed, Refusal> {
-    let name = ctx
-        .policy
-        .device_name(config.name.as_deref(), config.mode)
-        .map_err(|why| Refusal::new(libc::EACCES, format!("refused (eacces): {why}")))?;
-    config.name = Some(name);
-    let reserved = ctx
-        .in_flight
-        .reserve(peer.uid, usize::from(config.queues))
-        .map_err(|full| {
-            let why = match full {
-                inflight::Full::User(n) => format!("{n} device fds of earlier replies are unread"),
-                inflight::Full::Server(n) => {
-                    format!("{n} device fds of replies to members are unread")
-                }
-            };
-            Refusal::new(libc::EAGAIN, format!("refused (eagain): {why}"))
-        })?;
-    let hand = |device| Handed { device, reserved };
-    if peer.uid == 0 {
-        return platform::create_for(&config, Some(peer.uid), framing)
-            .map(hand)
-            .map_err(|e| Refusal::io(&e));
-    }
-    let claims = config.claims();
-    ctx.policy
-        .check_delegated(peer.uid, &access::groups(peer), &claims)
-        .map_err(|why| Refusal::new(libc::EACCES, format!("refused (eacces): {why}")))?;
-
-    let _creating = ctx.creating.lock().unwrap_or_else(|p| p.into_inner());
-    if ctx.records.count(peer.uid) >= ctx.max_devices_per_uid {
-        // The records may still hold devices that are gone: look first.
-        made::sweep(&ctx.records);
-        if ctx.records.count(peer.uid) >= ctx.max_devices_per_uid {
-            return Err(Refusal::new(
-                libc::EDQUOT,
-                format!(
-                    "refused (edquot): holds {} devices already",
-                    ctx.max_devices_per_uid
-                ),
-            ));
-        }
-    }
-    let occupied = platform::occupied(None).map_err(|e| Refusal::io(&e))?;
-    if let Some(why) = policy::conflict(&config.address, &claims, &occupied) {
-        return Err(Refusal::new(
-            libc::EADDRINUSE,
-            format!("refused (eaddrinuse): {why}"),
-        ));
-    }
-    let device =
-        platform::create_for(&config, Some(peer.uid), framing).map_err(|e| Refusal::io(&e))?;
-    let index = nix::net::if_::if_nametoindex(device.name.as_str())
-        .map_err(|e| Refusal::io(&io::Error::from(e)))?;
-    // Recorded before the client hears of it; a device that cannot be
-    // recorded is dropped (and so removed) instead.
-    ctx.records
-        .add(
-            peer.uid,
-            Made {
-                index,
-                name: device.name.clone(),
-                claims,
-            },
-        )
-        .map_err(|e| Refusal::io(&e))?;
-    Ok(hand(device))
 }
 
 /// Serves a change request: the attached fd must be a device the server
@@ -337,7 +213,7 @@ fn serve_change(ctx: &Context, peer: &Peer, change: Change, attached: Option<Own
             why: format!("invalid option {}", option.option_name()),
         };
     }
-    match make_change(ctx, peer, &name, &change) {
+    match grant::make_change(ctx, peer, &name, &change) {
         Ok(()) => match protocol::encode(&Reply::Changed) {
             Ok(reply) => Outcome::Served {
                 made: None,
@@ -358,86 +234,6 @@ fn change_note(change: &Change) -> &'static str {
         Change::RemoveAddress(_) => "changed: address removed",
         Change::AddRoute(_) => "changed: route added",
         Change::RemoveRoute(_) => "changed: route removed",
-    }
-}
-
-/// Decides whether `peer` may make `change` to device `name` and makes it.
-fn make_change(ctx: &Context, peer: &Peer, name: &str, change: &Change) -> Result<(), Refusal> {
-    let index =
-        nix::net::if_::if_nametoindex(name).map_err(|e| Refusal::io(&io::Error::from(e)))?;
-    let apply = || platform::apply(name, change, None).map_err(|e| Refusal::io(&e));
-    if peer.uid == 0 {
-        return apply();
-    }
-    if !ctx.records.holds(peer.uid, index, name) {
-        return Err(Refusal::new(
-            libc::EACCES,
-            "refused (eacces): not a device the server made for this user",
-        ));
-    }
-    if let Change::Link { up: Some(true), .. } = change {
-        return bring_up(ctx, name, index, apply);
-    }
-    let claims = change.claims();
-    if claims.is_empty() {
-        return apply();
-    }
-    ctx.policy
-        .check_delegated(peer.uid, &access::groups(peer), &claims)
-        .map_err(|why| Refusal::new(libc::EACCES, format!("refused (eacces): {why}")))?;
-    let _creating = ctx.creating.lock().unwrap_or_else(|p| p.into_inner());
-    // What the device itself has does not collide with its own additions.
-    let occupied = platform::occupied(Some(index)).map_err(|e| Refusal::io(&e))?;
-    let address = match change {
-        Change::AddAddress(spec) => Some(spec.address),
-        _ => None,
-    };
-    let collision = match address {
-        Some(address) => policy::conflict(&address, &claims, &occupied),
-        None => policy::route_conflict(&claims, &occupied),
-    };
-    if let Some(why) = collision {
-        return Err(Refusal::new(
-            libc::EADDRINUSE,
-            format!("refused (eaddrinuse): {why}"),
-        ));
-    }
-    apply()
-}
-
-/// Brings a member's link up (with whatever MTU the change sets): the
-/// kernel then restores the routes of the link's addresses without asking
-/// anyone, so what they claim is checked again first, as for a new device
-/// (someone may have been given those addresses while the link was down).
-/// Link-local addresses claim nothing: every link has its own.
-fn bring_up(
-    ctx: &Context,
-    name: &str,
-    index: u32,
-    apply: impl FnOnce() -> Result<(), Refusal>,
-) -> Result<(), Refusal> {
-    let _creating = ctx.creating.lock().unwrap_or_else(|p| p.into_inner());
-    let link = platform::link_info(name, None).map_err(|e| Refusal::io(&e))?;
-    let claims: Vec<Cidr> = link
-        .addresses
-        .iter()
-        .filter(|a| !is_link_local(&a.address))
-        .flat_map(|a| a.spec().claims())
-        .collect();
-    let occupied = platform::occupied(Some(index)).map_err(|e| Refusal::io(&e))?;
-    if let Some(why) = policy::route_conflict(&claims, &occupied) {
-        return Err(Refusal::new(
-            libc::EADDRINUSE,
-            format!("refused (eaddrinuse): {why}"),
-        ));
-    }
-    apply()
-}
-
-fn is_link_local(address: &std::net::IpAddr) -> bool {
-    match address {
-        std::net::IpAddr::V4(a) => a.is_link_local(),
-        std::net::IpAddr::V6(a) => a.segments()[0] & 0xffc0 == 0xfe80,
     }
 }
 

@@ -75,13 +75,7 @@ fn unprivileged_client() {
             };
             let outcomes: Vec<String> = fields[4]
                 .split(';')
-                .map(
-                    |spec| match client::change(socket, dev.as_fd(), &change_of(spec), TIMEOUT) {
-                        Ok(Ok(())) => "ok".into(),
-                        Ok(Err(option)) => format!("invalid {}", option.option_name()),
-                        Err(e) => format!("errno {}", tundra_core::errno::io_error_name(&e)),
-                    },
-                )
+                .map(|spec| change(socket, dev.as_fd(), spec))
                 .collect();
             result(outcomes.join(","));
         }
@@ -122,13 +116,7 @@ fn unprivileged_client() {
             result(format!("created {}", dev.name));
             for line in std::io::stdin().lines() {
                 let spec = line.expect("stdin");
-                result(
-                    match client::change(socket, dev.fd.as_fd(), &change_of(&spec), TIMEOUT) {
-                        Ok(Ok(())) => "ok".into(),
-                        Ok(Err(option)) => format!("invalid {}", option.option_name()),
-                        Err(e) => format!("errno {}", tundra_core::errno::io_error_name(&e)),
-                    },
-                );
+                result(change(socket, dev.fd.as_fd(), &spec));
             }
         }
         "keep" => {
@@ -204,6 +192,16 @@ fn device(addr: &str, peer: &str, prefix: &str, name: &str) -> DeviceConfig {
         config.name = Some(name.into());
     }
     config
+}
+
+/// Asks for the change `spec` (see `change_of`) of the device of `fd`:
+/// `ok`, `invalid OPTION` or `errno NAME`.
+fn change(socket: &Path, fd: std::os::fd::BorrowedFd, spec: &str) -> String {
+    match client::change(socket, fd, &change_of(spec), TIMEOUT) {
+        Ok(Ok(())) => "ok".into(),
+        Ok(Err(option)) => format!("invalid {}", option.option_name()),
+        Err(e) => format!("errno {}", tundra_core::errno::io_error_name(&e)),
+    }
 }
 
 /// A change written as `mtu N`, `addr A/P`, `peer A P` or `route N/P`.

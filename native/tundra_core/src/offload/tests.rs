@@ -351,3 +351,172 @@ fn offloads_degrade_to_what_the_kernel_takes() {
     });
     assert_eq!(asked, Offloads::LADDER[..3]);
 }
+
+#[test]
+fn pending_segments_come_out_in_order_and_batches_keep_their_bounds() {
+    let payload = data(100 * 600 + 17, 5);
+    let mut packet = tcp4(1, 0, TCP_ACK, &payload, false);
+    put16(&mut packet, 2, 0);
+    let hdr = VnetHdr {
+        flags: F_NEEDS_CSUM,
+        gso_type: GSO_TCPV4,
+        hdr_len: 40,
+        gso_size: 600,
+        csum_start: 20,
+        csum_offset: 16,
+    };
+    let sp = Superpacket::new(&hdr, &packet).unwrap();
+    assert_eq!(sp.count(), 101);
+    let mut pending = Pending::default();
+    pending.keep(&sp, 1);
+    // The first batch: at most MAX_BATCH_SEGMENTS and MAX_BATCH_BYTES.
+    let (bytes, size) = pending.take_batch(|b, size| (b.to_vec(), size)).unwrap();
+    assert_eq!(size, 640);
+    assert_eq!(bytes.len(), 64 * 640);
+    let mut seen = vec![bytes[..640].to_vec()];
+    while let Some(segment) = pending.pop(<[u8]>::to_vec) {
+        seen.push(segment);
+    }
+    assert!(pending.is_empty());
+    assert_eq!(seen.len(), 1 + 36);
+    assert_eq!(get32(&seen[0], 24), 600, "the second segment first");
+    assert_eq!(get32(seen.last().unwrap(), 24), 100 * 600);
+    assert_eq!(
+        batch_extent([70_000, 10].into_iter()),
+        (1, 70_000),
+        "the first always"
+    );
+    assert_eq!(batch_extent([40_000, 30_000].into_iter()), (1, 40_000));
+}
+
+mod props {
+    //! Properties over many inputs, as wireguard-go keeps corpora for its
+    //! GRO code: whatever bytes and header arrive, parsing never panics
+    //! and never reads past the packet; what the kernel could send splits
+    //! into valid packets carrying exactly its payload, which coalesce
+    //! back into one run.
+
+    use super::*;
+    use proptest::prelude::*;
+
+    fn any_hdr() -> impl Strategy<Value = VnetHdr> {
+        (
+            any::<u8>(),
+            prop_oneof![
+                Just(GSO_TCPV4),
+                Just(GSO_TCPV6),
+                Just(GSO_UDP_L4),
+                any::<u8>()
+            ],
+            any::<u16>(),
+            prop_oneof![1u16..2000, any::<u16>()],
+            prop_oneof![Just(20u16), Just(40u16), any::<u16>()],
+            any::<u16>(),
+        )
+            .prop_map(
+                |(flags, gso_type, hdr_len, gso_size, csum_start, csum_offset)| VnetHdr {
+                    flags,
+                    gso_type,
+                    hdr_len,
+                    gso_size,
+                    csum_start,
+                    csum_offset,
+                },
+            )
+    }
+
+    /// A TCP super-packet as the kernel hands one over, its payload, and
+    /// its vnet header.
+    fn superpacket() -> impl Strategy<Value = (Vec<u8>, Vec<u8>, VnetHdr)> {
+        (
+            any::<bool>(),
+            1usize..60_000,
+            536usize..1460,
+            any::<u32>(),
+            any::<u8>(),
+        )
+            .prop_map(|(ipv4, len, mss, seq, seed)| {
+                let payload = data(len, seed);
+                let (mut packet, l4) = if ipv4 {
+                    (tcp4(9, seq, TCP_ACK | TCP_PSH, &payload, true), 20)
+                } else {
+                    (tcp6(seq, TCP_ACK | TCP_PSH, &payload), 40)
+                };
+                // As the kernel leaves them: lengths of the whole (IPv4's
+                // may be anything), a partial checksum.
+                if ipv4 {
+                    put16(&mut packet, 2, 0);
+                }
+                let hdr = VnetHdr {
+                    flags: F_NEEDS_CSUM,
+                    gso_type: if ipv4 { GSO_TCPV4 } else { GSO_TCPV6 },
+                    hdr_len: (packet.len() - payload.len()) as u16,
+                    gso_size: mss as u16,
+                    csum_start: l4 as u16,
+                    csum_offset: 16,
+                };
+                (packet, payload, hdr)
+            })
+    }
+
+    proptest! {
+        #[test]
+        fn any_header_and_bytes_split_without_panic_or_overrun(
+            hdr in any_hdr(),
+            bytes in proptest::collection::vec(any::<u8>(), 0..3000),
+        ) {
+            let mut copy = bytes.clone();
+            let _ = complete_checksum(&hdr, &mut copy);
+            if let Ok(sp) = Superpacket::new(&hdr, &bytes) {
+                prop_assert!(sp.count() <= MAX_SEGMENTS);
+                for i in 0..sp.count() {
+                    let len = sp.segment_len(i);
+                    prop_assert!(len <= bytes.len());
+                    let mut out = vec![0u8; len];
+                    sp.write(i, &mut out);
+                }
+            }
+        }
+
+        #[test]
+        fn any_segments_parse_and_coalesce_without_panic(
+            packets in proptest::collection::vec(proptest::collection::vec(any::<u8>(), 0..200), 1..6),
+        ) {
+            for p in &packets {
+                let _ = Segment::parse(p);
+            }
+            if let Some(run) = run_from(&packets[0], packets[1..].iter().map(Vec::as_slice)) {
+                prop_assert!(run.len() >= 2);
+                let (_, headers) = coalesced_headers(run.segments());
+                prop_assert!(!headers.is_empty());
+            }
+        }
+
+        #[test]
+        fn a_kernel_superpacket_splits_into_valid_packets_that_coalesce_back(
+            (packet, payload, hdr) in superpacket(),
+        ) {
+            let sp = Superpacket::new(&hdr, &packet).expect("the kernel's shape");
+            let segments: Vec<Vec<u8>> = (0..sp.count())
+                .map(|i| {
+                    let mut out = vec![0u8; sp.segment_len(i)];
+                    sp.write(i, &mut out);
+                    out
+                })
+                .collect();
+            let mut carried = Vec::new();
+            for s in &segments {
+                prop_assert!(valid_l4(s, PROTO_TCP));
+                let segment = Segment::parse(s).expect("an ordinary TCP segment");
+                carried.extend_from_slice(payload_of(&segment));
+            }
+            prop_assert_eq!(&carried, &payload);
+            if segments.len() >= 2 {
+                let run = run_from(&segments[0], segments[1..].iter().map(Vec::as_slice))
+                    .expect("one flow, in order");
+                prop_assert_eq!(run.len(), segments.len());
+                prop_assert_eq!(round_trip(&segments), segments);
+            }
+        }
+    }
+}

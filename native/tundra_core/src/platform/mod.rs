@@ -50,13 +50,11 @@ pub use linux::{
     LinkMonitor, Netns, NATIVE_FRAMING,
 };
 
-#[cfg(target_os = "macos")]
-mod macos;
 // The plain half of the macOS code (structs, routing messages, the
-// configuration plan) builds everywhere, so that it is tested here too.
+// configuration plan, `macos::plain`) builds everywhere, so that it is
+// tested here too; its system calls only on macOS.
 #[cfg(any(target_os = "macos", test))]
-#[path = "macos/plain/mod.rs"]
-mod darwin;
+mod macos;
 #[cfg(target_os = "macos")]
 pub use macos::{
     apply, attach, create, create_for, create_placed, delete_link, deprioritize_thread,

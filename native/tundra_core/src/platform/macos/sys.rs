@@ -1,13 +1,13 @@
 //! macOS kernel ABI used by this platform: the utun control socket, the
 //! interface ioctls and the routing socket. The structs and messages they
-//! take are packed as byte arrays by `platform::darwin` (plain, tested on
+//! take are packed as byte arrays by `platform::macos::plain` (tested on
 //! Linux); this file only passes them to the kernel. Nothing else in the
 //! crate makes these calls.
 
 use std::io;
 use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
 
-use crate::platform::darwin::utun;
+use super::plain::utun;
 
 fn check(ret: libc::c_int) -> io::Result<libc::c_int> {
     if ret < 0 {

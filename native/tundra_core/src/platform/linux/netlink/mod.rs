@@ -100,23 +100,7 @@ impl Rtnl {
     where
         P: neli::Size + neli::ToBytes + std::fmt::Debug,
     {
-        let seq = self.send(ty, NlmF::ACK | flags, payload)?;
-        loop {
-            let (messages, _) = self.socket.recv::<Rtm, Buffer>().map_err(socket_error)?;
-            for message in messages {
-                let message: Nlmsghdr<Rtm, Buffer> = message.map_err(socket_error)?;
-                if *message.nl_seq() != seq {
-                    continue;
-                }
-                match message.nl_payload() {
-                    NlPayload::Ack(_) => return Ok(()),
-                    NlPayload::Err(err) => {
-                        return Err(io::Error::from_raw_os_error(-*err.error()));
-                    }
-                    _ => {}
-                }
-            }
-        }
+        self.exchange::<P, Buffer>(ty, NlmF::ACK | flags, payload, |_| false)
     }
 
     /// Sends a request for one object and returns the payload of the reply.
@@ -125,23 +109,12 @@ impl Rtnl {
         S: neli::Size + neli::ToBytes + std::fmt::Debug,
         R: neli::Size + neli::FromBytesWithInput<Input = usize> + std::fmt::Debug + Clone,
     {
-        let seq = self.send(ty, NlmF::empty(), payload)?;
-        loop {
-            let (messages, _) = self.socket.recv::<u16, R>().map_err(socket_error)?;
-            for message in messages {
-                let message: Nlmsghdr<u16, R> = message.map_err(socket_error)?;
-                if *message.nl_seq() != seq {
-                    continue;
-                }
-                match message.nl_payload() {
-                    NlPayload::Payload(payload) => return Ok(payload.clone()),
-                    NlPayload::Err(err) => {
-                        return Err(io::Error::from_raw_os_error(-*err.error()));
-                    }
-                    _ => {}
-                }
-            }
-        }
+        let mut reply = None;
+        self.exchange(ty, NlmF::empty(), payload, |r: &R| {
+            reply = Some(r.clone());
+            true
+        })?;
+        reply.ok_or_else(|| io::Error::from_raw_os_error(libc::EIO))
     }
 
     /// Sends a dump request and hands every payload of the reply to `visit`.
@@ -150,7 +123,27 @@ impl Rtnl {
         S: neli::Size + neli::ToBytes + std::fmt::Debug,
         R: neli::Size + neli::FromBytesWithInput<Input = usize> + std::fmt::Debug,
     {
-        let seq = self.send(ty, NlmF::DUMP, payload)?;
+        self.exchange(ty, NlmF::DUMP, payload, |r: &R| {
+            visit(r);
+            false
+        })
+    }
+
+    /// Sends one request and reads the replies to it (others are skipped)
+    /// until the kernel acknowledges it, ends a dump, refuses it (its
+    /// errno), or `take` says it has what it wanted.
+    fn exchange<S, R>(
+        &mut self,
+        ty: Rtm,
+        flags: NlmF,
+        payload: S,
+        mut take: impl FnMut(&R) -> bool,
+    ) -> io::Result<()>
+    where
+        S: neli::Size + neli::ToBytes + std::fmt::Debug,
+        R: neli::Size + neli::FromBytesWithInput<Input = usize> + std::fmt::Debug,
+    {
+        let seq = self.send(ty, flags, payload)?;
         loop {
             let (messages, _) = self.socket.recv::<u16, R>().map_err(socket_error)?;
             for message in messages {
@@ -162,10 +155,11 @@ impl Rtnl {
                     return Ok(());
                 }
                 match message.nl_payload() {
+                    NlPayload::Ack(_) => return Ok(()),
                     NlPayload::Err(err) => {
                         return Err(io::Error::from_raw_os_error(-*err.error()));
                     }
-                    NlPayload::Payload(p) => visit(p),
+                    NlPayload::Payload(p) if take(p) => return Ok(()),
                     _ => {}
                 }
             }

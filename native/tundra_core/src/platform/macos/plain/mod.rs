@@ -1,8 +1,7 @@
 //! The plain half of the macOS code: Darwin's structs and routing messages
 //! packed byte by byte at the offsets its headers give, and the decision
 //! of which requests configure a device. No system calls: compiled on
-//! every OS for `cargo test` (as `platform::darwin`), and used by
-//! `platform::macos`, which makes the calls.
+//! every OS for `cargo test`, and used by `platform::macos`'s calls.
 #![forbid(unsafe_code)]
 // Some constants are used only by the macOS system calls.
 #![cfg_attr(not(target_os = "macos"), allow(dead_code))]
