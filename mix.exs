@@ -111,7 +111,7 @@ defmodule Tundra.MixProject do
       compilers: [:tundra_native | Mix.compilers()],
       elixirc_paths: elixirc_paths(Mix.env()),
       start_permanent: Mix.env() == :prod,
-      deps: [],
+      deps: deps(Mix.env()),
       description:
         "TUN devices for Elixir: virtual IP interfaces whose packets your program reads and writes",
       package: [
@@ -122,12 +122,32 @@ defmodule Tundra.MixProject do
         files:
           ~w(lib native/Cargo.toml native/Cargo.lock native/tundra_core/src native/tundra_core/Cargo.toml native/tundra_nif/src native/tundra_nif/Cargo.toml examples mix.exs README.md CHANGELOG.md)
       ],
-      docs: [main: "Tundra"]
+      docs: docs()
     ]
   end
 
   def application do
     [extra_applications: [:logger]]
+  end
+
+  # No dependency at build or run time. ExDoc only for
+  # `MIX_ENV=docs mix do deps.get, docs` where hex is reachable: declared
+  # in that environment alone, since Mix needs Hex merely to look at a hex
+  # dependency, and no other environment (CI, offline builds) has it.
+  defp deps(:docs), do: [{:ex_doc, "~> 0.34", only: :docs, runtime: false}]
+  defp deps(_env), do: []
+
+  @guides ~w(lifecycle io active_mode devices offload server)
+
+  @doc "The guides (ExDoc extras), in reading order."
+  def guides, do: Enum.map(@guides, &"guides/#{&1}.md")
+
+  defp docs do
+    [
+      main: "Tundra",
+      extras: ["README.md" | guides()] ++ ["CHANGELOG.md"],
+      groups_for_extras: [Guides: guides()]
+    ]
   end
 
   defp elixirc_paths(:test), do: ["lib", "test/support", "examples/lib"]

@@ -16,253 +16,43 @@ defmodule Tundra do
       # `ping 10.99.0.1` now sends its echo requests to `dev`.
       {:ok, packet} = Tundra.recv(dev, 1500, 5_000)
 
-  ## Ownership
+  A device belongs to one process, its owner, and lives until `close/1` or
+  the owner's exit, like a port. I/O follows OTP's `:socket`: with
+  `:nowait` a call returns `{:select, select_info}` instead of blocking and
+  the owner is sent `{:"$socket", dev, :select, handle}` when to call
+  again; with a timeout it waits. Active mode delivers packets as messages,
+  as `:gen_udp`'s does. Without root or `CAP_NET_ADMIN`, devices come from
+  `tundra_server`, with the same results.
 
-  A device belongs to one process, its *owner* (the creator, until
-  `controlling_process/2` hands it on). Only the owner may `recv/3`,
-  `send/3`, `cancel/2`, `close/1` or hand the device over; any other
-  process gets `{:error, :not_owner}`. `info/1` may be called by anyone.
+  ## Guides
 
-  A device lives until `close/1` or its owner's exit, like a port or a
-  `:gen_udp` socket: the garbage collector never closes it while its owner
-  lives, even if the owner keeps no reference to it, and never keeps it
-  open after. When the owner exits, the device's file descriptor is closed
-  and the kernel removes the interface, whether or not an operation was
-  pending.
-
-  ## Supervision
-
-  Create the device in the owner's `init/1`. When the owner is killed, its
-  device closes off the BEAM's schedulers and the kernel takes a few
-  milliseconds to remove the interface; a `create/2` of that same `:name`
-  in this VM waits for that (within its `:timeout`), and so does one made
-  through `tundra_server` whose addresses are still on the closing device,
-  so a restarted child gets its interface name and addresses back every
-  time:
-
-      defmodule MyApp.Tunnel do
-        use GenServer
-
-        def start_link(opts), do: GenServer.start_link(__MODULE__, opts)
-
-        @impl true
-        def init(_opts) do
-          case Tundra.create("10.99.0.2", dstaddr: "10.99.0.1", name: "vpn0") do
-            {:ok, {dev, _name}} -> {:ok, %{dev: dev}}
-            {:error, reason} -> {:stop, reason}
-          end
-        end
-      end
-
-      children = [MyApp.Tunnel]
-      Supervisor.start_link(children, strategy: :one_for_one)
-
-  ## Non-blocking I/O
-
-  I/O follows OTP's `:socket`. With `:nowait`, `recv/3` and `send/3` never
-  block: when the device has nothing to read they return
-  `{:select, {:select_info, :recv, handle}}`, and once it has, the owner
-  receives `{:"$socket", dev, :select, handle}` and calls again. This lets
-  one process serve a device together with other messages. The fastest
-  packet server (measured by `make bench`) is a GenServer that drains the
-  device on each select message, a batch at a time, answers each batch
-  with one `send_many/3`, and stops reading while the device cannot take
-  its answers (back-pressure):
-
-      def handle_info({:"$socket", dev, :select, _handle}, %{dev: dev} = state) do
-        {:noreply, state |> send_unsent() |> drain()}
-      end
-
-      # Call once after the device is created, to arm the first select.
-      defp drain(%{dev: dev, unsent: []} = state) do
-        case Tundra.recv_many(dev, 64, :nowait) do
-          {:ok, packets} ->
-            {replies, state} = Enum.flat_map_reduce(packets, state, &handle_packet/2)
-            %{state | unsent: replies} |> send_unsent() |> drain()
-
-          {:select, _info} ->
-            state
-        end
-      end
-
-      # The device cannot take the replies now: read nothing new until it can.
-      defp drain(state), do: state
-
-      defp send_unsent(%{dev: dev, unsent: unsent} = state) do
-        case Tundra.send_many(dev, unsent, :nowait) do
-          :ok -> %{state | unsent: []}
-          # The rest goes with the next select message.
-          {:select, {_info, rest}} -> %{state | unsent: rest}
-          # Drop a packet the kernel refuses, as a router would.
-          {:error, {_refused, [_ | rest]}} -> send_unsent(%{state | unsent: rest})
-        end
-      end
-
-  `recv_many/3` reads every packet that is waiting (up to a count) in one
-  call, and `send_many/3` writes a list of packets in one call; at high
-  packet rates that costs noticeably less than a call per packet. Replies
-  are best built as iodata (a new header and the untouched rest of the
-  packet): `send/3` and `send_many/3` write iodata without flattening it.
-  `TundraExamples.Flow` in this repository's `examples/` is this loop,
-  ready to use.
-
-  With a timeout (milliseconds or `:infinity`) the same calls wait in the
-  calling process, and give up with `{:error, :timeout}`.
-
-  ## Active mode
-
-  As with `:gen_udp`, a device can deliver its packets as messages instead
-  of being read with `recv/3`: with `active: true` (on `create/2`,
-  `adopt/2` or `setopts/2`) the owner receives every packet as
-
-      {:tundra, device, packet}
-
-  in arrival order. Packets are read for the owner by a process of
-  Tundra's (one per active device), so active mode costs a message and a
-  process hop per batch: use it where convenience and flow control
-  matter more than the last packet per second (`make bench` measures
-  active mode at 0.7 to 0.85 times the drain loop's packet rate).
-  `active: :once` delivers one packet and makes the device passive again; `active: n` delivers `n` more (added to what is
-  left, as in `inet:setopts/2`), then the owner receives
-  `{:tundra_passive, device}` and the device is passive: the mailbox never
-  holds more than `n` packets the owner did not ask for, which is the flow
-  control `true` lacks. An active owner receives `{:tundra_closed, device}`
-  when the device is closed or its interface deleted. The device is never
-  read by its reader and by a passive call at once, so nothing is lost or
-  reordered when the mode changes; `recv/3` and `recv_many/3` on an
-  active device return `{:error, :einval}`, as `:gen_udp.recv/2` does.
-
-      {:ok, {dev, _name}} = Tundra.create("10.99.0.2", dstaddr: "10.99.0.1", active: 64)
-
-      def handle_info({:tundra, dev, packet}, state), do: ...
-      def handle_info({:tundra_passive, dev}, state) do
-        :ok = Tundra.setopts(dev, active: 64)
-        {:noreply, state}
-      end
-
-  ## Multi-queue devices (Linux)
-
-  `create(address, queues: n)` makes one interface with `n` queues and
-  returns `{:ok, {[device, ...], name}}`: `n` devices, each with its own
-  owner, I/O, mode and `controlling_process/2`, so `n` processes (and the
-  schedulers they run on) can share the interface's traffic. The kernel
-  spreads packets over the queues by flow: all packets of one flow (one
-  pair of addresses and ports) go to the same queue. The interface goes
-  away when the last queue is closed.
-
-  ## Privilege
-
-  Creating a device needs root or `CAP_NET_ADMIN`. A VM without either gets
-  its devices from `tundra_server`, a small privileged daemon: `create/2`
-  tries to create the device itself and, on `:eperm` or `:eacces`, asks the
-  server, which creates and configures it and passes its file descriptor
-  back over a Unix socket. The result is the same either way: same return
-  value, same ownership, same I/O. The server's socket is, in order of
-  precedence, the `:socket_path` option, the `:socket_path` application
-  environment of `:tundra`, the `TUNDRA_SOCKET` environment variable, or
-  `/var/run/tundra.sock`.
-
-  I/O on a device needs no privilege, so a device can also be created by a
-  privileged process and used by anyone it hands the file descriptor to
-  (see `adopt/2`).
-
-  ## Changing a device
-
-  A device's owner can change it while it runs: `set/2` brings the link up
-  or down and sets its MTU, `add_address/3` and `remove_address/3` manage
-  its addresses (IPv4 and IPv6, with a peer or a prefix), `add_route/3`
-  and `remove_route/3` route networks through it. Without `CAP_NET_ADMIN`
-  these go through `tundra_server`, which makes only changes the
-  administrator delegated (see the README). `info/1` reports the result:
-  addresses, routes and the interface's counters.
-
-  ## Network namespaces
-
-  With `netns: "name"` (Linux, direct creation only) `create/2` makes the
-  device inside another network namespace, on a short-lived thread of
-  Tundra's own: no thread of the VM ever changes namespace. The device is
-  used as any other; `info/1`, `set/2` and the other changes act on it in
-  its namespace, and link events come from there. `adopt/2` of a device
-  in another namespace finds it there (with `CAP_NET_ADMIN`).
-
-  ## TAP devices
-
-  With `mode: :tap` the device carries Ethernet frames (Linux): `recv/3`
-  returns whole frames (destination and source address, EtherType,
-  payload; no preamble or checksum) and `send/3` takes them, at least 14
-  bytes. Addresses are given as for TUN, which makes the kernel treat the
-  interface as an Ethernet link: to reach a peer it first asks for the
-  peer's Ethernet address, with ARP (IPv4) or neighbour solicitations
-  (IPv6), and only then sends it IP packets. A program that plays the
-  peer must answer those (an ARP reply, or a neighbour advertisement),
-  and sees the kernel's own IPv6 chatter and broadcasts too (turn IPv6
-  off with `ipv6: false` where it is not used). `TundraExamples.TapResponder`
-  in `examples/` answers ARP and ping.
-
-  ## Persistent devices
-
-  An administrator (or a privileged VM, with `persist: true` and
-  `:owner`/`:group`) can make a device that outlives its file
-  descriptors, addresses and routes included. Without `:owner` or
-  `:group` it belongs to the creating user, never to everyone. Its owner's unprivileged VM
-  opens it with `attach/2`, without `tundra_server`, and may close and
-  open it again; `ip link del NAME` removes it.
-
-  ## Offload (Linux)
-
-  With `offload: true` the device carries a `virtio_net_hdr` on every
-  packet (`IFF_VNET_HDR`) and Tundra turns on the offloads the kernel has
-  (`TUNSETOFFLOAD`: checksums, TCP segmentation for IPv4 and IPv6, UDP
-  segmentation on Linux 6.2 and later; `info/1` says which). The kernel
-  then hands the device TCP (and UDP) *super-packets* of up to 64 KB, one
-  per many MTU-sized packets, and takes them from it: far fewer system
-  calls per byte. The API does not change: `recv/3`, `recv_many/3` and
-  active mode return ordinary packets, cut from the super-packets with
-  their checksums completed, and `send/3`/`send_many/3` take ordinary
-  packets, `send_many/3` writing a run of TCP segments of one flow as one
-  super-packet. A program written for a plain device works on an offload
-  device. For tunnels, `recv_segments/2` and `send_segments/4` move a
-  whole super-packet per call in the shape `UDP_SEGMENT` and `UDP_GRO`
-  use (see `TundraExamples.UdpTunnel`). Offload is off by default: some
-  kernels had offload bugs that other tunnels had to work around.
-
-  ## Link events
-
-  An owner that asks (`link_events: true` on `create/2`, `attach/2`,
-  `adopt/2` or `setopts/2`) receives
-
-      {:tundra_link, device, %{up: boolean, mtu: integer}}
-
-  each time the link goes up or down or its MTU changes, whoever changed
-  it (`ip link set NAME down`, another program, or `set/2`). Changes that
-  leave both as they were are not reported. When the interface is
-  deleted (`ip link del NAME`) the owner receives, once,
-
-      {:tundra_link, device, :removed}
-
-  (after the `%{up: false}` the kernel reports first). The kernel's notifications
-  are read by a thread of Tundra's own per network namespace; the message
-  comes through the device's reader process, as active-mode packets do.
-
-  ## Platforms
-
-  Linux TUN devices, and macOS utun devices (written but not yet run on
-  macOS; see the README). The API is the same on both: packets are raw IP
-  packets, whatever header the platform's devices carry. On macOS an
-  interface name must be `utunN` or `utun%d` (the default); other names
-  give `{:error, :einval}`.
+    * [Owning a device](lifecycle.md): lifetime, supervision, the
+      schedulers.
+    * [Non-blocking I/O and the drain loop](io.md): the fastest way to
+      serve a device.
+    * [Active mode and link events](active_mode.md).
+    * [Kinds of devices, and changing them](devices.md): addresses and
+      routes at run time, multi-queue, namespaces, IPv4-only, TAP,
+      persistent and adopted devices, platforms.
+    * [Offload](offload.md): super-packets, and tunnels with `UDP_SEGMENT`
+      and `UDP_GRO`.
+    * [Without privilege: tundra_server](server.md).
 
   ## Errors
 
   System failures are POSIX error atoms, as in `:socket`: `:eperm` or
   `:eacces` without privilege, `:ebusy` when a requested interface name is
-  taken, and so on. Bad input is named: `{:invalid_address, address}`,
-  `{:invalid_option, {key, value}}`, `{:unknown_option, key}`. A device that
-  was closed gives `{:error, :closed}`. Arguments of the wrong type raise
-  `FunctionClauseError` or `ArgumentError`, as elsewhere in Elixir.
+  taken, and so on, the same directly and through the server. Bad input is
+  named: `{:invalid_address, address}`, `{:invalid_option, {key, value}}`,
+  `{:unknown_option, key}`. A device that was closed gives
+  `{:error, :closed}`. Arguments of the wrong type raise
+  `FunctionClauseError` or `ArgumentError`, as elsewhere in Elixir. Each
+  function lists its errors.
   """
 
-  alias Tundra.{Changes, Nif, Options}
+  import Tundra.Wait, only: [is_timeout: 1]
+
+  alias Tundra.{Changes, Nif, Options, Owner, Send, Wait}
 
   @typedoc """
   A device: the tuple `{:"$tundra", reference}`, as `:socket`'s sockets
@@ -283,11 +73,11 @@ defmodule Tundra do
   """
   @type address :: String.t() | charlist() | :inet.ip_address()
 
-  @typedoc "Returned instead of blocking; see the moduledoc."
+  @typedoc "Returned instead of blocking; see [Non-blocking I/O](io.md)."
   @type select_info :: {:select_info, :recv | :send, reference()}
 
   @typedoc """
-  Active mode (see the moduledoc): `false` (the default: read with
+  Active mode (see [Active mode](active_mode.md)): `false` (the default: read with
   `recv/3`), `true`, `:once`, or a count of packets to deliver, in
   -32768..32767 (added to the current count).
   """
@@ -478,27 +268,27 @@ defmodule Tundra do
     * `:via` - `:auto` (the default) creates the device directly and falls
       back to `tundra_server` when that fails for lack of privilege;
       `:direct` and `:server` use only that path.
-    * `:socket_path` - the server's socket (see "Privilege" above).
+    * `:socket_path` - the server's socket (see [the server guide](server.md)).
     * `:timeout` - milliseconds `create/2` may wait: for the whole exchange
       with the server, connecting included, and for a closing device of
       this VM to give up its `:name`, or (through the server) the
       addresses the server found in use. Default: 5000.
     * `:queues` - makes a multi-queue device (Linux) with this many queues,
       1 to 64, and returns a list of devices, one per queue:
-      `{:ok, {[device, ...], name}}` (see "Multi-queue devices").
+      `{:ok, {[device, ...], name}}` (see [Multi-queue devices](devices.md#multi-queue-devices-linux)).
     * `:active` - the active mode each device starts in (see
-      "Active mode"). Default: `false`.
+      [Active mode](active_mode.md)). Default: `false`.
     * `:link_events` - when `true`, the owner receives
       `{:tundra_link, device, %{up: boolean, mtu: integer}}` whenever the
       link's state or MTU changes, and `{:tundra_link, device, :removed}`
-      when the interface is deleted (see "Link events"). Default: `false`.
+      when the interface is deleted (see [Link events](active_mode.md#link-events)). Default: `false`.
     * `:offload` - `true` makes an offload device (Linux, TUN): the
       kernel may hand it TCP and UDP super-packets of up to 64 KB, which
       Tundra cuts into ordinary packets, and takes runs of TCP segments
       written with `send_many/3` or `send_segments/4` as one (see
-      "Offload"). Default: `false`.
+      [Offload](offload.md)). Default: `false`.
     * `:mode` - `:tun` (the default: IP packets) or `:tap` (Ethernet
-      frames; see "TAP devices").
+      frames; see [TAP devices](devices.md#tap-devices-linux)).
     * `:mac` - a TAP device's Ethernet address, `"02:00:5e:10:00:01"`
       (unicast, not all zeros). Default: one the kernel picks.
     * `:ipv6` - `false` gives the interface no IPv6 of its own before it
@@ -511,8 +301,8 @@ defmodule Tundra do
       `address`. Default: `true`.
     * `:netns` - the network namespace to make the device in: a name as
       `ip netns` knows it (`"vpn"`, meaning `/var/run/netns/vpn`) or a
-      path (`"/proc/1234/ns/net"`). Direct creation only (see "Network
-      namespaces").
+      path (`"/proc/1234/ns/net"`). Direct creation only (see
+      [Network namespaces](devices.md#network-namespaces-linux)).
     * `:persist` - `true` makes a persistent device, which outlives its
       file descriptors, as `ip tuntap add` does: closing it (or the
       owner's exit) leaves the interface, which `attach/2` opens again
@@ -580,7 +370,7 @@ defmodule Tundra do
     with {:ok, args, start} <- Options.create_args(address, opts) do
       case Nif.create(args) do
         {:ok, made} ->
-          started(made, start)
+          Owner.started(made, start)
 
         {:error, {:invalid_option, :address}} ->
           {:error, {:invalid_address, address}}
@@ -591,60 +381,6 @@ defmodule Tundra do
         {:error, reason} ->
           {:error, reason}
       end
-    end
-  end
-
-  # New devices from the NIF (one, or a list of queues), with link events
-  # and their first active mode set; on failure they close.
-  defp started({refs, name}, start) when is_list(refs) do
-    devices = for ref <- refs, do: {:"$tundra", ref}
-    with :ok <- start(devices, start), do: {:ok, {devices, name}}
-  end
-
-  defp started({ref, name}, start) do
-    with :ok <- start([{:"$tundra", ref}], start), do: {:ok, {{:"$tundra", ref}, name}}
-  end
-
-  defp start(devices, {active, link_events}) do
-    Enum.reduce_while(devices, :ok, fn {:"$tundra", ref} = device, :ok ->
-      with :ok <- if(link_events, do: link_events(ref, true), else: :ok),
-           {:ok, mode} <- start_active(ref, active) do
-        # A count of 0 or less: passive, and said so, as `:gen_udp` does.
-        if match?({:add, _}, active) and match?({:off, _}, mode),
-          do: Kernel.send(self(), {:tundra_passive, device})
-
-        {:cont, :ok}
-      else
-        {:error, reason} ->
-          Enum.each(devices, fn {:"$tundra", ref} -> Nif.close(ref) end)
-          {:halt, {:error, reason}}
-      end
-    end)
-  end
-
-  defp start_active(_ref, {:off, _}), do: {:ok, {:off, 0}}
-  defp start_active(ref, {mode, n}), do: set_active(ref, mode, n)
-
-  # An active device needs its reader process (Tundra.Reader); the first
-  # time the device becomes active, it gets one.
-  defp set_active(ref, :off, n), do: Nif.set_active(ref, :off, n)
-
-  defp set_active(ref, mode, n) do
-    with :ok <- ensure_reader(ref), do: Nif.set_active(ref, mode, n)
-  end
-
-  # Link events, too, come through the reader.
-  defp link_events(ref, false), do: Nif.link_events(ref, false)
-
-  defp link_events(ref, true) do
-    with :ok <- ensure_reader(ref), do: Nif.link_events(ref, true)
-  end
-
-  defp ensure_reader(ref) do
-    case Nif.reader(ref) do
-      {:ok, nil} -> Nif.set_reader(ref, Tundra.Reader.start(ref, self()))
-      {:ok, _reader} -> :ok
-      {:error, reason} -> {:error, reason}
     end
   end
 
@@ -666,8 +402,8 @@ defmodule Tundra do
       `fd` and leaves `fd` itself to the caller, as `:socket.open/2` does.
       When `false`, ownership of `fd` passes to Tundra, which closes it with
       the device; the caller must not use or close it afterwards.
-    * `:active` - the active mode the device starts in (see "Active mode").
-    * `:link_events` - see "Link events".
+    * `:active` - the active mode the device starts in (see [Active mode](active_mode.md)).
+    * `:link_events` - see [Link events](active_mode.md#link-events).
 
   ## Errors
 
@@ -684,7 +420,7 @@ defmodule Tundra do
   def adopt(fd, opts \\ []) when is_integer(fd) and fd >= 0 and is_list(opts) do
     with {:ok, dup, start} <- Options.adopt_args(opts),
          {:ok, made} <- Nif.adopt(fd, dup) do
-      started(made, start)
+      Owner.started(made, start)
     end
   end
 
@@ -707,7 +443,7 @@ defmodule Tundra do
     * `:queues` - for a multi-queue device, the number of queues to open
       (1 to 64); returns a list of devices, as `create/2` does.
     * `:active` - the active mode the device starts in.
-    * `:link_events` - see "Link events" in the moduledoc.
+    * `:link_events` - see [Link events](active_mode.md#link-events).
 
   ## Errors
 
@@ -729,7 +465,7 @@ defmodule Tundra do
     with {:ok, queues, start} <- Options.attach_args(opts),
          {:ok, interface} <- Options.interface_name(name) do
       case Nif.attach(interface, queues) do
-        {:ok, made} -> started(made, start)
+        {:ok, made} -> Owner.started(made, start)
         {:error, {:invalid_option, :name}} -> {:error, {:invalid_option, {:name, name}}}
         {:error, reason} -> {:error, reason}
       end
@@ -739,13 +475,13 @@ defmodule Tundra do
   @doc """
   Sets options of a device; the owner only:
 
-    * `:active` (see "Active mode" in the moduledoc): `false`, `true`,
+    * `:active` (see [Active mode](active_mode.md)): `false`, `true`,
       `:once`, or a count to add to the current one. When a count comes
       to 0 or less this way, the device becomes passive and the owner
       receives `{:tundra_passive, device}`, as with `:gen_udp`.
-    * `:link_events` (see "Link events"): `true` or `false`. Changes
+    * `:link_events` (see [Link events](active_mode.md#link-events)): `true` or `false`. Changes
       after this returns are reported.
-    * `:offload` (an offload device, see "Offload"): exactly these
+    * `:offload` (an offload device, see [Offload](offload.md)): exactly these
       offloads, a list of `:csum`, `:tso4`, `:tso6`, `:tso_ecn`, `:uso4`,
       `:uso6` (segmentation needs `:csum`); `[]` turns them all off, for
       a kernel whose offload misbehaves. The device keeps its vnet header
@@ -766,8 +502,8 @@ defmodule Tundra do
     with {:ok, %{active: active, link_events: link_events, offload: offload}} <-
            Options.setopts_args(opts),
          :ok <- set_offload(ref, offload, opts),
-         :ok <- if(link_events == nil, do: :ok, else: link_events(ref, link_events)) do
-      setopts_active(device, active)
+         :ok <- if(link_events == nil, do: :ok, else: Owner.link_events(ref, link_events)) do
+      if active == nil, do: :ok, else: Owner.set_active(device, active)
     end
   end
 
@@ -780,23 +516,6 @@ defmodule Tundra do
 
       result ->
         result
-    end
-  end
-
-  defp setopts_active(_device, nil), do: :ok
-
-  defp setopts_active({:"$tundra", ref} = device, {mode, n}) do
-    case set_active(ref, mode, n) do
-      # A count that ran out here: passive now, and said so.
-      {:ok, {:off, _}} when mode == :add ->
-        Kernel.send(self(), {:tundra_passive, device})
-        :ok
-
-      {:ok, _} ->
-        :ok
-
-      {:error, reason} ->
-        {:error, reason}
     end
   end
 
@@ -837,9 +556,8 @@ defmodule Tundra do
     do: Nif.recv(ref, length)
 
   def recv({:"$tundra", ref} = device, length, timeout)
-      when is_reference(ref) and is_integer(length) and
-             (timeout == :infinity or (is_integer(timeout) and timeout >= 0)) do
-    recv_until(device, length, deadline(timeout))
+      when is_reference(ref) and is_integer(length) and is_timeout(timeout) do
+    Wait.until(device, length, Wait.deadline(timeout), &Nif.recv(ref, &1))
   end
 
   @doc """
@@ -878,9 +596,8 @@ defmodule Tundra do
     do: Nif.recv_many(ref, count)
 
   def recv_many({:"$tundra", ref} = device, count, timeout)
-      when is_reference(ref) and is_integer(count) and
-             (timeout == :infinity or (is_integer(timeout) and timeout >= 0)) do
-    recv_many_until(device, count, deadline(timeout))
+      when is_reference(ref) and is_integer(count) and is_timeout(timeout) do
+    Wait.until(device, count, Wait.deadline(timeout), &Nif.recv_many(ref, &1))
   end
 
   @doc """
@@ -924,36 +641,11 @@ defmodule Tundra do
 
   def send({:"$tundra", ref}, data, :nowait)
       when is_reference(ref) and (is_binary(data) or is_list(data)),
-      do: send_now(ref, data)
+      do: Send.packet(ref, data)
 
   def send({:"$tundra", ref} = device, data, timeout)
-      when is_reference(ref) and (is_binary(data) or is_list(data)) and
-             (timeout == :infinity or (is_integer(timeout) and timeout >= 0)) do
-    send_until(device, data, deadline(timeout))
-  end
-
-  # The most bytes a packet may have (an IP length field's largest value).
-  @max_packet 65_535
-
-  defp send_now(ref, data) do
-    case Nif.send(ref, data) do
-      :flatten -> send_flattened(ref, data)
-      result -> result
-    end
-  end
-
-  # The NIF writes iodata in a bounded number of pieces; other iodata is
-  # flattened here, by BIFs that yield, after its size is known to fit.
-  defp send_flattened(ref, data) do
-    if IO.iodata_length(data) > @max_packet do
-      {:error, :emsgsize}
-    else
-      case Nif.send(ref, IO.iodata_to_binary(data)) do
-        # A binary is one piece: never asked to be flattened.
-        :flatten -> {:error, :einval}
-        result -> result
-      end
-    end
+      when is_reference(ref) and (is_binary(data) or is_list(data)) and is_timeout(timeout) do
+    Wait.until(device, data, Wait.deadline(timeout), &Send.packet(ref, &1))
   end
 
   @doc """
@@ -994,45 +686,12 @@ defmodule Tundra do
   def send_many(device, packets, timeout \\ :infinity)
 
   def send_many({:"$tundra", ref}, packets, :nowait) when is_reference(ref) and is_list(packets),
-    do: send_many_now(ref, packets)
+    do: Send.many(ref, packets, :infinity)
 
   def send_many({:"$tundra", ref} = device, packets, timeout)
-      when is_reference(ref) and is_list(packets) and
-             (timeout == :infinity or (is_integer(timeout) and timeout >= 0)) do
-    send_many_until(device, packets, deadline(timeout))
-  end
-
-  # One NIF call writes for a bounded time (always at least one packet)
-  # and reports it to the VM, which preempts this loop as it would any
-  # busy process; past the caller's deadline it stops with the rest.
-  defp send_many_now(ref, packets, deadline \\ :infinity) do
-    case Nif.send_many(ref, packets) do
-      {:more, rest} ->
-        if expired?(deadline),
-          do: {:error, {:timeout, rest}},
-          else: send_many_now(ref, rest, deadline)
-
-      {:flatten, [packet | rest] = unsent} ->
-        if IO.iodata_length(packet) > @max_packet,
-          do: {:error, {:emsgsize, unsent}},
-          else: send_many_now(ref, [IO.iodata_to_binary(packet) | rest], deadline)
-
-      result ->
-        result
-    end
-  end
-
-  defp send_many_until({:"$tundra", ref} = device, packets, deadline) do
-    case send_many_now(ref, packets, deadline) do
-      {:select, {info, rest}} ->
-        case await_select(device, info, deadline) do
-          :ok -> send_many_until(device, rest, deadline)
-          {:error, :timeout} -> {:error, {:timeout, rest}}
-        end
-
-      result ->
-        result
-    end
+      when is_reference(ref) and is_list(packets) and is_timeout(timeout) do
+    deadline = Wait.deadline(timeout)
+    Wait.until(device, packets, deadline, &Send.many(ref, &1, deadline))
   end
 
   @doc """
@@ -1064,9 +723,8 @@ defmodule Tundra do
     do: Nif.recv_segments(ref)
 
   def recv_segments({:"$tundra", ref} = device, timeout)
-      when is_reference(ref) and
-             (timeout == :infinity or (is_integer(timeout) and timeout >= 0)) do
-    recv_segments_until(device, deadline(timeout))
+      when is_reference(ref) and is_timeout(timeout) do
+    Wait.until(device, nil, Wait.deadline(timeout), fn nil -> Nif.recv_segments(ref) end)
   end
 
   @doc """
@@ -1099,38 +757,13 @@ defmodule Tundra do
 
   def send_segments({:"$tundra", ref}, data, size, :nowait)
       when is_reference(ref) and is_binary(data) and is_integer(size) and size > 0,
-      do: send_segments_now(ref, data, size)
+      do: Send.segments(ref, data, size, :infinity)
 
   def send_segments({:"$tundra", ref} = device, data, size, timeout)
       when is_reference(ref) and is_binary(data) and is_integer(size) and size > 0 and
-             (timeout == :infinity or (is_integer(timeout) and timeout >= 0)) do
-    send_segments_until(device, data, size, deadline(timeout))
-  end
-
-  # As send_many_now/3: every call writes something; the deadline ends it.
-  defp send_segments_now(ref, data, size, deadline \\ :infinity) do
-    case Nif.send_segments(ref, data, size) do
-      {:more, rest} ->
-        if expired?(deadline),
-          do: {:error, {:timeout, rest}},
-          else: send_segments_now(ref, rest, size, deadline)
-
-      result ->
-        result
-    end
-  end
-
-  defp send_segments_until({:"$tundra", ref} = device, data, size, deadline) do
-    case send_segments_now(ref, data, size, deadline) do
-      {:select, {info, rest}} ->
-        case await_select(device, info, deadline) do
-          :ok -> send_segments_until(device, rest, size, deadline)
-          {:error, :timeout} -> {:error, {:timeout, rest}}
-        end
-
-      result ->
-        result
-    end
+             is_timeout(timeout) do
+    deadline = Wait.deadline(timeout)
+    Wait.until(device, data, deadline, &Send.segments(ref, &1, size, deadline))
   end
 
   @doc """
@@ -1146,22 +779,8 @@ defmodule Tundra do
   """
   @spec cancel(device(), select_info()) :: :ok | {:error, cancel_error()}
   def cancel({:"$tundra", ref} = device, {:select_info, op, handle} = info)
-      when is_reference(ref) and op in [:recv, :send] and is_reference(handle) do
-    case Nif.cancel(ref, op, handle) do
-      :ok ->
-        receive do
-          {:"$socket", ^device, :select, ^handle} -> :ok
-        after
-          0 -> :ok
-        end
-
-      :invalid ->
-        {:error, {:invalid, info}}
-
-      {:error, reason} ->
-        {:error, reason}
-    end
-  end
+      when is_reference(ref) and op in [:recv, :send] and is_reference(handle),
+      do: Wait.cancel(device, info)
 
   @doc """
   Closes the device. The kernel removes the interface; pending selects are
@@ -1177,19 +796,7 @@ defmodule Tundra do
   Returns `:ok`, or `{:error, :not_owner}` / `{:error, :closed}`.
   """
   @spec close(device()) :: :ok | {:error, use_error()}
-  def close({:"$tundra", ref} = device) when is_reference(ref) do
-    case Nif.close(ref) do
-      {:ok, true} ->
-        Kernel.send(self(), {:tundra_closed, device})
-        :ok
-
-      {:ok, false} ->
-        :ok
-
-      {:error, reason} ->
-        {:error, reason}
-    end
-  end
+  def close({:"$tundra", ref} = device) when is_reference(ref), do: Owner.close(device)
 
   @doc """
   Makes `pid` the owner of the device. Only the current owner may call it.
@@ -1206,50 +813,8 @@ defmodule Tundra do
   """
   @spec controlling_process(device(), pid()) :: :ok | {:error, use_error() | :esrch}
   def controlling_process({:"$tundra", ref} = device, pid)
-      when is_reference(ref) and is_pid(pid) do
-    # Passive while the mailbox is moved, so that no packet overtakes it.
-    with {:ok, reader} <- Nif.reader(ref),
-         {:ok, {mode, n}} <- Nif.take_active(ref) do
-      if pid != self(), do: forward_messages(device, pid)
-
-      with :ok <- Nif.controlling_process(ref, pid, restore_mode(mode), n) do
-        if reader, do: Tundra.Reader.new_owner(reader, pid)
-        # The hand-over cancelled our selects; one that fired just before
-        # may already be here, and is no use to us now.
-        if pid != self(), do: flush_selects(device)
-        :ok
-      end
-    end
-  end
-
-  defp restore_mode(:off), do: :off
-  defp restore_mode(:once), do: :once
-  defp restore_mode(:always), do: :always
-  defp restore_mode(:count), do: :count
-
-  defp forward_messages(device, pid) do
-    receive do
-      {:tundra, ^device, _packet} = message -> forward(message, device, pid)
-      {:tundra_passive, ^device} = message -> forward(message, device, pid)
-      {:tundra_closed, ^device} = message -> forward(message, device, pid)
-      {:tundra_link, ^device, _info} = message -> forward(message, device, pid)
-    after
-      0 -> :ok
-    end
-  end
-
-  defp flush_selects(device) do
-    receive do
-      {:"$socket", ^device, :select, _handle} -> flush_selects(device)
-    after
-      0 -> :ok
-    end
-  end
-
-  defp forward(message, device, pid) do
-    Kernel.send(pid, message)
-    forward_messages(device, pid)
-  end
+      when is_reference(ref) and is_pid(pid),
+      do: Owner.hand_over(device, pid)
 
   @doc """
   Changes the link of the caller's device: `up: true | false` brings it up
@@ -1485,74 +1050,4 @@ defmodule Tundra do
   defp active_option({:once, _}), do: :once
   defp active_option({:always, _}), do: true
   defp active_option({:count, n}), do: n
-
-  # The blocking forms: the :nowait call, repeated after each select
-  # notification until it completes or the deadline passes. One loop per
-  # call keeps each function's result type its own.
-  defp recv_until({:"$tundra", ref} = device, length, deadline) do
-    case Nif.recv(ref, length) do
-      {:select, info} ->
-        with :ok <- await_select(device, info, deadline),
-             do: recv_until(device, length, deadline)
-
-      result ->
-        result
-    end
-  end
-
-  defp recv_segments_until({:"$tundra", ref} = device, deadline) do
-    case Nif.recv_segments(ref) do
-      {:select, info} ->
-        with :ok <- await_select(device, info, deadline),
-             do: recv_segments_until(device, deadline)
-
-      result ->
-        result
-    end
-  end
-
-  defp recv_many_until({:"$tundra", ref} = device, count, deadline) do
-    case Nif.recv_many(ref, count) do
-      {:select, info} ->
-        with :ok <- await_select(device, info, deadline),
-             do: recv_many_until(device, count, deadline)
-
-      result ->
-        result
-    end
-  end
-
-  defp send_until({:"$tundra", ref} = device, data, deadline) do
-    case send_now(ref, data) do
-      {:select, info} ->
-        with :ok <- await_select(device, info, deadline),
-             do: send_until(device, data, deadline)
-
-      result ->
-        result
-    end
-  end
-
-  # Waits for the notification of the select `info`; when the deadline
-  # passes first, cancels it (flushing a notification that raced in).
-  defp await_select(device, {:select_info, _op, handle} = info, deadline) do
-    receive do
-      {:"$socket", ^device, :select, ^handle} -> :ok
-    after
-      remaining(deadline) ->
-        _ = cancel(device, info)
-        {:error, :timeout}
-    end
-  end
-
-  defp deadline(:infinity), do: :infinity
-  defp deadline(timeout), do: now() + timeout
-
-  defp now, do: System.monotonic_time(:millisecond)
-
-  defp expired?(:infinity), do: false
-  defp expired?(deadline), do: now() >= deadline
-
-  defp remaining(:infinity), do: :infinity
-  defp remaining(deadline), do: max(deadline - now(), 0)
 end
