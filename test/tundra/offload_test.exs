@@ -171,9 +171,17 @@ defmodule Tundra.OffloadTest do
 
   describe "offload devices" do
     test "say what is on, are recognised by adopt/2, and refuse TAP" do
-      {:ok, {dev, _name}} = Tundra.create("10.88.45.2", dstaddr: "10.88.45.1", offload: true)
+      {:ok, {dev, name}} =
+        Tundra.create("10.88.45.2", dstaddr: "10.88.45.1", offload: true, mtu: 1400)
+
       {:ok, info} = Tundra.info(dev)
       assert :csum in info.offload and :tso4 in info.offload and :tso6 in info.offload
+      # Super-packets no larger than one UDP_SEGMENT send: 46 x 1400 B.
+      {link, 0} = System.cmd("ip", ["-d", "link", "show", name])
+      assert link =~ "gso_max_segs 46 "
+      assert :ok = Tundra.set(dev, mtu: 1500)
+      {link, 0} = System.cmd("ip", ["-d", "link", "show", name])
+      assert link =~ "gso_max_segs 43 "
 
       {:ok, {adopted, _}} = Tundra.adopt(info.fd)
       assert {:ok, %{offload: [_ | _]}} = Tundra.info(adopted)

@@ -23,7 +23,7 @@ mod header;
 mod pending;
 mod split;
 
-pub use checksum::{complete_checksum, fold, pseudo_sum, sum};
+pub use checksum::{complete_checksum, fold, pseudo_sum, sum, sum_scalar};
 pub use coalesce::{coalesced_headers, payload_of, run_from, Run, Segment};
 pub use header::{
     negotiate, Offloads, VnetHdr, F_NEEDS_CSUM, GSO_ECN, GSO_NONE, GSO_TCPV4, GSO_TCPV6,
