@@ -134,12 +134,17 @@ defmodule TundraBench.Report do
   defp tunnel([]), do: ""
 
   defp tunnel([t]) do
-    cpu = fn kind -> "#{Float.round(t.cpu_per_gb[kind], 2)} s" end
+    cpu = fn kind ->
+      "#{Float.round(t.cpu_per_gb[kind], 2)} s, #{round(t.retransmits[kind])} rtx, " <>
+        "#{round(t.udp_drops[kind])} drops"
+    end
 
     """
     ## IP-over-UDP tunnel, iperf3 TCP through it
 
-    Both ends' CPU time per GB moved in brackets.
+    In brackets: both ends' CPU time per GB moved, the TCP retransmits
+    iperf3 counted, and the UDP datagrams the two namespaces' stacks
+    dropped (full socket buffers, errors), medians per run.
 
     | path | raw Rust relays | Elixir ends (examples/udp_tunnel.exs) | ratio |
     |---|---:|---:|---:|

@@ -33,10 +33,14 @@ defmodule TundraBench.Tunnel do
       median = fn kind, key -> Stats.median(Enum.map(samples, &get_in(&1, [kind, key]))) end
       mbps = Map.new(kinds, &{&1, median.(&1, :mbps)})
       cpu = Map.new(kinds, &{&1, median.(&1, :cpu_per_gb)})
+      retransmits = Map.new(kinds, &{&1, median.(&1, :retransmits)})
+      drops = Map.new(kinds, &{&1, median.(&1, :udp_drops)})
 
       for kind <- kinds do
         IO.puts(
-          "  tunnel #{kind}: #{Float.round(mbps[kind], 1)} Mbit/s, #{Float.round(cpu[kind], 2)} CPU s/GB"
+          "  tunnel #{kind}: #{Float.round(mbps[kind], 1)} Mbit/s, " <>
+            "#{Float.round(cpu[kind], 2)} CPU s/GB, #{round(retransmits[kind])} TCP retransmits, " <>
+            "#{round(drops[kind])} UDP datagrams dropped"
         )
       end
 
@@ -50,7 +54,9 @@ defmodule TundraBench.Tunnel do
           elixir_offload: mbps.elixir_offload,
           offload_ratio: Stats.ratio(mbps.elixir_offload, mbps.raw_offload),
           offload_gain: Stats.ratio(mbps.elixir_offload, mbps.elixir),
-          cpu_per_gb: cpu
+          cpu_per_gb: cpu,
+          retransmits: retransmits,
+          udp_drops: drops
         }
       ]
     after
@@ -97,10 +103,17 @@ defmodule TundraBench.Tunnel do
     try do
       pids = Enum.map(ends, fn {port, _} -> elem(Port.info(port, :os_pid), 1) end)
       cpu_before = Enum.map(pids, &Stats.cpu_seconds/1)
-      mbps = iperf(a, b, ob, seconds)
+      drops_before = udp_drops(a) + udp_drops(b)
+      {mbps, retransmits} = iperf(a, b, ob, seconds)
       cpu = Enum.sum(Enum.map(pids, &Stats.cpu_seconds/1)) - Enum.sum(cpu_before)
       gigabytes = mbps * seconds / 8 / 1000
-      %{mbps: mbps, cpu_per_gb: cpu / max(gigabytes, 1.0e-9)}
+
+      %{
+        mbps: mbps,
+        cpu_per_gb: cpu / max(gigabytes, 1.0e-9),
+        retransmits: retransmits,
+        udp_drops: udp_drops(a) + udp_drops(b) - drops_before
+      }
     after
       Enum.each(ends, &Native.stop/1)
     end
@@ -151,9 +164,30 @@ defmodule TundraBench.Tunnel do
     with {:os_pid, pid} <- Port.info(server, :os_pid),
          do: System.cmd("kill", ["#{pid}"], stderr_to_stdout: true)
 
-    case Regex.run(~r/"sum_received":\s*\{[^}]*?"bits_per_second":\s*([0-9.e+]+)/s, out) do
-      [_, bps] when status == 0 -> elem(Float.parse(bps), 0) / 1.0e6
-      _ -> raise "iperf3 failed (#{status}): #{out}"
+    received = Regex.run(~r/"sum_received":\s*\{[^}]*?"bits_per_second":\s*([0-9.e+]+)/s, out)
+    retransmits = Regex.run(~r/"sum_sent":\s*\{[^}]*?"retransmits":\s*(\d+)/s, out)
+
+    case {received, retransmits} do
+      {[_, bps], [_, count]} when status == 0 ->
+        {elem(Float.parse(bps), 0) / 1.0e6, String.to_integer(count)}
+
+      _ ->
+        raise "iperf3 failed (#{status}): #{out}"
+    end
+  end
+
+  # UDP datagrams a namespace's stack dropped so far: received into a full
+  # socket buffer, not sent for a full one, or in error (/proc/net/snmp).
+  defp udp_drops(ns) do
+    {snmp, 0} = System.cmd("ip", ~w(netns exec #{ns} cat /proc/net/snmp))
+
+    case for("Udp: " <> fields <- String.split(snmp, "\n"), do: String.split(fields)) do
+      [names, values] ->
+        counters = Map.new(Enum.zip(names, Enum.map(values, &String.to_integer/1)))
+        Enum.sum(for key <- ~w(InErrors RcvbufErrors SndbufErrors), do: Map.get(counters, key, 0))
+
+      _ ->
+        0
     end
   end
 end

@@ -73,8 +73,9 @@ defmodule TundraExamples.UdpTunnel do
     opts = Keyword.put(opts, :offload, offload)
 
     with {:ok, {device, name}} <- Tundra.create(address, opts),
-         {:ok, socket} <- open_socket(io, local) do
-      state = %{device: device, name: name, socket: socket, remote: remote, io: io, largest: 0}
+         {:ok, socket} <- open_socket(io, local),
+         state = %{device: device, name: name, socket: socket, remote: remote, io: io, largest: 0},
+         {:ok, state} <- connect(state) do
       start(state)
     else
       {:error, reason} -> {:stop, reason}
@@ -96,6 +97,20 @@ defmodule TundraExamples.UdpTunnel do
       {:ok, socket}
     end
   end
+
+  # The segments path's socket talks to the other end only: connected,
+  # each send needs no address (and the kernel no route lookup), and
+  # datagrams from elsewhere never arrive.
+  defp connect(%{io: :segments, socket: socket, remote: {ip, port}} = state) do
+    family = if tuple_size(ip) == 4, do: :inet, else: :inet6
+
+    case :socket.connect(socket, %{family: family, addr: ip, port: port}) do
+      :ok -> {:ok, state}
+      {:error, reason} -> {:error, reason}
+    end
+  end
+
+  defp connect(state), do: {:ok, state}
 
   defp start(%{io: :packets} = state) do
     state = Map.put(state, :flow, Flow.new(state.device, @count))
@@ -175,22 +190,31 @@ defmodule TundraExamples.UdpTunnel do
   end
 
   # Offload: device batches to the other end, one UDP_SEGMENT send each,
-  # until the device has nothing (which arms its select).
-  defp device_to_socket(%{device: device, socket: socket, remote: {ip, port}} = state) do
-    case Tundra.recv_segments(device, :nowait) do
-      {:ok, {data, size}} ->
-        ctrl =
-          if byte_size(data) > size,
-            do: [%{level: :udp, type: @udp_segment, data: <<size::16-native>>}],
-            else: []
+  # until the device has nothing (which arms its select). Packets that
+  # come one at a time (TCP's ACKs, mostly) join the batch in hand while
+  # they are as long as its packets (the last may be shorter), so a train
+  # of them leaves in one send too.
+  defp device_to_socket(state, held \\ nil) do
+    case Tundra.recv_segments(state.device, :nowait) do
+      {:ok, {data, size}} when byte_size(data) == size ->
+        state = %{state | largest: max(state.largest, size)}
 
-        family = if tuple_size(ip) == 4, do: :inet, else: :inet6
-        msg = %{addr: %{family: family, addr: ip, port: port}, iov: [data], ctrl: ctrl}
-        # A batch the socket cannot take now is lost, as on any tunnel.
-        _ = :socket.sendmsg(socket, msg, :nowait)
+        case join(held, data) do
+          {:joined, held} ->
+            device_to_socket(state, held)
+
+          :apart ->
+            send_batch(state, held)
+            device_to_socket(state, {[data], 1, size, size})
+        end
+
+      {:ok, {data, size}} ->
+        send_batch(state, held)
+        send_batch(state, {[data], div(byte_size(data) + size - 1, size), byte_size(data), size})
         device_to_socket(%{state | largest: max(state.largest, byte_size(data))})
 
       {:select, _info} ->
+        send_batch(state, held)
         {:ok, state}
 
       {:error, _gone} ->
@@ -198,16 +222,47 @@ defmodule TundraExamples.UdpTunnel do
     end
   end
 
+  # A batch in hand: its pieces (reversed), packets, bytes, and size.
+  defp join(nil, data), do: {:joined, {[data], 1, byte_size(data), byte_size(data)}}
+
+  defp join({pieces, count, bytes, size}, data)
+       when byte_size(data) <= size and count < @count and bytes + byte_size(data) <= 65_000 do
+    held = {[data | pieces], count + 1, bytes + byte_size(data), size}
+    # A shorter packet can only be the last.
+    if byte_size(data) == size, do: {:joined, held}, else: {:joined, close_batch(held)}
+  end
+
+  defp join(_held, _data), do: :apart
+
+  # A batch that takes nothing more (its last packet is short).
+  defp close_batch({pieces, count, bytes, size}), do: {pieces, count, bytes, size, :closed}
+
+  defp send_batch(_state, nil), do: :ok
+
+  defp send_batch(state, {pieces, count, bytes, size, :closed}),
+    do: send_batch(state, {pieces, count, bytes, size})
+
+  defp send_batch(%{socket: socket}, {pieces, count, _bytes, size}) do
+    ctrl =
+      if count > 1,
+        do: [%{level: :udp, type: @udp_segment, data: <<size::16-native>>}],
+        else: []
+
+    # A batch the socket cannot take now is lost, as on any tunnel.
+    _ = :socket.sendmsg(socket, %{iov: Enum.reverse(pieces), ctrl: ctrl}, :nowait)
+    :ok
+  end
+
   # Offload: (coalesced) datagrams from the other end to the device, until
-  # the socket has nothing (which arms its select).
-  defp socket_to_device(%{device: device, socket: socket, remote: {ip, port}} = state) do
+  # the socket has nothing (which arms its select). (Each read is already
+  # one super-packet's worth: the sending end's device makes super-packets
+  # no larger than one UDP_SEGMENT send, and UDP_GRO puts them back
+  # together; merging reads would only copy them again.)
+  defp socket_to_device(%{device: device, socket: socket} = state) do
     case :socket.recvmsg(socket, 65_535, 64, [], :nowait) do
-      {:ok, %{addr: %{addr: ^ip, port: ^port}, iov: [data], ctrl: ctrl}} ->
+      {:ok, %{iov: [data], ctrl: ctrl}} ->
         # A device that cannot take them now drops them, like a full queue.
         _ = Tundra.send_segments(device, data, segment_size(ctrl, data), :nowait)
-        socket_to_device(state)
-
-      {:ok, _from_elsewhere} ->
         socket_to_device(state)
 
       {:select, _info} ->
