@@ -130,7 +130,10 @@ pub fn read_batch<'a>(
     };
     let mut spans = vec![packet_at(0, first), packet_at(first, second)];
     let mut used = first + second;
-    while spans.len() < count && BATCH_LEN - used >= SCRATCH_LEN && Instant::now() < until {
+    while spans.len() < count && BATCH_LEN - used >= SCRATCH_LEN {
+        if spans.len().is_multiple_of(crate::io::CLOCK_EVERY) && Instant::now() >= until {
+            break;
+        }
         match nix::unistd::read(fd, &mut buf.as_mut_slice()[used..]) {
             Ok(n) => {
                 spans.push(packet_at(used, n));
