@@ -237,6 +237,7 @@ defmodule Tundra do
           | {:owner, non_neg_integer() | String.t()}
           | {:group, non_neg_integer() | String.t()}
           | {:link_events, boolean()}
+          | {:active_batch, boolean()}
           | {:offload, boolean()}
 
   @doc """
@@ -278,6 +279,11 @@ defmodule Tundra do
       `{:ok, {[device, ...], name}}` (see [Multi-queue devices](devices.md#multi-queue-devices-linux)).
     * `:active` - the active mode each device starts in (see
       [Active mode](active_mode.md)). Default: `false`.
+    * `:active_batch` - when `true`, active mode delivers each batch
+      the device had waiting as one `{:tundra_batch, device, [packet,
+      ...]}` message instead of a message per packet (see
+      [Active mode](active_mode.md#one-message-per-batch)). Default:
+      `false`.
     * `:link_events` - when `true`, the owner receives
       `{:tundra_link, device, %{up: boolean, mtu: integer}}` whenever the
       link's state or MTU changes, and `{:tundra_link, device, :removed}`
@@ -403,6 +409,7 @@ defmodule Tundra do
       When `false`, ownership of `fd` passes to Tundra, which closes it with
       the device; the caller must not use or close it afterwards.
     * `:active` - the active mode the device starts in (see [Active mode](active_mode.md)).
+    * `:active_batch` - one message per batch, as for `create/2`.
     * `:link_events` - see [Link events](active_mode.md#link-events).
 
   ## Errors
@@ -415,7 +422,12 @@ defmodule Tundra do
     * `:ebusy` - with `dup: false`, `fd` already belongs to a device of this
       VM (such as `info(device).fd`): two owners would close it twice.
   """
-  @spec adopt(non_neg_integer(), dup: boolean(), active: active(), link_events: boolean()) ::
+  @spec adopt(non_neg_integer(),
+          dup: boolean(),
+          active: active(),
+          active_batch: boolean(),
+          link_events: boolean()
+        ) ::
           {:ok, {device(), String.t()}} | {:error, adopt_error()}
   def adopt(fd, opts \\ []) when is_integer(fd) and fd >= 0 and is_list(opts) do
     with {:ok, dup, start} <- Options.adopt_args(opts),
@@ -443,6 +455,7 @@ defmodule Tundra do
     * `:queues` - for a multi-queue device, the number of queues to open
       (1 to 64); returns a list of devices, as `create/2` does.
     * `:active` - the active mode the device starts in.
+    * `:active_batch` - one message per batch, as for `create/2`.
     * `:link_events` - see [Link events](active_mode.md#link-events).
 
   ## Errors
@@ -459,7 +472,12 @@ defmodule Tundra do
     * `:ebusy` - another file descriptor holds the device (a device that
       is not multi-queue has one holder at a time).
   """
-  @spec attach(String.t() | charlist(), queues: 1..64, active: active(), link_events: boolean()) ::
+  @spec attach(String.t() | charlist(),
+          queues: 1..64,
+          active: active(),
+          active_batch: boolean(),
+          link_events: boolean()
+        ) ::
           {:ok, {device() | [device(), ...], String.t()}} | {:error, attach_error()}
   def attach(name, opts \\ []) when (is_binary(name) or is_list(name)) and is_list(opts) do
     with {:ok, queues, start} <- Options.attach_args(opts),
@@ -479,6 +497,8 @@ defmodule Tundra do
       `:once`, or a count to add to the current one. When a count comes
       to 0 or less this way, the device becomes passive and the owner
       receives `{:tundra_passive, device}`, as with `:gen_udp`.
+    * `:active_batch` (see [Active mode](active_mode.md#one-message-per-batch)):
+      `true` delivers a batch per message, `false` a packet.
     * `:link_events` (see [Link events](active_mode.md#link-events)): `true` or `false`. Changes
       after this returns are reported.
     * `:offload` (an offload device, see [Offload](offload.md)): exactly these
@@ -494,14 +514,16 @@ defmodule Tundra do
   """
   @spec setopts(device(),
           active: active(),
+          active_batch: boolean(),
           link_events: boolean(),
           offload: [offload()]
         ) ::
           :ok | {:error, setopts_error()}
   def setopts({:"$tundra", ref} = device, opts) when is_reference(ref) and is_list(opts) do
-    with {:ok, %{active: active, link_events: link_events, offload: offload}} <-
+    with {:ok, %{active: active, active_batch: batch, link_events: link_events, offload: offload}} <-
            Options.setopts_args(opts),
          :ok <- set_offload(ref, offload, opts),
+         :ok <- if(batch == nil, do: :ok, else: Nif.set_active_batch(ref, batch)),
          :ok <- if(link_events == nil, do: :ok, else: Owner.link_events(ref, link_events)) do
       if active == nil, do: :ok, else: Owner.set_active(device, active)
     end
@@ -1009,11 +1031,12 @@ defmodule Tundra do
   end
 
   @typedoc "An option `getopts/2` reports."
-  @type option_name :: :active | :offload | :link_events
+  @type option_name :: :active | :active_batch | :offload | :link_events
 
   @typedoc "An option's value as `getopts/2` reports it."
   @type option_value ::
           {:active, boolean() | :once | pos_integer()}
+          | {:active_batch, boolean()}
           | {:offload, false | [offload()]}
           | {:link_events, boolean()}
 
@@ -1021,6 +1044,7 @@ defmodule Tundra do
   The current values of the device's options, as `:inet.getopts/2`
   reports a socket's: `names` is a list of `:active` (`false`, `true`,
   `:once`, or the packets still to deliver before going passive),
+  `:active_batch`,
   `:offload` (the offloads in effect on an offload device, else `false`)
   and `:link_events`. Any process may ask; nothing is asked of the
   kernel.
@@ -1033,10 +1057,16 @@ defmodule Tundra do
   @spec getopts(device(), [option_name()]) ::
           {:ok, [option_value()]} | {:error, :closed | {:unknown_option, atom()}}
   def getopts({:"$tundra", ref}, names) when is_reference(ref) and is_list(names) do
-    case Enum.find(names, &(&1 not in [:active, :offload, :link_events])) do
+    case Enum.find(names, &(&1 not in [:active, :active_batch, :offload, :link_events])) do
       nil ->
-        with {:ok, {active, offload, link_events}} <- Nif.getopts(ref) do
-          values = %{active: active_option(active), offload: offload, link_events: link_events}
+        with {:ok, {active, batch, offload, link_events}} <- Nif.getopts(ref) do
+          values = %{
+            active: active_option(active),
+            active_batch: batch,
+            offload: offload,
+            link_events: link_events
+          }
+
           {:ok, for(name <- names, do: {name, Map.fetch!(values, name)})}
         end
 

@@ -57,8 +57,8 @@ defmodule TundraExamples.UdpReflectorTest do
       :gen_udp.close(sock)
     end
 
-    test "answers under a supervisor, in active mode and as a drain loop" do
-      for {mode, n} <- [{:active, 60}, {:drain, 61}] do
+    test "answers under a supervisor, in active mode (by packet and by batch) and as a drain loop" do
+      for {mode, n} <- [{:active, 60}, {:drain, 61}, {:active_batch, 64}] do
         spec = {:create, "10.99.#{n}.2", dstaddr: "10.99.#{n}.1"}
 
         child =

@@ -91,6 +91,10 @@ defmodule Tundra.Nif do
           :ok | {:error, {:invalid_option, :offload} | refused() | Tundra.posix()}
   def set_offload(_ref, _names), do: :erlang.nif_error(:nif_not_loaded)
 
+  # Active delivery as one {:tundra_batch, dev, packets} per read batch.
+  @spec set_active_batch(reference(), boolean()) :: :ok | {:error, refused()}
+  def set_active_batch(_ref, _on), do: :erlang.nif_error(:nif_not_loaded)
+
   @spec reader(reference()) :: {:ok, pid() | nil} | {:error, refused()}
   def reader(_ref), do: :erlang.nif_error(:nif_not_loaded)
 
@@ -115,6 +119,6 @@ defmodule Tundra.Nif do
   def info(_ref), do: :erlang.nif_error(:nif_not_loaded)
 
   @spec getopts(reference()) ::
-          {:ok, {mode(), false | [atom()], boolean()}} | {:error, :closed}
+          {:ok, {mode(), boolean(), false | [atom()], boolean()}} | {:error, :closed}
   def getopts(_ref), do: :erlang.nif_error(:nif_not_loaded)
 end

@@ -27,6 +27,7 @@ defmodule Tundra.Options do
     :owner,
     :group,
     :link_events,
+    :active_batch,
     :offload
   ]
   # Options that only direct creation can honour.
@@ -72,8 +73,8 @@ defmodule Tundra.Options do
   @typedoc "An IPv4 or IPv6 address as the NIF takes it."
   @type ip_bytes :: <<_::32>> | <<_::128>>
 
-  @typedoc "What Tundra sets on new devices: the active mode and link events."
-  @type start :: {active_change(), boolean()}
+  @typedoc "What Tundra sets on new devices: the active mode, how it delivers, link events."
+  @type start :: %{active: active_change(), active_batch: boolean(), link_events: boolean()}
 
   @spec create_args(Tundra.address(), keyword()) ::
           {:ok, map(), start()} | {:error, Tundra.create_error()}
@@ -174,12 +175,13 @@ defmodule Tundra.Options do
     for(<<byte <- mac>>, do: Base.encode16(<<byte>>, case: :lower)) |> Enum.join(":")
   end
 
-  @doc "The `:active` and `:link_events` options of `opts`."
+  @doc "The `:active`, `:active_batch` and `:link_events` options of `opts`."
   @spec start(keyword()) :: {:ok, start()} | {:error, Tundra.option_error()}
   def start(opts) do
     with {:ok, active} <- active(opts),
+         {:ok, batch} <- optional(opts, :active_batch, &is_boolean/1),
          {:ok, link_events} <- optional(opts, :link_events, &is_boolean/1) do
-      {:ok, {active, link_events == true}}
+      {:ok, %{active: active, active_batch: batch == true, link_events: link_events == true}}
     end
   end
 
@@ -212,7 +214,7 @@ defmodule Tundra.Options do
   @spec adopt_args(keyword()) :: {:ok, boolean(), start()} | {:error, Tundra.option_error()}
   def adopt_args(opts) do
     with :ok <- keyword!(opts),
-         :ok <- known_keys(opts, [:dup, :active, :link_events]),
+         :ok <- known_keys(opts, [:dup, :active, :active_batch, :link_events]),
          :ok <- no_duplicates(opts),
          {:ok, dup} <- optional(opts, :dup, &is_boolean/1),
          {:ok, start} <- start(opts) do
@@ -224,7 +226,7 @@ defmodule Tundra.Options do
           {:ok, pos_integer() | nil, start()} | {:error, Tundra.option_error()}
   def attach_args(opts) do
     with :ok <- keyword!(opts),
-         :ok <- known_keys(opts, [:queues, :active, :link_events]),
+         :ok <- known_keys(opts, [:queues, :active, :active_batch, :link_events]),
          :ok <- no_duplicates(opts),
          {:ok, queues} <- optional(opts, :queues, &(is_integer(&1) and &1 in 1..64)),
          {:ok, start} <- start(opts) do
@@ -235,6 +237,7 @@ defmodule Tundra.Options do
   @typedoc "What `Tundra.setopts/2` changes; `nil` for what it leaves."
   @type setopts :: %{
           active: active_change() | nil,
+          active_batch: boolean() | nil,
           link_events: boolean() | nil,
           offload: [atom()] | nil
         }
@@ -243,12 +246,13 @@ defmodule Tundra.Options do
   @spec setopts_args(keyword()) :: {:ok, setopts()} | {:error, Tundra.option_error()}
   def setopts_args(opts) do
     with :ok <- keyword!(opts),
-         :ok <- known_keys(opts, [:active, :link_events, :offload]),
+         :ok <- known_keys(opts, [:active, :active_batch, :link_events, :offload]),
          :ok <- no_duplicates(opts),
          {:ok, link_events} <- optional(opts, :link_events, &is_boolean/1),
+         {:ok, batch} <- optional(opts, :active_batch, &is_boolean/1),
          {:ok, offload} <- optional(opts, :offload, &offload_names?/1),
          {:ok, active} <- if(Keyword.has_key?(opts, :active), do: active(opts), else: {:ok, nil}) do
-      {:ok, %{active: active, link_events: link_events, offload: offload}}
+      {:ok, %{active: active, active_batch: batch, link_events: link_events, offload: offload}}
     end
   end
 

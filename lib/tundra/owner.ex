@@ -26,9 +26,10 @@ defmodule Tundra.Owner do
     with :ok <- start([{:"$tundra", ref}], start), do: {:ok, {{:"$tundra", ref}, name}}
   end
 
-  defp start(devices, {active, link_events}) do
+  defp start(devices, %{active: active, active_batch: batch, link_events: link_events}) do
     Enum.reduce_while(devices, :ok, fn {:"$tundra", ref} = device, :ok ->
       with :ok <- if(link_events, do: link_events(ref, true), else: :ok),
+           :ok <- if(batch, do: Nif.set_active_batch(ref, true), else: :ok),
            :ok <- if(active == {:off, 0}, do: :ok, else: set_active(device, active)) do
         {:cont, :ok}
       else
@@ -121,6 +122,7 @@ defmodule Tundra.Owner do
   defp forward_messages(device, pid) do
     receive do
       {:tundra, ^device, _packet} = message -> forward(message, device, pid)
+      {:tundra_batch, ^device, _packets} = message -> forward(message, device, pid)
       {:tundra_passive, ^device} = message -> forward(message, device, pid)
       {:tundra_closed, ^device} = message -> forward(message, device, pid)
       {:tundra_link, ^device, _info} = message -> forward(message, device, pid)

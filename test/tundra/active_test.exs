@@ -95,6 +95,54 @@ defmodule Tundra.ActiveTest do
     assert_receive {:tundra_passive, ^dev}
   end
 
+  # Receives {:tundra_batch, dev, packets} messages until `count` of ours
+  # came; the packets, in order.
+  defp receive_batches(dev, count, acc \\ []) do
+    if length(seqs(acc)) >= count do
+      acc
+    else
+      receive do
+        {:tundra_batch, ^dev, packets} -> receive_batches(dev, count, acc ++ packets)
+      after
+        5_000 -> flunk("only #{length(seqs(acc))} of #{count} packets came in batches")
+      end
+    end
+  end
+
+  test "active_batch: true delivers batches, in order, counted by packet" do
+    {dev, _} = device(34, active: true, active_batch: true)
+    assert {:ok, [active_batch: true]} = Tundra.getopts(dev, [:active_batch])
+    send_udp = sender(34)
+    send_udp.(payloads(1..200))
+    packets = receive_batches(dev, 200)
+    assert seqs(packets) == payloads(1..200)
+    refute_received {:tundra, ^dev, _}
+
+    # A count counts packets, however they come.
+    :ok = Tundra.setopts(dev, active: false)
+    _ = drain(dev)
+    :ok = Tundra.setopts(dev, active: 10)
+    send_udp.(payloads(201..260))
+    assert_receive {:tundra_passive, ^dev}, 5_000
+    batched = for {:tundra_batch, ^dev, packets} <- mailbox(dev), packet <- packets, do: packet
+    assert length(batched) == 10
+
+    # And back to a message per packet.
+    {:ok, rest} = Tundra.recv_many(dev, 64, 1_000)
+    :ok = Tundra.setopts(dev, active_batch: false, active: :once)
+    send_udp.(payloads(1..1))
+    assert_receive {:tundra, ^dev, _packet}, 5_000
+    assert rest != []
+  end
+
+  defp mailbox(dev) do
+    receive do
+      {:tundra_batch, ^dev, _} = message -> [message | mailbox(dev)]
+    after
+      0 -> []
+    end
+  end
+
   test "getopts/2 and info/1 report the active mode, as inet:getopts does" do
     {dev, _} = device(33, active: 5, link_events: true)
 

@@ -14,14 +14,16 @@ defmodule TundraBench.Reflector do
        raw: {"10.61.0.1", "10.61.0.2"},
        elixir: {"10.61.1.1", "10.61.1.2"},
        echo: {"10.61.2.1", "10.61.2.2"},
-       drain: {"10.61.3.1", "10.61.3.2"}
+       drain: {"10.61.3.1", "10.61.3.2"},
+       batch: {"10.61.4.1", "10.61.4.2"}
      }, 32},
     {"IPv6",
      %{
        raw: {"fd00:61::1", "fd00:61::2"},
        elixir: {"fd00:61:1::1", "fd00:61:1::2"},
        echo: {"fd00:61:2::1", "fd00:61:2::2"},
-       drain: {"fd00:61:3::1", "fd00:61:3::2"}
+       drain: {"fd00:61:3::1", "fd00:61:3::2"},
+       batch: {"fd00:61:4::1", "fd00:61:4::2"}
      }, 128}
   ]
 
@@ -29,7 +31,7 @@ defmodule TundraBench.Reflector do
   @window 64
 
   def run(opts) do
-    single_queue(opts) ++ multi_queue(opts)
+    single_queue(opts) ++ multi_queue(opts) ++ gen_udp(opts)
   end
 
   defp single_queue(opts) do
@@ -37,6 +39,7 @@ defmodule TundraBench.Reflector do
       raw = start_raw(addrs.raw, prefix)
       elixir = start_elixir(UdpReflector, addrs.elixir, prefix, mode: :active)
       drain = start_elixir(UdpReflector, addrs.drain, prefix, mode: :drain)
+      batch = start_elixir(UdpReflector, addrs.batch, prefix, mode: :active_batch)
       echo = start_elixir(EchoResponder, addrs.echo, prefix, [])
       # Whose CPU time a side's packets cost: the raw reflector process, or
       # this whole VM (its schedulers, poller, reader thread and any
@@ -44,7 +47,8 @@ defmodule TundraBench.Reflector do
       os_pids = %{
         raw: raw |> elem(0) |> Port.info(:os_pid) |> elem(1),
         elixir: System.pid(),
-        drain: System.pid()
+        drain: System.pid(),
+        batch: System.pid()
       }
 
       try do
@@ -56,7 +60,7 @@ defmodule TundraBench.Reflector do
         pps ++ [latency_row(family, addrs, opts)]
       after
         Native.stop(raw)
-        Enum.each([elixir, drain, echo], &GenServer.stop/1)
+        Enum.each([elixir, drain, batch, echo], &GenServer.stop/1)
       end
     end
     |> List.flatten()
@@ -100,6 +104,47 @@ defmodule TundraBench.Reflector do
     end
   end
 
+  # OTP's own UDP in both modes, for what active mode costs there: a
+  # `:gen_udp` echo server on loopback, passive (a `recv/2` loop) and
+  # active (`active: 256`, re-armed on `udp_passive`), against the same
+  # load generator. IPv4, 64 B.
+  defp gen_udp(opts) do
+    samples =
+      for round <- 1..opts[:rounds] do
+        modes = if rem(round, 2) == 1, do: [:passive, :active], else: [:active, :passive]
+
+        Map.new(modes, fn mode ->
+          server = TundraBench.GenUdpEcho.start({127, 0, 0, 2}, 9000, mode)
+
+          try do
+            {mode, loadgen({"127.0.0.1", "127.0.0.2"}, 64, System.pid(), opts)}
+          after
+            TundraBench.GenUdpEcho.stop(server)
+          end
+        end)
+      end
+
+    median = fn mode, key -> Stats.median(Enum.map(samples, & &1[mode][key])) end
+    passive = median.(:passive, :pps)
+    active = median.(:active, :pps)
+
+    IO.puts(
+      "  gen_udp echo: passive #{round(passive)} pps (#{median.(:passive, :cpu_us)} µs), " <>
+        "active #{round(active)} pps (#{median.(:active, :cpu_us)} µs)"
+    )
+
+    [
+      %{
+        section: :gen_udp,
+        passive: passive,
+        active: active,
+        passive_cpu_us: median.(:passive, :cpu_us),
+        active_cpu_us: median.(:active, :cpu_us),
+        ratio: Stats.ratio(active, passive)
+      }
+    ]
+  end
+
   defp start_raw({address, peer}, prefix) do
     Native.start([
       Native.path("tundra_bench"),
@@ -124,7 +169,7 @@ defmodule TundraBench.Reflector do
     samples =
       for round <- 1..opts[:rounds] do
         # Each side goes first in turn.
-        sides = Enum.take(Stream.drop(Stream.cycle([:raw, :elixir, :drain]), round), 3)
+        sides = Enum.take(Stream.drop(Stream.cycle([:raw, :elixir, :drain, :batch]), round), 4)
         Map.new(sides, fn side -> {side, loadgen(addrs[side], payload, os_pids[side], opts)} end)
       end
 
@@ -135,11 +180,14 @@ defmodule TundraBench.Reflector do
     raw_cpu = median.(:raw, :cpu_us)
     elixir_cpu = median.(:elixir, :cpu_us)
     drain_cpu = median.(:drain, :cpu_us)
+    batch = median.(:batch, :pps)
+    batch_cpu = median.(:batch, :cpu_us)
 
     IO.puts(
       "  reflector #{family} #{payload} B: raw #{round(raw)} pps (#{raw_cpu} µs CPU/packet), " <>
         "Elixir active #{round(elixir)} pps (#{elixir_cpu} µs), " <>
-        "drain loop #{round(drain)} pps (#{drain_cpu} µs)"
+        "drain loop #{round(drain)} pps (#{drain_cpu} µs), " <>
+        "active by batch #{round(batch)} pps (#{batch_cpu} µs)"
     )
 
     %{
@@ -154,6 +202,9 @@ defmodule TundraBench.Reflector do
       raw_cpu_us: raw_cpu,
       elixir_cpu_us: elixir_cpu,
       drain_cpu_us: drain_cpu,
+      batch: batch,
+      batch_over_drain: Stats.ratio(batch, drain),
+      batch_cpu_us: batch_cpu,
       samples: samples
     }
   end

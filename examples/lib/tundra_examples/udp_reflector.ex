@@ -9,8 +9,9 @@ defmodule TundraExamples.UdpReflector do
   reads the waiting packets a batch at a time and answers each batch with
   one `Tundra.send_many/3`, with back-pressure when the device is full;
   it stops when its device is gone. `mode: :active` serves it in active
-  mode instead (`active: 256`), which `make bench` compares: the drain
-  loop is the faster of the two.
+  mode instead (`active: 256`, a message per packet), and
+  `mode: :active_batch` in active mode with a message per batch
+  (`active_batch: true`), which `make bench` compares.
 
   Swapping leaves every checksum valid (the sums are order-independent),
   so the answer is built as iodata: a new header and the untouched rest of
@@ -27,8 +28,8 @@ defmodule TundraExamples.UdpReflector do
 
   @doc """
   Starts a reflector on the device `spec` names (see
-  `TundraExamples.device_spec/0`). Options: `mode: :drain` (the default)
-  or `:active`, and GenServer options.
+  `TundraExamples.device_spec/0`). Options: `mode: :drain` (the default),
+  `:active` or `:active_batch`, and GenServer options.
   """
   @spec start_link(TundraExamples.device_spec(), keyword()) :: GenServer.on_start()
   def start_link(spec, opts \\ []) do
@@ -86,8 +87,8 @@ defmodule TundraExamples.UdpReflector do
   defp started(%{mode: :drain} = state, ok),
     do: result(state, Flow.drain(state.flow, &reflect/1), ok)
 
-  defp started(%{mode: :active} = state, ok) do
-    case Tundra.setopts(state.flow.device, active: @count) do
+  defp started(%{mode: mode} = state, ok) when mode in [:active, :active_batch] do
+    case Tundra.setopts(state.flow.device, active: @count, active_batch: mode == :active_batch) do
       :ok -> result(state, {:ok, state.flow}, ok)
       {:error, reason} -> result(state, {:error, reason}, ok)
     end
@@ -111,6 +112,9 @@ defmodule TundraExamples.UdpReflector do
 
   def handle_info({:tundra, device, packet}, %{flow: %{device: device} = flow} = state),
     do: {:noreply, %{state | flow: Flow.reply(flow, reflect(Flow.batch(flow, packet)))}}
+
+  def handle_info({:tundra_batch, device, packets}, %{flow: %{device: device} = flow} = state),
+    do: {:noreply, %{state | flow: Flow.reply(flow, reflect(packets))}}
 
   def handle_info({:tundra_passive, device}, %{flow: %{device: device} = flow} = state),
     do: {:noreply, %{state | flow: Flow.ran_out(flow)}}

@@ -23,6 +23,7 @@ rustler::atoms! {
     always,
     add,
     count,
+    tundra_batch,
     tundra_passive,
     tundra_closed,
     dollar_socket = "$socket",

@@ -50,6 +50,16 @@ fn set_offload<'a>(env: Env<'a>, dev: Term<'a>, names: Vec<Atom>) -> NifResult<T
     })
 }
 
+/// Active delivery as one `{:tundra_batch, dev, packets}` per read batch
+/// (`true`) or one `{:tundra, dev, packet}` per packet.
+#[rustler::nif]
+fn set_active_batch<'a>(env: Env<'a>, dev: Term<'a>, on: bool) -> NifResult<Term<'a>> {
+    with_owned(env, dev, |mut owned| {
+        owned.set_batch(on);
+        Ok(ok(env))
+    })
+}
+
 /// The device's reader process: `{:ok, pid}` or `{:ok, nil}`.
 #[rustler::nif]
 fn reader<'a>(env: Env<'a>, dev: Term<'a>) -> NifResult<Term<'a>> {

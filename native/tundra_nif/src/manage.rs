@@ -82,7 +82,7 @@ fn encode_offload<'a>(env: Env<'a>, found: &Described) -> NifResult<Term<'a>> {
 }
 
 /// The options `Tundra.getopts/2` reports, from the resource alone (no
-/// system call): `{:ok, {active, offload, link_events}}`, active as
+/// system call): `{:ok, {active, active_batch, offload, link_events}}`, active as
 /// `set_active` returns it.
 #[rustler::nif]
 fn getopts<'a>(env: Env<'a>, dev: Term<'a>) -> NifResult<Term<'a>> {
@@ -92,6 +92,7 @@ fn getopts<'a>(env: Env<'a>, dev: Term<'a>) -> NifResult<Term<'a>> {
             env,
             (
                 encode_active(env, found.active),
+                found.batch,
                 encode_offload(env, &found)?,
                 found.link_events,
             ),

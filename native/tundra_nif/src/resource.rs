@@ -150,6 +150,9 @@ struct State {
     /// (invariant 6) is still held.
     self_ref: bool,
     active: Active,
+    /// Active delivery as one message per read batch (`{:tundra_batch,
+    /// dev, packets}`) rather than one per packet.
+    batch: bool,
     /// The process that reads the device for its owner in active mode
     /// (and passes link events on), once there is one.
     reader: Option<ErlNifPid>,
@@ -295,6 +298,7 @@ pub fn new_device<'a>(
                     // The reference enif_alloc_resource returned (invariant 6).
                     self_ref: true,
                     active: Active::Off,
+                    batch: false,
                     reader: None,
                     netns,
                     link_events: None,
@@ -370,6 +374,7 @@ pub struct Described {
     pub netns: Option<Arc<Netns>>,
     pub link_events: bool,
     pub active: Active,
+    pub batch: bool,
 }
 
 /// The device locked for its owner, open. Dropping it unlocks.
@@ -420,6 +425,7 @@ impl<'a> DeviceRef<'a> {
                 netns: state.netns.clone(),
                 link_events: state.link_events.is_some(),
                 active: state.active,
+                batch: state.batch,
             }),
             None => Err(Refused::Closed),
         }
@@ -564,6 +570,11 @@ impl<'a> Owned<'_, 'a> {
         self.state.active != Active::Off
     }
 
+    /// Active delivery one message per batch (`true`) or per packet.
+    pub fn set_batch(&mut self, batch: bool) {
+        self.state.batch = batch;
+    }
+
     /// The device's reader process, if it has one.
     pub fn reader(&self) -> Option<LocalPid> {
         self.state.reader.map(LocalPid::from_c_arg)
@@ -705,8 +716,12 @@ impl<'a> Reading<'_, 'a> {
                 let delivered = packets.len();
                 // Split segments still waiting are read without a select.
                 more = delivered == budget || !self.state.pending.is_empty();
-                for packet in packets {
-                    let _ = env.send(&owner, (atoms::tundra(), device, packet));
+                if self.state.batch {
+                    let _ = env.send(&owner, (atoms::tundra_batch(), device, packets));
+                } else {
+                    for packet in packets {
+                        let _ = env.send(&owner, (atoms::tundra(), device, packet));
+                    }
                 }
                 self.state.active = match self.state.active {
                     Active::Count(n) if n > delivered as u64 => Active::Count(n - delivered as u64),
