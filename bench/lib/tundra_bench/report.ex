@@ -45,6 +45,7 @@ defmodule TundraBench.Report do
       latency(for r <- rows, r.section == :latency, do: r),
       creation(rows),
       tunnel(for r <- rows, r.section == :tunnel, do: r),
+      wireguard(for r <- rows, r.section == :wireguard, do: r),
       scheduler(for r <- rows, r.section == :scheduler, do: r)
     ]
     |> Enum.reject(&(&1 == ""))
@@ -65,7 +66,7 @@ defmodule TundraBench.Report do
 
     | family | payload | raw Rust pps | drain loop pps | drain/raw | active pps | active/drain | by batch pps | batch/drain | CPU µs/packet: raw, drain (×raw), active, by batch |
     |---|---:|---:|---:|---:|---:|---:|---:|---:|---|
-    #{Enum.map_join(rows, "\n", &"| #{&1.family} | #{&1.payload} B | #{int(&1.raw)} | #{int(&1.drain)} | #{ratio(Stats.ratio(&1.drain, &1.raw), 0.95)} | #{int(&1.elixir)} | #{ratio(&1.active_over_drain, 0.9)} | #{int(&1.batch)} | #{ratio(&1.batch_over_drain, 0.9)} | #{&1.raw_cpu_us}, #{&1.drain_cpu_us} (#{Stats.ratio(&1.drain_cpu_us, &1.raw_cpu_us)}), #{&1.elixir_cpu_us}, #{&1.batch_cpu_us} |")}
+    #{Enum.map_join(rows, "\n", &"| #{&1.family} | #{&1.payload} B | #{int(&1.raw)} | #{int(&1.drain)} | #{ratio(Stats.ratio(&1.drain, &1.raw), 0.95)} | #{int(&1.elixir)} | #{ratio(&1.active_over_drain, 0.9)} | #{int(&1.batch)} | #{ratio(&1.batch_over_drain, 0.9)} | #{&1.raw_cpu_us}, #{&1.drain_cpu_us} (#{at_most(Stats.ratio(&1.drain_cpu_us, &1.raw_cpu_us), 1.1)}), #{&1.elixir_cpu_us}, #{&1.batch_cpu_us} |")}
 
     CPU µs/packet: CPU time (user + system) of the reflecting process per
     packet reflected: the raw reflector's process, or the whole Elixir VM.
@@ -84,7 +85,7 @@ defmodule TundraBench.Report do
 
     | passive pps | active pps (`active: 256`) | active/passive | CPU µs/packet passive, active |
     |---:|---:|---:|---|
-    | #{int(g.passive)} | #{int(g.active)} | #{g.ratio} | #{g.passive_cpu_us}, #{g.active_cpu_us} |
+    | #{int(g.passive)} | #{int(g.active)} | #{two(g.ratio)} | #{g.passive_cpu_us}, #{g.active_cpu_us} |
     """
   end
 
@@ -109,9 +110,9 @@ defmodule TundraBench.Report do
     """
     ## Ping round trip (ms)
 
-    | family | pings per side | raw p50 | raw p99 | Elixir p50 | Elixir p99 | lost |
-    |---|---:|---:|---:|---:|---:|---:|
-    #{Enum.map_join(rows, "\n", &"| #{&1.family} | #{&1.count} | #{&1.raw_p50} | #{&1.raw_p99} | #{&1.elixir_p50} | #{&1.elixir_p99} | #{&1.lost} |")}
+    | family | pings per side | raw p50 | raw p99 | Elixir p50 | Elixir p99 | p50 Elixir/raw | lost |
+    |---|---:|---:|---:|---:|---:|---:|---:|
+    #{Enum.map_join(rows, "\n", &"| #{&1.family} | #{&1.count} | #{&1.raw_p50} | #{&1.raw_p99} | #{&1.elixir_p50} | #{&1.elixir_p99} | #{at_most(Stats.ratio(&1.elixir_p50, &1.raw_p50), 1.3)} | #{&1.lost} |")}
     """
   end
 
@@ -165,10 +166,44 @@ defmodule TundraBench.Report do
     | path | raw Rust relays | Elixir ends (examples/udp_tunnel.exs) | ratio |
     |---|---:|---:|---:|
     | plain (a system call per packet) | #{Float.round(t.raw, 1)} Mbit/s (#{cpu.(:raw)}) | #{Float.round(t.elixir, 1)} Mbit/s (#{cpu.(:elixir)}) | #{ratio(t.ratio, 0.7)} |
-    | offload (TUN super-packets, UDP_SEGMENT/UDP_GRO) | #{Float.round(t.raw_offload, 1)} Mbit/s (#{cpu.(:raw_offload)}) | #{Float.round(t.elixir_offload, 1)} Mbit/s (#{cpu.(:elixir_offload)}) | #{ratio(t.offload_ratio, 0.6)} |
+    | offload (TUN super-packets, UDP_SEGMENT/UDP_GRO) | #{Float.round(t.raw_offload, 1)} Mbit/s (#{cpu.(:raw_offload)}) | #{Float.round(t.elixir_offload, 1)} Mbit/s (#{cpu.(:elixir_offload)}) | #{ratio(t.offload_ratio, 0.9)} |
     | Elixir offload over Elixir plain | | | #{ratio(t.offload_gain, 3.0)} |
     """
   end
+
+  defp wireguard([]), do: ""
+
+  defp wireguard([%{stats: s}]) do
+    cell = fn kind, way ->
+      "#{Float.round(s[{kind, way}], 1)} Mbit/s (#{Float.round(s[{kind, cpu_key(way)}], 2)} s, " <>
+        "#{round(s[{kind, rtx_key(way)}])} rtx)"
+    end
+
+    row = fn way, label ->
+      "| #{label} | #{cell.(:boringtun, way)} | #{cell.(:elixir, way)} | " <>
+        "#{ratio(Stats.ratio(s[{:elixir, way}], s[{:boringtun, way}]), 1.0)} |"
+    end
+
+    """
+    ## WireGuard, iperf3 TCP through it
+
+    Two namespaces joined by a veth pair, a WireGuard interface in each:
+    boringtun 0.7.1 in both, against the Elixir peer
+    (`examples/wireguard.exs`, offload path) in namespace a with boringtun
+    in b. In brackets: both ends' CPU time per GB moved, and the TCP
+    retransmits iperf3 counted; medians per run.
+
+    | direction | boringtun ↔ boringtun | Elixir ↔ boringtun | ratio |
+    |---|---:|---:|---:|
+    #{row.(:up, "a → b (the Elixir end encrypts)")}
+    #{row.(:down, "b → a (the Elixir end decrypts)")}
+    """
+  end
+
+  defp cpu_key(:up), do: :up_cpu
+  defp cpu_key(:down), do: :down_cpu
+  defp rtx_key(:up), do: :up_rtx
+  defp rtx_key(:down), do: :down_rtx
 
   defp scheduler([]), do: ""
 
@@ -192,6 +227,15 @@ defmodule TundraBench.Report do
 
   defp ratio(r, goal),
     do: "#{:erlang.float_to_binary(r, decimals: 2)} #{target(r >= goal, "≥ #{goal}")}"
+
+  # A ratio whose target is a ceiling (CPU, latency).
+  defp at_most(nil, _), do: "-"
+
+  defp at_most(r, goal),
+    do: "#{two(r)}× #{target(r <= goal, "≤ #{goal}×")}"
+
+  defp two(nil), do: "-"
+  defp two(r), do: :erlang.float_to_binary(r / 1, decimals: 2)
 
   defp target(true, text), do: "(#{text}: met)"
   defp target(false, text), do: "(#{text}: **not met**)"

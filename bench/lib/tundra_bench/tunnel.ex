@@ -7,7 +7,7 @@ defmodule TundraBench.Tunnel do
   # offload (TUN super-packets, UDP_SEGMENT/UDP_GRO). Also the CPU time
   # both ends take per GB moved.
 
-  alias TundraBench.{Native, Stats}
+  alias TundraBench.{Lab, Native, Stats}
 
   @underlay {"192.168.250.1", "192.168.250.2"}
   @overlay {"10.251.0.1", "10.251.0.2"}
@@ -19,7 +19,7 @@ defmodule TundraBench.Tunnel do
     ns = {"tundra-bench-a-#{suffix}", "tundra-bench-b-#{suffix}"}
 
     try do
-      make_namespaces(ns)
+      Lab.make_namespaces(ns, @underlay)
 
       kinds = [:raw, :elixir, :raw_offload, :elixir_offload]
 
@@ -60,33 +60,7 @@ defmodule TundraBench.Tunnel do
         }
       ]
     after
-      {a, b} = ns
-      System.cmd("ip", ["netns", "del", a], stderr_to_stdout: true)
-      System.cmd("ip", ["netns", "del", b], stderr_to_stdout: true)
-    end
-  end
-
-  defp make_namespaces({a, b}) do
-    {ua, ub} = @underlay
-    veth = "tbv#{rem(System.unique_integer([:positive]), 100_000)}"
-
-    cmds = [
-      ~w(ip netns add #{a}),
-      ~w(ip netns add #{b}),
-      ~w(ip link add #{veth}a type veth peer name #{veth}b),
-      ~w(ip link set #{veth}a netns #{a}),
-      ~w(ip link set #{veth}b netns #{b}),
-      ~w(ip -n #{a} addr add #{ua}/30 dev #{veth}a),
-      ~w(ip -n #{b} addr add #{ub}/30 dev #{veth}b),
-      ~w(ip -n #{a} link set #{veth}a up),
-      ~w(ip -n #{b} link set #{veth}b up),
-      ~w(ip -n #{a} link set lo up),
-      ~w(ip -n #{b} link set lo up)
-    ]
-
-    for [exe | args] = cmd <- cmds do
-      {out, status} = System.cmd(exe, args, stderr_to_stdout: true)
-      if status != 0, do: raise("#{Enum.join(cmd, " ")}: #{out}")
+      Lab.delete_namespaces(ns)
     end
   end
 
@@ -103,8 +77,8 @@ defmodule TundraBench.Tunnel do
     try do
       pids = Enum.map(ends, fn {port, _} -> elem(Port.info(port, :os_pid), 1) end)
       cpu_before = Enum.map(pids, &Stats.cpu_seconds/1)
-      drops_before = udp_drops(a) + udp_drops(b)
-      {mbps, retransmits} = iperf(a, b, ob, seconds)
+      drops_before = Lab.udp_drops(a) + Lab.udp_drops(b)
+      {mbps, retransmits} = Lab.iperf(a, b, ob, seconds)
       cpu = Enum.sum(Enum.map(pids, &Stats.cpu_seconds/1)) - Enum.sum(cpu_before)
       gigabytes = mbps * seconds / 8 / 1000
 
@@ -112,7 +86,7 @@ defmodule TundraBench.Tunnel do
         mbps: mbps,
         cpu_per_gb: cpu / max(gigabytes, 1.0e-9),
         retransmits: retransmits,
-        udp_drops: udp_drops(a) + udp_drops(b) - drops_before
+        udp_drops: Lab.udp_drops(a) + Lab.udp_drops(b) - drops_before
       }
     after
       Enum.each(ends, &Native.stop/1)
@@ -139,55 +113,5 @@ defmodule TundraBench.Tunnel do
         plain,
       60_000
     )
-  end
-
-  # Mbit/s that the iperf3 server in b received from the client in a.
-  defp iperf(a, b, server_addr, seconds) do
-    server =
-      Port.open({:spawn_executable, System.find_executable("ip")}, [
-        :binary,
-        :exit_status,
-        :stderr_to_stdout,
-        args: ~w(netns exec #{b} iperf3 --server --one-off --bind #{server_addr})
-      ])
-
-    Process.sleep(300)
-
-    {out, status} =
-      System.cmd(
-        "ip",
-        ~w(netns exec #{a} iperf3 --client #{server_addr} --time #{seconds} --connect-timeout 3000 --json),
-        stderr_to_stdout: true
-      )
-
-    # --one-off makes it exit after the test; stop it anyway if the client failed.
-    with {:os_pid, pid} <- Port.info(server, :os_pid),
-         do: System.cmd("kill", ["#{pid}"], stderr_to_stdout: true)
-
-    received = Regex.run(~r/"sum_received":\s*\{[^}]*?"bits_per_second":\s*([0-9.e+]+)/s, out)
-    retransmits = Regex.run(~r/"sum_sent":\s*\{[^}]*?"retransmits":\s*(\d+)/s, out)
-
-    case {received, retransmits} do
-      {[_, bps], [_, count]} when status == 0 ->
-        {elem(Float.parse(bps), 0) / 1.0e6, String.to_integer(count)}
-
-      _ ->
-        raise "iperf3 failed (#{status}): #{out}"
-    end
-  end
-
-  # UDP datagrams a namespace's stack dropped so far: received into a full
-  # socket buffer, not sent for a full one, or in error (/proc/net/snmp).
-  defp udp_drops(ns) do
-    {snmp, 0} = System.cmd("ip", ~w(netns exec #{ns} cat /proc/net/snmp))
-
-    case for("Udp: " <> fields <- String.split(snmp, "\n"), do: String.split(fields)) do
-      [names, values] ->
-        counters = Map.new(Enum.zip(names, Enum.map(values, &String.to_integer/1)))
-        Enum.sum(for key <- ~w(InErrors RcvbufErrors SndbufErrors), do: Map.get(counters, key, 0))
-
-      _ ->
-        0
-    end
   end
 end
