@@ -6,17 +6,19 @@
 #   make bench ARGS="--only reflector --rounds 5"
 #
 # Sections: reflector (packets/s and ping latency), creation, tunnel,
-# scheduler (heartbeat delay during the largest calls).
+# wireguard (the WireGuard example against boringtun), scheduler (heartbeat
+# delay during the largest calls).
 usage = """
 usage: make bench ARGS="[options]"
 
-  --only SECTION        reflector, creation, tunnel or scheduler (repeatable; default all)
+  --only SECTION        reflector, creation, tunnel, wireguard or scheduler
+                        (repeatable; default all)
   --rounds N            rounds per comparison, alternating sides (3)
   --seconds S           load generator run per reflector sample (2.0)
   --pings N             pings per side and round (500)
   --create-count N      devices per creation sample (200)
   --fleet N             owners in the bring-up/teardown fleet (1000)
-  --tunnel-seconds N    iperf3 run per tunnel sample (5)
+  --tunnel-seconds N    iperf3 run per tunnel and WireGuard sample (5)
   --no-write            print the table, do not write bench/results/
 """
 
@@ -36,7 +38,7 @@ usage: make bench ARGS="[options]"
   )
 
 only = Keyword.get_values(opts, :only)
-known = ["reflector", "creation", "tunnel", "scheduler"]
+known = ["reflector", "creation", "tunnel", "wireguard", "scheduler"]
 
 cond do
   opts[:help] ->
@@ -69,6 +71,7 @@ sections = [
   {"reflector", &TundraBench.Reflector.run/1},
   {"creation", &TundraBench.Creation.run/1},
   {"tunnel", &TundraBench.Tunnel.run/1},
+  {"wireguard", &TundraBench.WireGuard.run/1},
   {"scheduler", &TundraBench.Scheduler.run/1}
 ]
 

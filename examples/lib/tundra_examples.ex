@@ -3,9 +3,10 @@ defmodule TundraExamples do
   Examples of Tundra packet servers: `TundraExamples.EchoResponder`
   (answers `ping`), `TundraExamples.UdpReflector` (sends UDP datagrams
   back), `TundraExamples.UdpTunnel` (a point-to-point IP-over-UDP
-  tunnel) and `TundraExamples.TapResponder` (plays a host on a TAP
-  device: ARP, neighbour discovery, ping). Each is a GenServer that gets its device in `init/1`, so it is
-  started (and restarted) under a supervisor like any other:
+  tunnel), `TundraExamples.TapResponder` (plays a host on a TAP device:
+  ARP, neighbour discovery, ping) and `TundraExamples.WireGuard` (a
+  WireGuard peer). Each is a GenServer that gets its device in `init/1`,
+  so it is started (and restarted) under a supervisor like any other:
 
       children = [
         {TundraExamples.EchoResponder, {:create, "10.99.0.2", dstaddr: "10.99.0.1"}}

@@ -1,0 +1,215 @@
+defmodule TundraExamples.WireGuard do
+  @moduledoc """
+  A WireGuard peer on a Tundra device: the protocol of
+  [wireguard.com/protocol](https://www.wireguard.com/protocol/) in Elixir,
+  over OTP's `:crypto`, interoperating with other WireGuard
+  implementations (it is tested against boringtun, configured with `wg`).
+
+      {:ok, config} = TundraExamples.WireGuard.read_config("wg0.conf")
+      {:ok, pid} = TundraExamples.WireGuard.start_link(config, name: "wg0")
+
+  The configuration is what `wg-quick` reads (see
+  `TundraExamples.WireGuard.Config`): the interface's private key,
+  addresses, listen port and MTU, and its peers with their public keys,
+  preshared keys, allowed IPs, endpoints and persistent keepalives. The
+  device gets the addresses and a route for each peer's allowed IPs (all
+  but default routes, see below), and the interface answers on the
+  listen port, IPv4 and IPv6. `examples/wireguard.exs` runs one from a
+  file.
+
+  What it does, as the protocol says:
+
+    * the `Noise_IKpsk2_25519_ChaChaPoly_BLAKE2s` handshake, as initiator
+      and responder, with `mac1`; under load (more handshake messages a
+      second than `:handshake_load`), `mac2` with cookie replies and a
+      per-address rate limit; as initiator it takes cookie replies
+      (XChaCha20-Poly1305) and retries with the cookie;
+    * transport data with a counter per packet and a sliding replay
+      window; padding to 16 bytes;
+    * cryptokey routing: a packet goes to the peer whose allowed IPs hold
+      its destination, and a packet from a peer whose source is not in
+      its allowed IPs is dropped;
+    * the timers: a new handshake after two minutes or 2^60 messages,
+      keys refused after three minutes, handshake retries every five
+      seconds (with jitter) for up to ninety, keepalives after ten
+      seconds of one-way traffic, persistent keepalives, keys zeroed
+      after nine minutes without a handshake;
+    * endpoint roaming: a peer's endpoint is where its last authentic
+      packet came from.
+
+  Malformed, unauthentic, replayed or unroutable packets are dropped
+  without an answer and counted in `info/1`'s `:drops`.
+
+  ## The data path
+
+  By default the device is an offload device: what the kernel hands it
+  comes as a super-packet's segments (`Tundra.recv_segments/2`), which are
+  sealed one by one and leave in one `UDP_SEGMENT` send per run of equal
+  length; datagrams arrive coalesced (`UDP_GRO`), are opened one by one
+  and reach the device with `Tundra.send_many/3`, which writes a run of
+  one TCP flow as one super-packet again. `offload: false` is the plain
+  path: a packet per read, a datagram per send.
+
+  ## Not here
+
+  Default routes (`AllowedIPs = 0.0.0.0/0`) are accepted for cryptokey
+  routing but not installed on the device: they would route the
+  tunnel's own datagrams into it, which `wg-quick` avoids with policy
+  routing (a firewall mark and its own table), the host's business. Add
+  one yourself where the endpoint has its own route. `DNS`, `Table`,
+  `FwMark`, `SaveConfig` and the hooks are ignored. There is no UAPI
+  socket (`wg show` does not see it): `info/1` says what it says.
+  """
+
+  alias TundraExamples.WireGuard.{Config, Interface}
+
+  @typedoc """
+  Options:
+
+    * `:name` - the device's name (`Tundra.create/2`'s `:name`), such as
+      `"wg0"`. Default: the kernel's `tun%d`.
+    * `:offload` - the offload data path (default `true`; Linux).
+    * `:netns` - create the device in this network namespace
+      (`Tundra.create/2`'s `:netns`; the UDP sockets stay in the VM's).
+    * `:server` - a name to register the process under (`GenServer` names).
+    * `:timers` - shorter protocol timers, for tests only (milliseconds:
+      `rekey_after_time`, `reject_after_time`, `rekey_attempt_time`,
+      `rekey_timeout`, `keepalive_timeout`, `cookie_lifetime`; counts:
+      `rekey_after_messages`, `reject_after_messages`,
+      `handshake_load`, the handshake messages a second past which the
+      interface is under load).
+  """
+  @type option ::
+          {:name, String.t()}
+          | {:offload, boolean()}
+          | {:netns, String.t()}
+          | {:server, GenServer.name()}
+          | {:timers, keyword() | map()}
+
+  @typedoc "What `info/1` says about a peer."
+  @type peer_info :: %{
+          public_key: binary(),
+          endpoint: {:inet.ip_address(), :inet.port_number()} | nil,
+          handshakes: non_neg_integer(),
+          last_handshake: integer() | nil,
+          rx_bytes: non_neg_integer(),
+          tx_bytes: non_neg_integer(),
+          keepalives_sent: non_neg_integer(),
+          keepalives_received: non_neg_integer(),
+          session: boolean(),
+          staged: non_neg_integer()
+        }
+
+  @typedoc "What `info/1` says about the interface."
+  @type info :: %{
+          name: String.t(),
+          public_key: binary(),
+          listen_port: :inet.port_number(),
+          drops: %{atom() => pos_integer()},
+          peers: [peer_info()]
+        }
+
+  @doc "Reads a `wg-quick` configuration file (see `TundraExamples.WireGuard.Config`)."
+  @spec read_config(Path.t()) :: {:ok, Config.t()} | {:error, term()}
+  defdelegate read_config(path), to: Config, as: :read
+
+  @doc "Parses a `wg-quick` configuration's text."
+  @spec parse_config(String.t()) :: {:ok, Config.t()} | {:error, {pos_integer(), String.t()}}
+  defdelegate parse_config(text), to: Config, as: :parse
+
+  @doc """
+  Starts an interface from a configuration (`read_config/1`): creates its
+  device, routes and sockets, and starts the handshake with peers that
+  have a persistent keepalive. Fails with `Tundra.create/2`'s errors, or
+  `{:invalid_public_key, key}`, `:no_address`, `{:route, prefix, reason}`,
+  or the socket's error.
+  """
+  @spec start_link(Config.t(), [option()]) :: GenServer.on_start()
+  def start_link(config, opts \\ []) do
+    {server, opts} = Keyword.pop(opts, :server)
+    gen_opts = if server, do: [name: server], else: []
+    GenServer.start_link(Interface, {config, opts}, gen_opts)
+  end
+
+  @doc """
+  For supervisors: `{TundraExamples.WireGuard, config: config, name: "wg0"}`,
+  the configuration under `:config` and `start_link/2`'s options beside it.
+  """
+  @spec child_spec([{:config, Config.t()} | option()]) :: Supervisor.child_spec()
+  def child_spec(opts) do
+    {config, opts} = Keyword.pop!(opts, :config)
+
+    %{
+      id: Keyword.get(opts, :server, __MODULE__),
+      start: {__MODULE__, :start_link, [config, opts]}
+    }
+  end
+
+  @doc "The interface: its device's name, key, port, peers and drop counts."
+  @spec info(GenServer.server()) :: info()
+  def info(server), do: GenServer.call(server, :info)
+
+  @doc """
+  What `info/1` says, as text in the shape of `wg show`: keys in base64,
+  endpoints as `address:port`.
+  """
+  @spec show(GenServer.server()) :: String.t()
+  def show(server) do
+    info = info(server)
+    now = System.system_time(:millisecond)
+
+    peers =
+      for peer <- info.peers do
+        handshake =
+          if peer.last_handshake,
+            do: "#{div(now - peer.last_handshake, 1000)} seconds ago",
+            else: "never"
+
+        """
+        peer: #{Base.encode64(peer.public_key)}
+          endpoint: #{endpoint(peer.endpoint)}
+          latest handshake: #{handshake} (#{peer.handshakes} in all)
+          transfer: #{peer.rx_bytes} B received, #{peer.tx_bytes} B sent
+          session: #{if peer.session, do: "yes", else: "no"}
+        """
+      end
+
+    drops = Enum.map_join(Enum.sort(info.drops), ", ", fn {why, n} -> "#{why} #{n}" end)
+
+    """
+    interface: #{info.name}
+      public key: #{Base.encode64(info.public_key)}
+      listening port: #{info.listen_port}
+      dropped: #{if drops == "", do: "nothing", else: drops}
+
+    """ <> Enum.join(peers, "\n")
+  end
+
+  defp endpoint(nil), do: "(none)"
+  defp endpoint({{_, _, _, _} = ip, port}), do: "#{:inet.ntoa(ip)}:#{port}"
+  defp endpoint({ip, port}), do: "[#{:inet.ntoa(ip)}]:#{port}"
+
+  @doc """
+  Moves the interface's UDP sockets to another port (`0`: any), as a
+  laptop moving between networks does to its peers: they follow, by
+  roaming, once an authentic packet arrives from the new one. Returns the
+  new port.
+  """
+  @spec rebind(GenServer.server(), :inet.port_number()) ::
+          {:ok, :inet.port_number()} | {:error, term()}
+  def rebind(server, port), do: GenServer.call(server, {:rebind, port})
+
+  @doc "A new private key, base64 (as `wg genkey`)."
+  @spec generate_private_key() :: String.t()
+  def generate_private_key do
+    {_public, private} = :crypto.generate_key(:ecdh, :x25519)
+    Base.encode64(private)
+  end
+
+  @doc "The public key of a base64 private key (as `wg pubkey`)."
+  @spec public_key(String.t()) :: String.t()
+  def public_key(private) do
+    {public, _} = :crypto.generate_key(:ecdh, :x25519, Base.decode64!(private))
+    Base.encode64(public)
+  end
+end
