@@ -110,6 +110,10 @@ defmodule TundraExamples.WireGuard.PairTest do
     assert sent == received
     assert peer_info(p.a, p.pb).handshakes >= 3
     assert peer_info(p.b, p.pa).handshakes >= 3
+    # Retired sessions leave the index table: at most current, previous,
+    # next and a handshake under way.
+    assert map_size(:sys.get_state(p.a).indices) <= 4
+    assert map_size(:sys.get_state(p.b).indices) <= 4
 
     # A transport datagram of the first session, long expired: refused.
     [old | _] = for {:to_b, <<4, _::binary>> = d} <- captured(p.relay), do: d

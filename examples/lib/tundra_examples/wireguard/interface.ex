@@ -794,7 +794,14 @@ defmodule TundraExamples.WireGuard.Interface do
       session = new_session(index, keys, false, now)
       # Our own initiation, if any, is superseded (as in wireguard-go);
       # its retransmit timer stays until the new session is confirmed.
-      peer = retire(%{peer | retired: []}, :next) |> drop_handshake()
+      # The new session waits in `next` for the initiator's first packet;
+      # an older unconfirmed one and the previous session go (as in
+      # wireguard-go's BeginSymmetricSession).
+      peer =
+        %{peer | retired: []}
+        |> retire(:next)
+        |> retire(:previous)
+        |> drop_handshake()
 
       peer = %{
         peer
@@ -823,9 +830,11 @@ defmodule TundraExamples.WireGuard.Interface do
       session = new_session(receiver, keys, true, now)
       peer = %{peer | retired: [], handshake: nil}
 
+      # A session of ours that the peer never confirmed becomes the
+      # previous one (it may still carry its packets); else the current.
       peer =
         if peer.next != nil,
-          do: %{retire(peer, :previous) | previous: peer.next, next: nil},
+          do: %{(peer |> retire(:previous) |> retire(:current)) | previous: peer.next, next: nil},
           else: %{retire(peer, :previous) | previous: peer.current}
 
       peer = %{peer | current: session, endpoint: source, asked_rekey: false}
