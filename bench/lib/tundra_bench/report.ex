@@ -211,6 +211,7 @@ defmodule TundraBench.Report do
   defp unmet(rows) do
     reflector = for r <- rows, r.section == :reflector, do: r
     latency = for r <- rows, r.section == :latency, do: r
+    tunnel = for r <- rows, r.section == :tunnel, do: r
 
     notes =
       [
@@ -264,6 +265,23 @@ defmodule TundraBench.Report do
             awake when the packet comes (busy-waiting, at the cost of a
             core) or the reading done on the poll thread's wakeup itself,
             which OTP does not offer NIFs.
+          """,
+        Enum.any?(tunnel, &below?(&1.offload_ratio, 0.9)) &&
+          """
+          - **Offload tunnel against the Rust relay.** `perf record -g` of
+            the sending end during iperf3: 64% kernel (the copies into
+            and out of the super-packets, which the Rust relay makes
+            too), 17% the BEAM scheduler's spin loop plus 7% in
+            `sched_yield`, 5% checksums, 3% `memmove`. VM flags
+            `+sbwt none +sbwtdcpu none +sbwtdio none` take ~15% off the
+            CPU per GB but did not move the throughput (three runs each
+            way, within the noise). The structural difference: the Rust
+            relay has a thread per direction, the Elixir end one process
+            for both, since a device has one owner who alone reads and
+            writes it; the two directions of a TCP stream (data one way,
+            ACKs the other) wait for each other there. Reaching 0.9
+            steadily needs a process per direction, which needs a way to
+            let a second process write to a device.
           """
       ]
       |> Enum.filter(& &1)
