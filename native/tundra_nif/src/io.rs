@@ -349,7 +349,8 @@ fn send_segments<'a>(
         while at < bytes.len() {
             // Every call writes something before it looks at the clock, so
             // a caller that calls again always gets further.
-            if writes > 0 && writes.is_multiple_of(CLOCK_EVERY) && started.elapsed() >= CALL_BUDGET {
+            if writes > 0 && writes.is_multiple_of(CLOCK_EVERY) && started.elapsed() >= CALL_BUDGET
+            {
                 return Done::Reply((atoms::more(), rest_from(at)).encode(env));
             }
             writes += 1;
