@@ -132,6 +132,42 @@ defmodule TundraExamples.WireGuard.PairTest do
     assert peer_info(p.a, p.pb).session
   end
 
+  test "a new session after rekey_after_messages, and none used past reject_after_messages" do
+    # Rekeying after 300 messages (each side counts what it sends)...
+    # (A new initiation waits rekey_timeout after the last: the stream
+    # is paced to last a few of those.)
+    p = pair(timers: [rekey_after_messages: 300, rekey_timeout: 100])
+    {sent, received} = tcp_transfer(p.ns_a, p.ns_b, p.b_addr, 3_000_000, chunk: 16_000, pause: 10)
+    assert sent == received
+    assert peer_info(p.a, p.pb).handshakes >= 3
+
+    # ...and, with no rekeying before, a session refused for sending
+    # after 1,000 messages: the packets wait for a new handshake.
+    p = pair(timers: [reject_after_messages: 1_000, rekey_timeout: 100])
+    {sent, received} = tcp_transfer(p.ns_a, p.ns_b, p.b_addr, 3_000_000, chunk: 16_000, pause: 10)
+    assert sent == received
+    assert peer_info(p.a, p.pb).handshakes >= 2
+  end
+
+  test "an initiation nobody answers is retried, then given up after rekey_attempt_time" do
+    timers = [rekey_timeout: 200, rekey_attempt_time: 1_000]
+    p = pair(timers: timers, relay: true)
+    # The relay swallows everything: B never hears of A.
+    forward(p.relay, false)
+    initiations = fn -> length(for {:to_b, <<1, _::binary>>} <- captured(p.relay), do: 1) end
+
+    # A ping starts the handshake; the initiation goes out again and again.
+    _ = ping(p.ns_a, p.b_addr, count: 1, wait: 1)
+    assert TundraTest.Net.eventually(fn -> initiations.() >= 3 end, 5_000)
+
+    # After rekey_attempt_time A stops (and drops what waited).
+    assert TundraTest.Net.eventually(fn -> peer_info(p.a, p.pb).staged == 0 end, 5_000)
+    settled = initiations.()
+    Process.sleep(1_000)
+    assert initiations.() == settled
+    refute peer_info(p.a, p.pb).session
+  end
+
   test "keys are zeroed after three times the reject time without a handshake" do
     p =
       pair(
