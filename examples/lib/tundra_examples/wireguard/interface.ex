@@ -362,11 +362,13 @@ defmodule TundraExamples.WireGuard.Interface do
   defp route_out(state, [first | _] = packets, true, now),
     do: to_peer(state, AllowedIPs.destination(state.routes, first), packets, now)
 
+  # Otherwise each packet is routed once, runs to one peer kept together.
   defp route_out(state, packets, false, now) do
     packets
-    |> Enum.chunk_by(&AllowedIPs.destination(state.routes, &1))
-    |> Enum.reduce(state, fn [first | _] = run, state ->
-      to_peer(state, AllowedIPs.destination(state.routes, first), run, now)
+    |> Enum.map(&{AllowedIPs.destination(state.routes, &1), &1})
+    |> Enum.chunk_by(&elem(&1, 0))
+    |> Enum.reduce(state, fn [{peer, _} | _] = run, state ->
+      to_peer(state, peer, Enum.map(run, &elem(&1, 1)), now)
     end)
   end
 
@@ -398,7 +400,7 @@ defmodule TundraExamples.WireGuard.Interface do
 
       peer =
         peer
-        |> sent_authenticated(state, now)
+        |> sent_authenticated(now)
         |> then(&if(data?, do: sent_data(&1, state, now), else: &1))
 
       state = put_peer(state, peer)
@@ -610,9 +612,9 @@ defmodule TundraExamples.WireGuard.Interface do
          :ok <- receivable(state, session, counter, now),
          {:ok, plaintext} <- open(session, counter, sealed) do
       session = %{session | replay: Replay.accept(session.replay, counter)}
-      {peer, confirmed?} = received_with(peer, slot, session, state, now)
+      {peer, confirmed?} = received_with(peer, slot, session)
       peer = %{peer | endpoint: source, rx_bytes: peer.rx_bytes + byte_size(datagram)}
-      peer = received_authenticated(peer, state, now)
+      peer = received_authenticated(peer, now)
       touched = if confirmed?, do: [public | touched], else: touched
 
       case inner_packet(plaintext) do
@@ -679,12 +681,12 @@ defmodule TundraExamples.WireGuard.Interface do
 
   # The first packet under the responder's new session confirms it: it
   # becomes current (the handshake is complete).
-  defp received_with(peer, :next, session, state, now) do
+  defp received_with(peer, :next, session) do
     peer = %{retire(peer, :previous) | previous: peer.current, current: session, next: nil}
-    {handshake_complete(%{peer | asked_rekey: false}, state, now), true}
+    {handshake_complete(%{peer | asked_rekey: false}), true}
   end
 
-  defp received_with(peer, slot, session, _state, _now), do: {Map.put(peer, slot, session), false}
+  defp received_with(peer, slot, session), do: {Map.put(peer, slot, session), false}
 
   defp retire(peer, slot) do
     case Map.fetch!(peer, slot) do
@@ -744,22 +746,16 @@ defmodule TundraExamples.WireGuard.Interface do
 
       true ->
         {under_load?, state} = load(rotate_cookie_secret(state, now), now)
+        cookie = if under_load?, do: cookie_for(state, source)
 
         cond do
           not under_load? ->
             handshake(state, source, type, message, now)
 
-          not Noise.mac2_valid?(message, cookie_for(state, source, now)) ->
+          not Noise.mac2_valid?(message, cookie) ->
             # Prove your address first: a cookie for it, bound to this mac1.
             <<_::32, sender::32-little, _::binary>> = message
-
-            reply =
-              Noise.cookie_reply(
-                state.identity,
-                sender,
-                Noise.mac1(message),
-                cookie_for(state, source, now)
-              )
+            reply = Noise.cookie_reply(state.identity, sender, Noise.mac1(message), cookie)
 
             transmit(state, source, [{[reply], byte_size(reply)}])
             drop(state, :cookie_sent)
@@ -811,8 +807,8 @@ defmodule TundraExamples.WireGuard.Interface do
           last_initiation_consumed: now
       }
 
-      peer = peer |> received_authenticated(state, now) |> session_derived(state, now)
-      peer = sent_authenticated(peer, state, now)
+      peer = peer |> received_authenticated(now) |> session_derived(state, now)
+      peer = sent_authenticated(peer, now)
       state = put_peer(state, peer)
       state = %{state | indices: Map.put(state.indices, index, peer.keys.public)}
       transmit(state, source, [{[response], byte_size(response)}])
@@ -841,9 +837,9 @@ defmodule TundraExamples.WireGuard.Interface do
 
       peer =
         peer
-        |> received_authenticated(state, now)
+        |> received_authenticated(now)
         |> session_derived(state, now)
-        |> handshake_complete(state, now)
+        |> handshake_complete()
 
       state = put_peer(state, peer)
       # The responder learns the session is confirmed from our first
@@ -917,7 +913,7 @@ defmodule TundraExamples.WireGuard.Interface do
             retransmit_at: now + t.rekey_timeout + :rand.uniform(t.rekey_jitter) - 1
         }
 
-        peer = peer |> sent_authenticated(state, now) |> traversed(now)
+        peer = peer |> sent_authenticated(now) |> traversed(now)
         state = put_peer(state, peer)
         state = %{state | indices: Map.put(state.indices, index, peer.keys.public)}
         transmit(state, peer.endpoint, [{[message], byte_size(message)}])
@@ -956,7 +952,7 @@ defmodule TundraExamples.WireGuard.Interface do
 
   # The cookie for an address: a MAC of it under a secret that changes
   # every two minutes.
-  defp cookie_for(%{cookie_secret: {secret, _born}}, {ip, port}, _now),
+  defp cookie_for(%{cookie_secret: {secret, _born}}, {ip, port}),
     do: Crypto.mac(secret, [ip_bytes(ip), <<port::16>>])
 
   defp rotate_cookie_secret(%{cookie_secret: {_, born}} = state, now) do
@@ -1000,9 +996,9 @@ defmodule TundraExamples.WireGuard.Interface do
   defp received_data(peer, state, now),
     do: %{peer | keepalive_at: peer.keepalive_at || now + state.timers.keepalive_timeout}
 
-  defp sent_authenticated(peer, _state, now), do: traversed(%{peer | keepalive_at: nil}, now)
+  defp sent_authenticated(peer, now), do: traversed(%{peer | keepalive_at: nil}, now)
 
-  defp received_authenticated(peer, _state, now),
+  defp received_authenticated(peer, now),
     do: traversed(%{peer | new_handshake_at: nil}, now)
 
   defp traversed(%{persistent_keepalive: nil} = peer, _now), do: peer
@@ -1011,7 +1007,7 @@ defmodule TundraExamples.WireGuard.Interface do
   defp session_derived(peer, state, now),
     do: %{peer | zero_at: now + 3 * state.timers.reject_after_time}
 
-  defp handshake_complete(peer, _state, _now) do
+  defp handshake_complete(peer) do
     %{
       peer
       | retransmit_at: nil,
