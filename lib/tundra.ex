@@ -319,6 +319,20 @@ defmodule Tundra do
       usually): the kernel would let anyone open a persistent device
       with no owner and no group, so Tundra never makes one.
 
+  The device learns no routes or addresses from the packets your program
+  writes into it: the kernel would take an IPv6 router advertisement
+  written there as one from a router on the link (installing its
+  prefixes, a default route and SLAAC addresses), and a redirect as a
+  better route. Tundra turns `accept_ra`, `autoconf` and
+  `accept_redirects` off for the interface before it comes up; a tunnel
+  that writes what a remote peer sent cannot so let the peer steer the
+  host. Created directly, this is done where `/proc/sys` can be written
+  (not where a container mounts it read-only); through `tundra_server`,
+  always, or there is no device. A program that wants the kernel to
+  learn from its advertisements sets
+  `net.ipv6.conf.NAME.accept_ra` itself (see
+  [Kinds of devices](devices.md#what-a-device-learns)).
+
   ## Errors
 
     * `{:invalid_address, address}` - `address` does not parse, or cannot be
@@ -864,7 +878,12 @@ defmodule Tundra do
   server listens at `:socket_path`, as for `create/2`, and the server's
   refusals are those listed there, with `:eacces` for a device it did not
   make for the caller (an attached persistent device, an adopted one).
-  These apply to every change function below.
+  These apply to every change function below. Through the server, an
+  `:mtu` raised from below 1280 while the link is up is `:ebusy`: the
+  kernel gives the link IPv6 again then, with its defaults, and the
+  server must turn its learning off before the link takes a packet (see
+  [What a device learns](devices.md#what-a-device-learns)); take the link
+  down first.
   """
   @spec set(device(), [set_option()]) :: :ok | {:error, change_error()}
   def set({:"$tundra", ref}, opts) when is_reference(ref) and is_list(opts) do

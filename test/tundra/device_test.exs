@@ -100,6 +100,21 @@ defmodule Tundra.DeviceTest do
       assert {:ok, %{up: false}} = Tundra.info(dev)
     end
 
+    test "the device learns no routes from router advertisements written into it" do
+      {dev, name} = create!("fd11:b7b7:4361::2", dstaddr: "fd11:b7b7:4361::1")
+      {_dev4, name4} = v4_device(41, ipv6: false)
+
+      for name <- [name, name4], key <- ~w(accept_ra autoconf accept_redirects) do
+        assert File.read!("/proc/sys/net/ipv6/conf/#{name}/#{key}") == "0\n", "#{name} #{key}"
+      end
+
+      # Below 1280 the link has no IPv6; raised again, not its defaults.
+      assert :ok = Tundra.set(dev, mtu: 1000)
+      refute File.exists?("/proc/sys/net/ipv6/conf/#{name}/accept_ra")
+      assert :ok = Tundra.set(dev, mtu: 1280)
+      assert File.read!("/proc/sys/net/ipv6/conf/#{name}/accept_ra") == "0\n"
+    end
+
     test "a name in use is refused with :ebusy" do
       {dev, name} = v4_device(3, name: "tbusy0")
       assert name == "tbusy0"

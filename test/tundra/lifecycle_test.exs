@@ -78,6 +78,30 @@ defmodule Tundra.LifecycleTest do
     assert eventually(fn -> not interface_exists?(name) end)
   end
 
+  test "closing a named device and at once creating its name again always succeeds" do
+    name = "tlcl#{rem(System.unique_integer([:positive]), 10_000)}"
+
+    for _ <- 1..40 do
+      assert {:ok, {dev, ^name}} = Tundra.create("10.98.60.2", dstaddr: "10.98.60.1", name: name)
+      assert :ok = Tundra.close(dev)
+    end
+  end
+
+  test "a device whose interface was deleted from outside holds its name no more" do
+    name = "tlde#{rem(System.unique_integer([:positive]), 10_000)}"
+    {stale, ^name} = v4_device(61, name: name)
+    assert {_, 0} = System.cmd("ip", ["link", "del", name])
+
+    # The name is another interface's now, and this VM closes and makes
+    # that one again and again while the stale device stays open.
+    for _ <- 1..40 do
+      assert {:ok, {dev, ^name}} = Tundra.create("10.98.62.2", dstaddr: "10.98.62.1", name: name)
+      assert :ok = Tundra.close(dev)
+    end
+
+    assert :ok = Tundra.close(stale)
+  end
+
   test "a name in use by a live owner is :ebusy at once, without waiting" do
     {_dev, name} = v4_device(2, name: "tlbusy%d")
     assert Tundra.create("10.98.3.2", name: name, timeout: 60_000) == {:error, :ebusy}

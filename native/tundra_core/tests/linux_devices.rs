@@ -7,7 +7,7 @@ use std::net::IpAddr;
 use std::os::fd::{AsFd, AsRawFd};
 use std::path::Path;
 
-use tundra_core::platform::{self, InterfaceAddress, Persist, Placement, RouteInfo};
+use tundra_core::platform::{self, InterfaceAddress, Isolation, Persist, Placement, RouteInfo};
 use tundra_core::{Change, DeviceConfig, Framing, Mode, RouteSpec};
 
 #[path = "support/guard.rs"]
@@ -74,12 +74,13 @@ fn devices_can_carry_the_packet_information_header_and_say_so() {
         return;
     }
     let config = DeviceConfig::new(ip("10.77.1.2"));
-    let dev = platform::create_for(&config, None, Framing::LinuxPacketInfo).expect("create");
+    let dev = platform::create_for(&config, None, Framing::LinuxPacketInfo, Isolation::Required)
+        .expect("create");
     assert_eq!(dev.framing, Framing::LinuxPacketInfo);
     let inspected = platform::inspect(dev.fd.as_fd()).expect("inspect");
     assert_eq!(inspected.framing, Framing::LinuxPacketInfo);
     // utun's framing does not exist on Linux.
-    let refused = platform::create_for(&config, None, Framing::AddressFamily);
+    let refused = platform::create_for(&config, None, Framing::AddressFamily, Isolation::Required);
     assert_eq!(
         refused.expect_err("no utun framing").raw_os_error(),
         Some(libc::EOPNOTSUPP)
@@ -146,7 +147,13 @@ fn a_device_made_in_another_namespace_is_found_and_changed_there() {
         dst: "10.77.4.0/24".parse().expect("route"),
         metric: Some(9),
     };
-    platform::apply("tcorens0", &Change::AddRoute(route), Some(ns)).expect("add route");
+    platform::apply(
+        "tcorens0",
+        &Change::AddRoute(route),
+        Some(ns),
+        Isolation::BestEffort,
+    )
+    .expect("add route");
     let info = platform::link_info("tcorens0", Some(ns)).expect("link info there");
     assert!(info.routes.contains(&RouteInfo {
         dst: route.dst,
@@ -187,4 +194,60 @@ fn a_persistent_device_outlives_its_fd_and_is_attached_again() {
     drop(again);
     platform::delete_link(info.index).expect("delete");
     assert!(!Path::new("/sys/class/net/tcorep0").exists());
+}
+
+#[test]
+fn a_device_learns_nothing_from_what_is_written_into_it() {
+    if !privileged_netns() {
+        return;
+    }
+    let settings = |name: &str| {
+        ["accept_ra", "autoconf", "accept_redirects"].map(|key| {
+            std::fs::read_to_string(format!("/proc/sys/net/ipv6/conf/{name}/{key}"))
+                .map(|v| v.trim().to_string())
+                .ok()
+        })
+    };
+    let off = [Some("0".to_string()), Some("0".into()), Some("0".into())];
+    let mut config = DeviceConfig::new(ip("10.77.4.2"));
+    config.ipv6 = false;
+    let direct = platform::create(&config).expect("create");
+    assert_eq!(settings(&direct.name), off, "direct, IPv4 only");
+    let server = platform::create_for(
+        &DeviceConfig::new(ip("fd77:4::2")),
+        Some(0),
+        Framing::Raw,
+        Isolation::Required,
+    )
+    .expect("create");
+    assert_eq!(settings(&server.name), off, "as the server makes them");
+
+    // Below 1280 there is no IPv6; above again, the kernel's defaults
+    // would come back with it.
+    let mtu = |mtu| Change::Link {
+        up: None,
+        mtu: Some(mtu),
+    };
+    platform::apply(&direct.name, &mtu(1000), None, Isolation::BestEffort).expect("mtu 1000");
+    assert_eq!(settings(&direct.name), [None, None, None]);
+    platform::apply(&direct.name, &mtu(1400), None, Isolation::BestEffort).expect("mtu 1400");
+    assert_eq!(settings(&direct.name), off, "after the MTU came back");
+    // Where the holder is not trusted, not while the link is up.
+    let (down, up) = (
+        Change::Link {
+            up: Some(false),
+            mtu: None,
+        },
+        Change::Link {
+            up: Some(true),
+            mtu: None,
+        },
+    );
+    platform::apply(&server.name, &mtu(1000), None, Isolation::Required).expect("mtu 1000");
+    let raised = platform::apply(&server.name, &mtu(1400), None, Isolation::Required);
+    assert_eq!(raised.map_err(|e| e.raw_os_error()), Err(Some(libc::EBUSY)));
+    platform::apply(&server.name, &down, None, Isolation::Required).expect("down");
+    platform::apply(&server.name, &mtu(1400), None, Isolation::Required).expect("mtu 1400");
+    platform::apply(&server.name, &up, None, Isolation::Required).expect("up");
+    assert_eq!(settings(&server.name), off, "after the MTU came back");
 }

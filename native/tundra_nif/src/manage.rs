@@ -185,7 +185,12 @@ fn change<'a>(
         // Refused: closed, or not the caller's.
         return Ok(reply);
     };
-    match platform::apply(&name, &change, netns.as_deref()) {
+    match platform::apply(
+        &name,
+        &change,
+        netns.as_deref(),
+        platform::Isolation::BestEffort,
+    ) {
         // The server changes only devices of its own namespace.
         Err(e) if is_privilege_error(&e) && netns.is_none() => {
             with_owned(env, dev, |owned| {

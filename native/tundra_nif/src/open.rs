@@ -138,8 +138,16 @@ fn create<'a>(env: Env<'a>, args: CreateArgs<'a>) -> Term<'a> {
             (Err(e), Some(name))
                 if e.raw_os_error() == Some(libc::EBUSY) && !name.contains('%') =>
             {
-                registry::holders(name, alive) == registry::Holders::Leaving
-                    && registry::wait_released(name, deadline.instant())
+                match current_index(name, placement.as_ref()) {
+                    // Gone meanwhile: its close just ended.
+                    None => deadline.left().is_some(),
+                    Some(index) => match registry::holders(name, index, alive) {
+                        registry::Holders::Leaving(ids) => {
+                            registry::wait_closed(&ids, deadline.instant())
+                        }
+                        _ => false,
+                    },
+                }
             }
             // The server found the addresses in use: if devices of ours
             // are closing, they may be theirs (the same restarted child,
@@ -159,6 +167,19 @@ fn create<'a>(env: Env<'a>, args: CreateArgs<'a>) -> Term<'a> {
         Ok(CreateReply::Invalid(bad)) => Failure::from(bad).encode(env),
         Err(err) => Failure::from(err).encode(env),
     }
+}
+
+/// The index of interface `name` now, in the namespace the device is to
+/// be made in.
+fn current_index(name: &str, placement: Option<&Placement>) -> Option<u32> {
+    let netns = placement
+        .and_then(|p| p.netns.as_deref())
+        .map(platform::Netns::open)
+        .transpose()
+        .ok()?;
+    platform::link_info(name, netns.as_ref())
+        .ok()
+        .map(|link| link.index)
 }
 
 /// One try: a placed device directly (the server places none), else

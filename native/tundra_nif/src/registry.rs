@@ -5,7 +5,8 @@
 //!   (two owners of one fd would close it twice, the second time closing
 //!   whatever reused the number);
 //! - `create/2` of a name this VM is still closing waits for that close,
-//!   so a supervised owner that is restarted gets its interface name back;
+//!   so a supervised owner that is restarted gets its interface name back
+//!   (a device whose interface was deleted from outside holds no name);
 //!   one that the server refuses because its addresses are in use waits
 //!   for this VM's closing devices (whose addresses they may be) likewise.
 #![forbid(unsafe_code)]
@@ -134,29 +135,39 @@ pub fn released(id: Id) {
     registry().released.notify_all();
 }
 
-/// What this VM holds under interface name `name`.
+/// What this VM holds of interface `name`, index `index`.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Holders {
     /// Nothing.
     None,
-    /// Only devices that are closing, or whose owners have exited (their
-    /// close is on its way): the name will be free.
-    Leaving,
+    /// Only these devices, closing or with owners that have exited (their
+    /// close is on its way): the name will be free when they are closed.
+    Leaving(Vec<Id>),
     /// A device with a live owner.
     InUse,
 }
 
-/// Who holds `name`, judging owners with `alive`.
-pub fn holders(name: &str, alive: impl Fn(LocalPid) -> bool) -> Holders {
+/// Which devices of this VM hold the interface `name` whose index is now
+/// `index`, judging owners with `alive`. A device of that name with
+/// another index does not: its interface was deleted from outside (`ip
+/// link del`) while it stayed open, and the name went to another.
+pub fn holders(name: &str, index: u32, alive: impl Fn(LocalPid) -> bool) -> Holders {
     let entries = entries();
-    let mut found = Holders::None;
-    for entry in entries.values().filter(|e| e.name == name) {
+    let mut leaving = Vec::new();
+    let holding = entries
+        .iter()
+        .filter(|(_, e)| e.name == name && (e.index == index || e.index == 0));
+    for (id, entry) in holding {
         match entry.owner {
             Some(owner) if !entry.closing && alive(owner) => return Holders::InUse,
-            _ => found = Holders::Leaving,
+            _ => leaving.push(Id(*id)),
         }
     }
-    found
+    if leaving.is_empty() {
+        Holders::None
+    } else {
+        Holders::Leaving(leaving)
+    }
 }
 
 /// The devices of this VM that are closing, or whose owners have exited
@@ -175,14 +186,6 @@ pub fn leaving(alive: impl Fn(LocalPid) -> bool) -> Vec<Id> {
 pub fn wait_closed(ids: &[Id], deadline: Instant) -> bool {
     wait_until(deadline, |entries| {
         !ids.iter().any(|id| entries.contains_key(&id.0))
-    })
-}
-
-/// Waits until no device of this VM holds `name`, at most until
-/// `deadline`; whether it came to that.
-pub fn wait_released(name: &str, deadline: Instant) -> bool {
-    wait_until(deadline, |entries| {
-        !entries.values().any(|e| e.name == name)
     })
 }
 

@@ -23,7 +23,8 @@ logs to stderr, stops on SIGTERM or SIGINT.
   --state-dir PATH         where the records of the devices it made are
                            kept across restarts (default /run/tundra); it
                            and its folders must be writable by root only
-  --max-clients N          connections served at once (default 64)
+  --max-clients N          members' connections served at once (default
+                           64); root has as many of its own besides
   --max-clients-per-uid N  of those, connections of one user (default 8)
   --max-devices-per-uid N  live devices one user may hold (default 256)
   --max-unread-fds-per-uid N

@@ -7,13 +7,14 @@ use std::io;
 use std::sync::{Arc, Mutex};
 
 use nix::unistd::Gid;
-use tundra_core::platform;
+use tundra_core::platform::{self, Isolation};
 use tundra_core::{errno, Change, Cidr, DeviceConfig, Framing};
 
 use crate::access::{self, Peer};
 use crate::inflight::{self, InFlight, Reserved};
 use crate::made::{self, Made, Records};
 use crate::policy::{self, Policy};
+use crate::unread::Unread;
 
 /// What the server serves every request with.
 pub struct Context {
@@ -23,6 +24,8 @@ pub struct Context {
     pub records: Arc<Records>,
     /// Device fds sent and not yet read, per uid.
     pub in_flight: Arc<InFlight>,
+    /// Replies not read by their deadline, and their connections.
+    pub unread: Arc<Unread>,
     /// Held from the checks to the record of a new device, so that two
     /// requests cannot both pass the conflict or limit checks.
     pub creating: Mutex<()>,
@@ -55,13 +58,27 @@ impl Refusal {
             format!("failed: {}", errno::io_error_name(e)),
         )
     }
+
+    /// A device (or an MTU change) that could not be made; the one file
+    /// system it writes is /proc/sys, for `Isolation::Required`.
+    fn making(e: &io::Error) -> Refusal {
+        if e.raw_os_error() == Some(libc::EROFS) {
+            return Refusal::new(
+                libc::EROFS,
+                "failed: erofs: cannot keep the device from learning routes: /proc/sys/net/ipv6/conf is read-only (see ReadWritePaths= in tundra_server.service)",
+            );
+        }
+        Refusal::io(e)
+    }
 }
 
 /// Decides whether `peer` may have `config` and makes it. Root may ask
 /// for any addresses; anyone else only for delegated ones that collide
 /// with nothing in the namespace, up to its device limit and its share of
-/// unread replies. Every device is new (never an existing interface) and
-/// named under the name prefix.
+/// unread replies. Every device is new (never an existing interface),
+/// named under the name prefix, and learns nothing from the packets its
+/// holder writes (`Isolation::Required`): a device that cannot be kept
+/// so is not made.
 pub fn create(
     ctx: &Context,
     peer: &Peer,
@@ -87,9 +104,9 @@ pub fn create(
         })?;
     let hand = |device| Handed { device, reserved };
     if peer.uid == 0 {
-        return platform::create_for(&config, Some(peer.uid), framing)
+        return platform::create_for(&config, Some(peer.uid), framing, Isolation::Required)
             .map(hand)
-            .map_err(|e| Refusal::io(&e));
+            .map_err(|e| Refusal::making(&e));
     }
     let claims = config.claims();
     ctx.policy
@@ -117,8 +134,8 @@ pub fn create(
             format!("refused (eaddrinuse): {why}"),
         ));
     }
-    let device =
-        platform::create_for(&config, Some(peer.uid), framing).map_err(|e| Refusal::io(&e))?;
+    let device = platform::create_for(&config, Some(peer.uid), framing, Isolation::Required)
+        .map_err(|e| Refusal::making(&e))?;
     let index = nix::net::if_::if_nametoindex(device.name.as_str())
         .map_err(|e| Refusal::io(&io::Error::from(e)))?;
     // Recorded before the client hears of it; a device that cannot be
@@ -140,7 +157,8 @@ pub fn create(
 pub fn make_change(ctx: &Context, peer: &Peer, name: &str, change: &Change) -> Result<(), Refusal> {
     let index =
         nix::net::if_::if_nametoindex(name).map_err(|e| Refusal::io(&io::Error::from(e)))?;
-    let apply = || platform::apply(name, change, None).map_err(|e| Refusal::io(&e));
+    let apply =
+        || platform::apply(name, change, None, Isolation::Required).map_err(|e| Refusal::io(&e));
     if peer.uid == 0 {
         return apply();
     }

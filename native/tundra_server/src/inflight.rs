@@ -87,7 +87,7 @@ impl InFlight {
 
     /// Fds of `uid` not yet read.
     #[cfg(test)]
-    fn unread(&self, uid: u32) -> usize {
+    pub fn unread(&self, uid: u32) -> usize {
         self.lock().by_uid.get(&uid).copied().unwrap_or(0)
     }
 }

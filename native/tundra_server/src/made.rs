@@ -143,6 +143,17 @@ impl Records {
             .is_some_and(|made| made.iter().any(|m| m.index == index && m.name == name))
     }
 
+    /// The names of every device recorded.
+    pub fn names(&self) -> Vec<String> {
+        let state = self.lock();
+        state
+            .by_uid
+            .values()
+            .flatten()
+            .map(|m| m.name.clone())
+            .collect()
+    }
+
     pub fn count(&self, uid: u32) -> usize {
         self.lock().by_uid.get(&uid).map_or(0, Vec::len)
     }

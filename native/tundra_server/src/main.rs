@@ -16,10 +16,12 @@ mod platform;
 mod policy;
 mod serve;
 mod slots;
+mod trusted;
+mod unread;
 
 use std::io::{self, Write};
 use std::os::fd::{AsFd, AsRawFd};
-use std::os::unix::fs::{DirBuilderExt, FileTypeExt, MetadataExt, OpenOptionsExt, PermissionsExt};
+use std::os::unix::fs::{DirBuilderExt, FileTypeExt, OpenOptionsExt, PermissionsExt};
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::Path;
 use std::process::ExitCode;
@@ -75,9 +77,9 @@ fn main() -> ExitCode {
 
 /// The delegations: from `--config`, or the default file if it exists.
 /// The file decides what members may do, so only root may be able to
-/// change it (or swap it: its folders too); errors name a line and a
-/// setting, never what the file holds (it could be any file root can
-/// read, through a symlink).
+/// change it, or swap it or a folder on its way (`trusted`); errors name a
+/// line and a setting, never what the file holds (it could be any file
+/// root can read, through a symlink).
 fn load_policy(options: &Options) -> Result<Policy, String> {
     let path = options
         .config
@@ -93,49 +95,22 @@ fn load_policy(options: &Options) -> Result<Policy, String> {
         }
         return Err(format!("cannot read {}: {e}", path.display()));
     }
-    check_root_only(&path, "the configuration")?;
-    let text = std::fs::read(&path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+    let text = trusted::read_root_only(&path, "the configuration")?;
     let text = String::from_utf8(text)
         .map_err(|_| format!("{}: not a configuration (not UTF-8 text)", path.display()))?;
     Policy::parse(&text, &SystemNames).map_err(|e| format!("{}: {e}", path.display()))
 }
 
-/// `path` (followed through symlinks), the folders above it, and those
-/// above the path as written must all be root's and writable by nobody
-/// else: otherwise another user could change or swap what the server
-/// trusts (`what`, for the message).
-fn check_root_only(path: &Path, what: &str) -> Result<(), String> {
-    let parent = path
-        .parent()
-        .filter(|p| !p.as_os_str().is_empty())
-        .unwrap_or(Path::new("."));
-    let named = parent
-        .canonicalize()
-        .map_err(|e| format!("{}: {e}", parent.display()))?;
-    let target = path
-        .canonicalize()
-        .map_err(|e| format!("{}: {e}", path.display()))?;
-    for entry in target.ancestors().chain(named.ancestors()) {
-        let meta = std::fs::metadata(entry).map_err(|e| format!("{}: {e}", entry.display()))?;
-        if meta.uid() != 0 || meta.mode() & 0o022 != 0 {
-            return Err(format!(
-                "{} may be written by users other than root: keep {what} where only root can write (such as /etc/tundra or /run)",
-                entry.display()
-            ));
-        }
-    }
-    Ok(())
-}
-
-/// The socket's folder and every folder above it must be writable by
-/// root only: otherwise another user could swap the path between bind and
-/// the chown/chmod below, and have them change a file of their choosing.
+/// The socket's folder and every folder on the way to it must be
+/// writable by root only: otherwise another user could swap the path
+/// between bind and the chown/chmod below, and have them change a file of
+/// their choosing.
 fn check_socket_folder(path: &Path) -> Result<(), String> {
     let parent = path
         .parent()
         .filter(|p| !p.as_os_str().is_empty())
         .unwrap_or(Path::new("."));
-    check_root_only(parent, "the socket")
+    trusted::open_root_only(parent, trusted::Kind::Folder, "the socket").map(drop)
 }
 
 /// The records of devices made earlier, from the state folder (made,
@@ -147,7 +122,9 @@ fn open_records(dir: &Path) -> Result<(made::Records, nix::fcntl::Flock<std::fs:
         Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
         Err(e) => return Err(format!("cannot make {}: {e}", dir.display())),
     }
-    check_root_only(dir, "the state folder")?;
+    // Every folder on its way is root's alone, so the paths below lead
+    // where this walk did.
+    trusted::open_root_only(dir, trusted::Kind::Folder, "the state folder")?;
     let lock_path = dir.join("lock");
     let lock_file = std::fs::OpenOptions::new()
         .create(true)
@@ -162,6 +139,19 @@ fn open_records(dir: &Path) -> Result<(made::Records, nix::fcntl::Flock<std::fs:
         tundra_core::platform::tun_links().map_err(|e| format!("cannot list TUN devices: {e}"))?;
     let records = made::Records::open(dir, &links)
         .map_err(|e| format!("{}: {e}", dir.join(made::JOURNAL).display()))?;
+    // Made by an older server, perhaps, that let them learn from router
+    // advertisements their holders wrote.
+    for name in records.names() {
+        if let Err(e) = tundra_core::platform::refuse_learning(
+            &name,
+            tundra_core::platform::Isolation::Required,
+        ) {
+            say(&format!(
+                "cannot keep {name} from learning routes: {}",
+                tundra_core::errno::io_error_name(&e)
+            ));
+        }
+    }
     Ok((records, lock))
 }
 
@@ -281,6 +271,7 @@ fn run(options: &Options) -> Result<(), String> {
         max_devices_per_uid: options.max_devices_per_uid,
         records,
         in_flight: inflight::InFlight::new(options.max_unread_fds_per_uid, members_in_flight),
+        unread: unread::Unread::start().map_err(|e| format!("cannot start a thread: {e}"))?,
         creating: Mutex::new(()),
     });
     let slots = Slots::new(options.max_clients, options.max_clients_per_uid);

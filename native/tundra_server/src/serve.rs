@@ -19,6 +19,7 @@ use tundra_core::{errno, Change, Framing};
 use crate::access::{self, Peer};
 use crate::grant::{self, Context, Handed, Refusal};
 use crate::log::{log, Untrusted};
+use crate::unread::{still_unread, Unread};
 
 /// How long a client has for its whole request, from accept to the last
 /// byte (and the reply, at least a short while, to be taken).
@@ -82,7 +83,7 @@ impl Read for DeadlineReader<'_> {
 pub fn handle(stream: UnixStream, peer: Peer, ctx: &Context) {
     let deadline = Deadline::after(DEADLINE);
     let outcome = serve(&stream, &peer, ctx, deadline);
-    render(&stream, &peer, outcome, deadline);
+    render(stream, &peer, outcome, deadline, &ctx.unread);
 }
 
 fn serve(stream: &UnixStream, peer: &Peer, ctx: &Context, deadline: Deadline) -> Outcome {
@@ -251,8 +252,11 @@ fn read_first(reader: &mut DeadlineReader, first: &mut [u8; 4]) -> io::Result<Op
     Ok(fds.into_iter().next())
 }
 
-/// Sends what `outcome` says to send and logs its one line.
-fn render(stream: &UnixStream, peer: &Peer, outcome: Outcome, deadline: Deadline) {
+/// Sends what `outcome` says to send and logs its one line. A reply whose
+/// fds are not read by the deadline goes to `unread`, with its
+/// connection.
+fn render(stream: UnixStream, peer: &Peer, outcome: Outcome, deadline: Deadline, unread: &Unread) {
+    let stream = &stream;
     // A request that made it in time still gets a moment for its reply.
     let reply_time = deadline.left().unwrap_or_default().max(MIN_REPLY_TIME);
     let _ = stream.set_write_timeout(Some(reply_time));
@@ -283,10 +287,16 @@ fn render(stream: &UnixStream, peer: &Peer, outcome: Outcome, deadline: Deadline
                 // the client's as the only ones; those stay charged to
                 // the server until the client reads them.
                 drop(fds);
-                if delivered {
-                    wait_until_taken(stream, peer, &device, deadline);
+                if delivered && !taken_by(stream, deadline) {
+                    log_request(
+                        peer,
+                        &device,
+                        "reply not read by the deadline: its fds stay counted to this user until it is",
+                    );
+                    if let Ok(kept) = stream.try_clone() {
+                        unread.keep(kept, reserved);
+                    }
                 }
-                drop(reserved);
             }
         }
         Outcome::Refused {
@@ -305,27 +315,22 @@ fn render(stream: &UnixStream, peer: &Peer, outcome: Outcome, deadline: Deadline
     }
 }
 
-/// Waits until the client has read the reply on `stream` (or closed its
-/// end, which drops what it had not read): until then the fds the reply
-/// carries are in flight, charged to the server (see `inflight`), and the
-/// connection keeps its slot. A client that never reads holds only its
-/// own share of both.
-fn wait_until_taken(stream: &UnixStream, peer: &Peer, device: &str, deadline: Deadline) {
+/// Whether the client reads the reply on `stream` (or closes its end,
+/// which drops what it had not read) by the deadline, or at least
+/// `MIN_REPLY_TIME` from now: until then the fds the reply carries are in
+/// flight, charged to the server (see `inflight`). The connection keeps
+/// its slot meanwhile; a reply unread after that is `unread`'s to watch.
+fn taken_by(stream: &UnixStream, deadline: Deadline) -> bool {
+    let patience = Deadline::after(deadline.left().unwrap_or_default().max(MIN_REPLY_TIME));
     let mut pause = Duration::from_millis(1);
-    let mut said = false;
-    // An error would mean the stream is gone, and what it held with it.
-    while crate::platform::unread_bytes(stream).unwrap_or(0) > 0 {
-        if !said && deadline.left().is_none() {
-            log_request(
-                peer,
-                device,
-                "reply not read yet: its fds stay counted to this user until it is",
-            );
-            said = true;
-        }
-        std::thread::sleep(pause);
+    while still_unread(stream) {
+        let Some(left) = patience.left() else {
+            return false;
+        };
+        std::thread::sleep(pause.min(left));
         pause = (pause * 2).min(Duration::from_millis(100));
     }
+    true
 }
 
 /// Sends `reply` with the device's fds, one per queue (SCM_RIGHTS), in

@@ -1,8 +1,10 @@
-//! Connection slots: at most `total` connections are served at once, and
-//! at most `per_uid` of them for one user, so that one user's flood or
-//! trickle of connections cannot deny the others. A slot is a value whose
-//! drop gives it back, so every way a connection ends (a reply, an error,
-//! a panic unwinding its thread) returns it.
+//! Connection slots: at most `total` members' connections are served at
+//! once, and at most `per_uid` of them for one user, so that one user's
+//! flood or trickle of connections cannot deny the others. Root has
+//! `total` slots of its own besides, so that members, all together,
+//! cannot deny root either. A slot is a value whose drop gives it back, so
+//! every way a connection ends (a reply, an error, a panic unwinding its
+//! thread) returns it.
 #![forbid(unsafe_code)]
 
 use std::collections::HashMap;
@@ -16,7 +18,9 @@ pub struct Slots {
 
 #[derive(Default)]
 struct Taken {
-    all: usize,
+    /// Members' slots in use.
+    members: usize,
+    root: usize,
     by_uid: HashMap<u32, usize>,
 }
 
@@ -51,14 +55,24 @@ impl Slots {
 
     pub fn take(self: &Arc<Self>, uid: u32) -> Result<Slot, Full> {
         let mut taken = self.lock();
+        if uid == 0 {
+            if taken.root >= self.total {
+                return Err(Full::Server);
+            }
+            taken.root += 1;
+            return Ok(Slot {
+                slots: Arc::clone(self),
+                uid,
+            });
+        }
         let mine = taken.by_uid.get(&uid).copied().unwrap_or(0);
         if mine >= self.per_uid {
             return Err(Full::User);
         }
-        if taken.all >= self.total {
+        if taken.members >= self.total {
             return Err(Full::Server);
         }
-        taken.all += 1;
+        taken.members += 1;
         taken.by_uid.insert(uid, mine + 1);
         Ok(Slot {
             slots: Arc::clone(self),
@@ -69,14 +83,19 @@ impl Slots {
     /// Connections being served now.
     #[cfg(test)]
     fn in_use(&self) -> usize {
-        self.lock().all
+        let taken = self.lock();
+        taken.members + taken.root
     }
 }
 
 impl Drop for Slot {
     fn drop(&mut self) {
         let mut taken = self.slots.lock();
-        taken.all = taken.all.saturating_sub(1);
+        if self.uid == 0 {
+            taken.root = taken.root.saturating_sub(1);
+            return;
+        }
+        taken.members = taken.members.saturating_sub(1);
         if let Some(mine) = taken.by_uid.get_mut(&self.uid) {
             *mine = mine.saturating_sub(1);
             if *mine == 0 {
@@ -101,6 +120,23 @@ mod tests {
         assert_eq!(slots.take(4).err(), Some(Full::Server));
         drop(a1);
         assert!(slots.take(1).is_ok(), "given back on drop");
+    }
+
+    #[test]
+    fn members_all_together_cannot_take_roots_slots() {
+        let slots = Slots::new(4, 2);
+        let members: Vec<_> = (1..=2)
+            .flat_map(|uid| [slots.take(uid), slots.take(uid)])
+            .collect::<Result<_, _>>()
+            .expect("members fill every slot");
+        assert_eq!(slots.take(3).err(), Some(Full::Server));
+        let root: Vec<_> = (0..4).map(|_| slots.take(0).expect("root")).collect();
+        assert_eq!(slots.take(0).err(), Some(Full::Server), "root's own bound");
+        assert_eq!(slots.in_use(), 8);
+        drop(root);
+        assert_eq!(slots.take(3).err(), Some(Full::Server), "root's were apart");
+        drop(members);
+        assert_eq!(slots.in_use(), 0);
     }
 
     #[test]

@@ -384,11 +384,114 @@ fn refuses_a_configuration_or_state_others_could_write_and_never_echoes_a_file()
 }
 
 #[test]
-fn an_ipv4_only_device_is_made_where_proc_sys_is_read_only() {
+fn a_configuration_or_state_reached_through_a_folder_others_may_write_is_refused() {
     if !privileged_netns() {
         return;
     }
-    let server = Server::start_with_read_only_proc_sys("rosys", "", &[]);
+    let server = Server::start("swap", "", &[]);
+    let dir = server.dir.clone();
+    let real = dir.join("real");
+    std::fs::create_dir(&real).expect("mkdir");
+    std::fs::write(real.join("server.conf"), "allow uid:7 10.7.0.0/16\n").expect("write");
+    // A world-writable sticky folder, as /tmp, where a user keeps a
+    // symlink of their own: now to root's folder, now to theirs.
+    let open = std::env::temp_dir().join(format!("tundra-swap-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&open);
+    std::fs::create_dir(&open).expect("mkdir");
+    let _cleanup = RemoveOnDrop(open.clone());
+    std::fs::set_permissions(&open, std::os::unix::fs::PermissionsExt::from_mode(0o1777))
+        .expect("chmod");
+    let user = 61001;
+    let as_user = |script: &str| {
+        Command::new("setpriv")
+            .args([
+                &format!("--reuid={user}"),
+                "--regid=61001",
+                "--clear-groups",
+                "sh",
+                "-c",
+            ])
+            .arg(script)
+            .current_dir(&open)
+            .spawn()
+            .expect("setpriv")
+    };
+    let real_text = real.display().to_string();
+    let setup = format!(
+        "mkdir evil && printf 'allow uid:{user} 0.0.0.0/1 128.0.0.0/1 ::/0\\n' > evil/server.conf && ln -s {real_text} conf && ln -s {real_text} state"
+    );
+    assert!(as_user(&setup).wait().expect("wait").success());
+    let bin = env!("CARGO_BIN_EXE_tundra_server");
+    let start = |config: &Path, state: &Path| {
+        let mut child = Command::new(bin)
+            .arg("--socket")
+            .arg(dir.join("swapped.sock"))
+            .args(["--group", "root", "--config"])
+            .arg(config)
+            .arg("--state-dir")
+            .arg(state)
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("run");
+        let deadline = Instant::now() + TIMEOUT;
+        while child.try_wait().expect("try_wait").is_none() {
+            if Instant::now() > deadline {
+                let _ = child.kill();
+                let _ = child.wait();
+                return "started".to_string();
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        let mut why = String::new();
+        let _ = child
+            .stderr
+            .take()
+            .expect("stderr")
+            .read_to_string(&mut why);
+        why
+    };
+    let through = open.join("conf").join("server.conf");
+    // /tmp itself, or the folder in it: whichever the walk meets first.
+    let folder_named = "may be written by users other than root";
+    let why = start(&through, &dir.join("state"));
+    assert!(why.contains(folder_named), "{why}");
+    let why = start(&dir.join("server.conf"), &open.join("state"));
+    assert!(why.contains(folder_named), "{why}");
+    // While the user swaps the link as fast as they can, no start reads
+    // their file.
+    let _swapper = KillOnDrop(as_user(&format!(
+        "while :; do ln -sfn evil c.new && mv -T c.new conf; ln -sfn {real_text} c.new && mv -T c.new conf; done"
+    )));
+    for _ in 0..20 {
+        let why = start(&through, &dir.join("state"));
+        assert!(why.contains(folder_named), "{why}");
+    }
+}
+
+struct KillOnDrop(std::process::Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+struct RemoveOnDrop(PathBuf);
+
+impl Drop for RemoveOnDrop {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+#[test]
+fn an_ipv4_only_device_is_made_as_the_unit_confines_the_server() {
+    if !privileged_netns() {
+        return;
+    }
+    // /proc/sys read-only but for the devices' IPv6 settings.
+    let server = Server::start_as_unit("unitsys", "", &[]);
     let mut config = config(60);
     config.ipv6 = false;
     let dev = match create(&server.socket, &config) {
@@ -398,6 +501,22 @@ fn an_ipv4_only_device_is_made_where_proc_sys_is_read_only() {
     let link = run_ip(&["-d", "link", "show", &dev.name]);
     assert!(link.contains("addrgenmode none"), "{link}");
     assert!(!run_ip(&["addr", "show", &dev.name]).contains("inet6"));
+}
+
+#[test]
+fn where_no_device_can_be_kept_from_learning_none_is_made() {
+    if !privileged_netns() {
+        return;
+    }
+    let server = Server::start_with_read_only_proc_sys("rosys", "", &[]);
+    let refused = create(&server.socket, &config(61));
+    assert_eq!(
+        refused.map(|_| ()).map_err(|e| e.raw_os_error()),
+        Err(Some(libc::EROFS))
+    );
+    assert!(support::eventually(|| server
+        .log()
+        .contains("cannot keep the device from learning routes")));
 }
 
 fn run_ip(args: &[&str]) -> String {

@@ -19,6 +19,8 @@ use tundra_core::client::{self, CreateReply};
 use tundra_core::protocol::{self, Reply, Request};
 use tundra_core::{AddressSpec, Change, Cidr, DeviceConfig, RouteSpec};
 
+#[path = "support/packets.rs"]
+mod packets;
 mod support;
 use support::{eventually, interface_exists, privileged_netns, run, Server, MEMBER_GID, TIMEOUT};
 
@@ -144,13 +146,17 @@ fn unprivileged_client() {
             result(outcomes.join(","));
         }
         "unread" => {
-            // Asks for devices of 64 queues, and never reads a reply.
+            // Asks for devices (of 64 queues unless told), and never reads
+            // a reply.
             let count: u8 = fields[2].parse().expect("count");
             let base: u8 = fields[3].parse().expect("base");
+            let queues = fields.get(4).map_or(tundra_core::config::MAX_QUEUES, |q| {
+                q.parse().expect("queues")
+            });
             let mut held = Vec::new();
             for i in 1..=count {
                 let mut config = device(&format!("10.{base}.{i}.2"), "", "", "");
-                config.queues = tundra_core::config::MAX_QUEUES;
+                config.queues = queues;
                 let frame = protocol::encode(&Request::Create(config)).expect("encode");
                 let Ok(mut stream) = UnixStream::connect(socket) else {
                     continue;
@@ -166,6 +172,19 @@ fn unprivileged_client() {
                 }
             }
             result(format!("sent {}", held.len()));
+            wait_for_stdin_to_close();
+        }
+        "teach" => {
+            // Router advertisements and redirects written into the
+            // member's own device, as if from a router on its link.
+            let mut config = device(fields[2], fields[3], "", "");
+            config.ipv6 = fields[4] == "ipv6";
+            let dev = match client::create(socket, &config, TIMEOUT) {
+                Ok(CreateReply::Created(dev)) => dev,
+                other => panic!("create: {}", describe(other)),
+            };
+            teach(&dev.fd, fields[2], fields[3]);
+            result(format!("taught {}", dev.name));
             wait_for_stdin_to_close();
         }
         "hold" => {
@@ -280,6 +299,75 @@ fn raw_route_change(socket: &Path, fd: std::os::fd::BorrowedFd, text: &str) -> S
         Ok(Ok(Reply::Failed { errno })) => format!("errno {}", tundra_core::errno::name(errno)),
         Ok(Ok(Reply::Invalid { option })) => format!("invalid {}", option.option_name()),
         other => format!("unexpected {other:?}"),
+    }
+}
+
+/// What a hostile member writes into its device `fd` (address `addr`,
+/// peer `peer`) to teach the host routes: a router advertisement from
+/// fe80::1 (a default router, on-link and SLAAC prefixes for
+/// 2001:db8:77::/64 and the host's own fd50::/64, a route to
+/// 2001:db8:78::/48), an ICMPv6 redirect for 2001:db8:99::1, and for an
+/// IPv4 device an ICMP redirect for 192.0.2.55; then an echo request to
+/// the device's own address, whose reply says the kernel has taken
+/// everything written before it.
+fn teach(fd: &OwnedFd, addr: &str, peer: &str) {
+    use std::net::{Ipv4Addr, Ipv6Addr};
+    let v6 = |text: &str| text.parse::<Ipv6Addr>().expect("IPv6 address");
+    let router = v6("fe80::1");
+    let write = |packet: &[u8]| {
+        let written = nix::unistd::write(fd, packet).expect("write into the device");
+        assert_eq!(written, packet.len());
+    };
+    write(&packets::router_advertisement(
+        router,
+        &[(v6("2001:db8:77::"), 64), (v6("fd50::"), 64)],
+        &[(v6("2001:db8:78::"), 48)],
+    ));
+    let id = 0x7e57;
+    match (addr.parse::<IpAddr>(), peer.parse::<IpAddr>()) {
+        (Ok(IpAddr::V6(own)), Ok(IpAddr::V6(peer))) => {
+            write(&packets::redirect_v6(
+                router,
+                own,
+                v6("fe80::2"),
+                v6("2001:db8:99::1"),
+            ));
+            write(&packets::echo_v6(peer, own, id));
+        }
+        (Ok(IpAddr::V4(own)), Ok(IpAddr::V4(peer))) => {
+            let all_nodes = v6("ff02::1");
+            write(&packets::redirect_v6(
+                router,
+                all_nodes,
+                v6("fe80::2"),
+                v6("2001:db8:99::1"),
+            ));
+            let target: Ipv4Addr = "192.0.2.55".parse().expect("address");
+            write(&packets::redirect_v4(peer, own, peer, target));
+            write(&packets::echo_v4(peer, own, id));
+        }
+        _ => panic!("an address and a peer of one family"),
+    }
+    // The reply, past whatever else the kernel sends out (solicitations).
+    let deadline = std::time::Instant::now() + TIMEOUT;
+    let mut buf = [0u8; 2048];
+    loop {
+        let left = deadline.saturating_duration_since(std::time::Instant::now());
+        assert!(
+            !left.is_zero(),
+            "no echo reply from the device's own address"
+        );
+        let mut ready = [nix::poll::PollFd::new(
+            fd.as_fd(),
+            nix::poll::PollFlags::POLLIN,
+        )];
+        let millis = u16::try_from(left.as_millis()).unwrap_or(u16::MAX);
+        let _ = nix::poll::poll(&mut ready, nix::poll::PollTimeout::from(millis));
+        match nix::unistd::read(fd, &mut buf) {
+            Ok(n) if packets::is_echo_reply(&buf[..n], id) => return,
+            Ok(_) | Err(nix::errno::Errno::EAGAIN) => {}
+            Err(e) => panic!("read from the device: {e}"),
+        }
     }
 }
 
@@ -436,16 +524,21 @@ fn legacy_as(uid: u32, server: &Server, addr: &str, peer: &str) -> String {
 struct RemoteHost {
     netns: String,
     link: String,
+    /// One at a time: their names and default routes are the same.
+    _alone: std::sync::MutexGuard<'static, ()>,
 }
 
 impl RemoteHost {
     /// 10.50.0.1/24 and fd50::1/64 here, the remote host 10.50.0.9 and
     /// fd50::9 in a namespace of its own, default routes through it.
     fn new() -> RemoteHost {
+        static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
+        let alone = ONE_AT_A_TIME.lock().unwrap_or_else(|p| p.into_inner());
         let id = std::process::id();
         let host = RemoteHost {
             netns: format!("tundra-remote-{id}"),
             link: format!("trh{id}"),
+            _alone: alone,
         };
         let peer = format!("trr{id}");
         run("ip", &["netns", "add", &host.netns]);
@@ -501,6 +594,89 @@ impl Drop for RemoteHost {
 
 // ---------------------------------------------------------------------
 // The tests.
+
+#[test]
+fn a_device_given_ipv6_back_by_its_mtu_learns_nothing_either() {
+    if !privileged_netns() {
+        return;
+    }
+    let config = format!("allow uid:{ALICE} 10.77.0.0/16\n");
+    let server = Server::start_as_unit("mtu6", &config, &[]);
+    let socket = server.socket.display().to_string();
+    let mut alice = as_member(ALICE, &format!("stepwise|{socket}|10.77.0.2|10.77.0.1"));
+    let created = alice.result();
+    let name = created
+        .strip_prefix("created ")
+        .expect(&created)
+        .to_string();
+    let accept_ra = || std::fs::read_to_string(format!("/proc/sys/net/ipv6/conf/{name}/accept_ra"));
+    assert_eq!(accept_ra().ok().as_deref(), Some("0\n"));
+    // Below 1280 the kernel drops the link's IPv6, and brings it back,
+    // with the namespace's defaults, when the MTU rises again: while the
+    // link is up, its holder could have a router advertisement taken
+    // before the server turns learning off again.
+    assert_eq!(alice.ask("mtu 1000"), "ok");
+    assert!(accept_ra().is_err(), "no IPv6 below 1280");
+    assert_eq!(alice.ask("mtu 1500"), "errno ebusy");
+    assert_eq!(alice.ask("down"), "ok");
+    assert_eq!(alice.ask("mtu 1500"), "ok");
+    assert_eq!(alice.ask("up"), "ok");
+    assert_eq!(accept_ra().ok().as_deref(), Some("0\n"));
+    for key in ["autoconf", "accept_redirects"] {
+        let value = std::fs::read_to_string(format!("/proc/sys/net/ipv6/conf/{name}/{key}"));
+        assert_eq!(value.ok().as_deref(), Some("0\n"), "{key}");
+    }
+    drop(alice.child.stdin.take());
+    let _ = alice.child.wait();
+}
+
+#[test]
+fn a_members_router_advertisements_and_redirects_teach_the_host_nothing() {
+    if !privileged_netns() {
+        return;
+    }
+    let host = RemoteHost::new();
+    let config = format!("allow uid:{ALICE} 10.76.0.0/16 fd76::/48\n");
+    let server = Server::start_as_unit("teach", &config, &[]);
+    let socket = server.socket.display().to_string();
+    for (addr, peer, family) in [
+        ("fd76::2", "fd76::1", "ipv6"),
+        ("10.76.0.2", "10.76.0.1", "ipv4"),
+    ] {
+        let mut alice = as_member(ALICE, &format!("teach|{socket}|{addr}|{peer}|{family}"));
+        let taught = alice.result();
+        let name = taught
+            .strip_prefix("taught ")
+            .unwrap_or_else(|| panic!("{taught}\n{}", server.log()))
+            .to_string();
+        let routes = run("ip", &["-6", "route", "show", "dev", &name]);
+        for learned in ["2001:db8:77::", "2001:db8:78::", "fd50::", "default"] {
+            assert!(
+                !routes.contains(learned),
+                "{family}: learned {learned}:\n{routes}"
+            );
+        }
+        let global = run(
+            "ip",
+            &["-6", "addr", "show", "dev", &name, "scope", "global"],
+        );
+        let expected = if family == "ipv6" { 1 } else { 0 };
+        assert_eq!(
+            global.matches("inet6 ").count(),
+            expected,
+            "{family}:\n{global}"
+        );
+        for elsewhere in ["2001:db8:77::1", "2001:db8:99::1", "fd50::77", "192.0.2.55"] {
+            assert_eq!(host.route_to(elsewhere), host.link, "{family}: {elsewhere}");
+        }
+        let cache = run("ip", &["-6", "route", "show", "cache"]);
+        assert!(
+            !cache.contains(&name),
+            "{family}: a redirect took:\n{cache}"
+        );
+        alice.finish();
+    }
+}
 
 #[test]
 fn delegated_requests_are_served_and_everything_else_refused_with_eacces() {
@@ -747,6 +923,47 @@ fn unread_replies_cannot_stop_the_server_handing_devices_to_others() {
         "{log}"
     );
     alice.finish();
+}
+
+#[test]
+fn members_unread_replies_neither_lock_root_out_nor_keep_their_slots() {
+    if !privileged_netns() {
+        return;
+    }
+    // Every member's group has 10.80.0.0/13: 10.80 to 10.87.
+    let config = format!("allow gid:{MEMBER_GID} 10.80.0.0/13\n");
+    let server = Server::start("lockout", &config, &[]);
+    let socket = server.socket.display().to_string();
+    // 8 users x 8 one-queue replies left unread: the 64 slots members
+    // have, 8 a user (the defaults).
+    let first = 61010;
+    let members: Vec<Member> = (0..8u8)
+        .map(|i| {
+            as_member(
+                first + u32::from(i),
+                &format!("unread|{socket}|8|{}|1", 80 + i),
+            )
+        })
+        .collect();
+    let members: Vec<Member> = members
+        .into_iter()
+        .map(|mut member| {
+            let sent = member.result();
+            assert_eq!(sent, "sent 8");
+            member
+        })
+        .collect();
+    assert!(eventually(|| server.log().matches(" created").count() >= 64));
+    // Root is served while they hold every slot.
+    assert_served_as_root(&server, 60);
+    // And a held slot is given back at the deadline, the fds still
+    // counted: the first user may ask again.
+    let again = create_as(first, &server, "10.80.9.2", "", "", "");
+    assert!(again.starts_with("created"), "{again}\n{}", server.log());
+    assert!(server.log().contains("reply not read by the deadline"));
+    for member in members {
+        member.finish();
+    }
 }
 
 #[test]

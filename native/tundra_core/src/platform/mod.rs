@@ -6,9 +6,10 @@
 //!   0 is refused), naming the option as that does;
 //! - `create(&DeviceConfig)`: a configured device whose fd is non-blocking
 //!   and close-on-exec, framed as `framing_for` its mode says;
-//! - `create_for(&DeviceConfig, Option<u32>, Framing)`: the same for the
-//!   server, recording the owning uid where the OS can, in a given framing
-//!   (`EOPNOTSUPP` for one the OS does not have);
+//! - `create_for(&DeviceConfig, Option<u32>, Framing, Isolation)`: the
+//!   same for the server, recording the owning uid where the OS can, in a
+//!   given framing (`EOPNOTSUPP` for one the OS does not have), kept from
+//!   learning from what is written into it as firmly as asked;
 //! - `create_placed(&DeviceConfig, &Placement)`: direct creation in
 //!   another network namespace and/or as a persistent device;
 //! - `attach(name, queues)`: opens an existing persistent device the
@@ -23,11 +24,13 @@
 //! - `inspect(BorrowedFd)`: whether an fd is a TUN or TAP device, its
 //!   interface name, framing and network namespace (for adopting fds);
 //! - `link_info(name, netns)`: state, addresses, routes and counters of an
-//!   interface; `apply(name, &Change, netns)`: changes it;
+//!   interface; `apply(name, &Change, netns, Isolation)`: changes it;
 //! - `LinkMonitor`: notifications of link changes (`Netns::enter` puts a
 //!   thread of Tundra's own in a device's namespace to hear them there);
 //! - `occupied(except)`, `tun_links()`, `delete_link(index)`: what the
-//!   server's policy and reaper look at.
+//!   server's policy and reaper look at; `refuse_learning(name,
+//!   Isolation)`: keeps an existing interface from learning from what is
+//!   written into it (the server, for devices an older server made).
 //!
 //! Where an OS lacks one of these (most of the server's on macOS, network
 //! namespaces, TAP and persistent devices), it returns `EOPNOTSUPP`.
@@ -46,8 +49,8 @@ mod linux;
 #[cfg(target_os = "linux")]
 pub use linux::{
     apply, attach, create, create_for, create_placed, delete_link, deprioritize_thread,
-    enable_offload, inspect, link_info, occupied, set_offload, tun_links, validate, write_run,
-    LinkMonitor, Netns, NATIVE_FRAMING,
+    enable_offload, inspect, link_info, occupied, refuse_learning, set_offload, tun_links,
+    validate, write_run, LinkMonitor, Netns, NATIVE_FRAMING,
 };
 
 // The plain half of the macOS code (structs, routing messages, the
@@ -58,8 +61,8 @@ mod macos;
 #[cfg(target_os = "macos")]
 pub use macos::{
     apply, attach, create, create_for, create_placed, delete_link, deprioritize_thread,
-    enable_offload, inspect, link_info, occupied, set_offload, tun_links, validate, write_run,
-    LinkMonitor, Netns, NATIVE_FRAMING,
+    enable_offload, inspect, link_info, occupied, refuse_learning, set_offload, tun_links,
+    validate, write_run, LinkMonitor, Netns, NATIVE_FRAMING,
 };
 
 #[cfg(test)]
@@ -97,6 +100,21 @@ pub fn set_nonblocking(fd: BorrowedFd<'_>, nonblocking: bool) -> io::Result<()> 
     };
     fcntl(fd, FcntlArg::F_SETFL(flags))?;
     Ok(())
+}
+
+/// How firmly a device must be kept from learning routes or addresses
+/// from the packets its holder writes into it (router advertisements,
+/// redirects): on Linux, see `linux::learning`; macOS's utun interfaces
+/// accept no router advertisements unless configured to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Isolation {
+    /// It must hold, or the device is not made (nor its MTU changed):
+    /// the devices `tundra_server` makes, whose holders it does not trust.
+    Required,
+    /// Where the system lets it be set (not where /proc/sys is read-only,
+    /// as in many containers): devices a privileged program makes for
+    /// itself.
+    BestEffort,
 }
 
 /// A created device: its fd (closing it removes the interface, once the

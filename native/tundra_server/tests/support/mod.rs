@@ -44,17 +44,38 @@ impl Server {
         Self::start_with(name, config, extra, Stderr::File)
     }
 
-    /// Starts a server confined as the shipped systemd unit confines it:
-    /// only CAP_NET_ADMIN and CAP_CHOWN (no CAP_SYS_RESOURCE, so the
-    /// kernel's limit on fds in flight applies), and at most 1024 open
-    /// files.
+    /// Starts a server confined as the shipped systemd unit
+    /// (`tundra_server.service`) confines it, as far as the unit's
+    /// settings touch what the server does: `ProtectKernelTunables=`
+    /// (/proc/sys read-only, but for the unit's `ReadWritePaths=` under
+    /// it), `CapabilityBoundingSet=`, and at most 1024 open files (below
+    /// the unit's `LimitNOFILE=`, so that the kernel's limit on fds in
+    /// flight, which applies without CAP_SYS_RESOURCE, is reached soon).
     pub fn start_as_unit(name: &str, config: &str, extra: &[&str]) -> Server {
+        let unit = Unit::shipped();
+        let mut mounts = String::from("mount --bind /proc/sys /proc/sys");
+        for path in &unit.writable_proc_sys {
+            mounts += &format!(" && {{ [ ! -e {path} ] || mount --bind {path} {path}; }}");
+        }
+        if unit.protect_kernel_tunables {
+            mounts += " && mount -o remount,bind,ro /proc/sys";
+        }
+        mounts += " && exec \"$@\"";
+        let bounding = format!("--bounding-set=-all,{}", unit.capabilities);
         let wrapper = [
+            "unshare",
+            "--mount",
+            "--propagation",
+            "private",
+            "sh",
+            "-c",
+            &mounts,
+            "sh",
             "prlimit",
             "--nofile=1024:1024",
             "--",
             "setpriv",
-            "--bounding-set=-all,+net_admin,+chown",
+            &bounding,
             "--inh-caps=-all",
             "--",
         ];
@@ -162,6 +183,42 @@ impl Drop for Server {
         let _ = self.child.kill();
         let _ = self.child.wait();
         let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// What the shipped systemd unit says of the server's confinement.
+pub struct Unit {
+    pub protect_kernel_tunables: bool,
+    /// `ReadWritePaths=` under /proc/sys.
+    pub writable_proc_sys: Vec<String>,
+    /// `CapabilityBoundingSet=` as setpriv takes it (`+net_admin,...`).
+    pub capabilities: String,
+}
+
+impl Unit {
+    pub fn shipped() -> Unit {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("tundra_server.service");
+        let text = std::fs::read_to_string(&path).expect("the shipped unit");
+        let values = |key: &str| -> Vec<String> {
+            text.lines()
+                .filter_map(|l| l.trim().strip_prefix(key)?.strip_prefix('='))
+                .flat_map(|v| v.split_whitespace().map(str::to_string))
+                .collect()
+        };
+        let capabilities: Vec<String> = values("CapabilityBoundingSet")
+            .iter()
+            .map(|c| format!("+{}", c.trim_start_matches("CAP_").to_lowercase()))
+            .collect();
+        assert!(!capabilities.is_empty(), "the unit bounds capabilities");
+        Unit {
+            protect_kernel_tunables: values("ProtectKernelTunables") == ["yes"],
+            writable_proc_sys: values("ReadWritePaths")
+                .into_iter()
+                .map(|p| p.trim_start_matches(['-', '+']).to_string())
+                .filter(|p| p.starts_with("/proc/sys"))
+                .collect(),
+            capabilities: capabilities.join(","),
+        }
     }
 }
 

@@ -1,6 +1,7 @@
 //! Linux: TUN and TAP devices from `/dev/net/tun`, configured over
 //! rtnetlink, in this network namespace or another one.
 
+mod learning;
 mod netlink;
 mod netns;
 mod sys;
@@ -10,10 +11,11 @@ use std::io;
 use std::net::IpAddr;
 use std::os::fd::{AsFd, BorrowedFd};
 
+pub use learning::refuse_learning;
 pub use netlink::LinkMonitor;
 pub use netns::Netns;
 
-use super::{Device, LinkInfo, Occupied, Persist, Placement, TunFd, TunLink};
+use super::{Device, Isolation, LinkInfo, Occupied, Persist, Placement, TunFd, TunLink};
 use crate::config::valid_interface_name;
 use crate::{Change, DeviceConfig, Framing, Mode};
 use netlink::Rtnl;
@@ -37,20 +39,29 @@ pub fn validate(_config: &DeviceConfig) -> Result<(), crate::ConfigError> {
 pub const NATIVE_FRAMING: Framing = Framing::Raw;
 
 /// Creates a device and configures it as `config` says. On any failure
-/// the fd is dropped, which removes the half-made device.
+/// the fd is dropped, which removes the half-made device. It learns no
+/// routes or addresses from what is written into it where /proc/sys can
+/// be written (see `learning`).
 pub fn create(config: &DeviceConfig) -> io::Result<Device> {
-    create_for(config, None, super::framing_for(config))
+    create_for(
+        config,
+        None,
+        super::framing_for(config),
+        Isolation::BestEffort,
+    )
 }
 
 /// Like `create`, recording `owner` as the device's owning uid, with the
 /// given framing: `Raw`, `VirtioNet` or `LinuxPacketInfo` (0.x clients'
-/// devices) for TUN, `Ethernet` for TAP.
+/// devices) for TUN, `Ethernet` for TAP; kept from learning as
+/// `isolation` says.
 pub fn create_for(
     config: &DeviceConfig,
     owner: Option<u32>,
     framing: Framing,
+    isolation: Isolation,
 ) -> io::Result<Device> {
-    make(config, framing, |fd| match owner {
+    make(config, framing, isolation, |fd| match owner {
         Some(uid) => tun::set_owner(fd, uid),
         None => Ok(()),
     })
@@ -63,10 +74,15 @@ pub fn create_placed(config: &DeviceConfig, placement: &Placement) -> io::Result
     let netns = placement.netns.as_deref().map(Netns::open).transpose()?;
     let framing = super::framing_for(config);
     let mut device = run_in(netns.as_ref(), || {
-        let device = make(config, framing, |fd| match placement.persist {
-            Some(persist) => set_persist_ids(fd, persist),
-            None => Ok(()),
-        })?;
+        let device = make(
+            config,
+            framing,
+            Isolation::BestEffort,
+            |fd| match placement.persist {
+                Some(persist) => set_persist_ids(fd, persist),
+                None => Ok(()),
+            },
+        )?;
         // Last, so that a failure before leaves no device behind.
         if placement.persist.is_some() {
             tun::set_persist(device.fd.as_fd(), true)?;
@@ -93,6 +109,7 @@ fn set_persist_ids(fd: BorrowedFd<'_>, persist: Persist) -> io::Result<()> {
 fn make(
     config: &DeviceConfig,
     framing: Framing,
+    isolation: Isolation,
     prepare: impl FnOnce(BorrowedFd<'_>) -> io::Result<()>,
 ) -> io::Result<Device> {
     config.validate().map_err(|_| einval())?;
@@ -112,7 +129,7 @@ fn make(
     let name = config.name.as_deref().unwrap_or("");
     let (fd, queues, name) = tun::open_device(name, kind, config.queues)?;
     prepare(fd.as_fd())?;
-    configure(&name, config)?;
+    configure(&name, config, isolation)?;
     Ok(Device {
         fd,
         queues,
@@ -123,12 +140,14 @@ fn make(
 }
 
 /// Gives the new interface `name` what `config` says, in order: no
-/// automatic IPv6 (before the link is up, so nothing is generated), the
+/// learning from what is written into it and no automatic IPv6 (both
+/// before the link is up, so nothing is learnt or generated), the
 /// address, the Ethernet address, MTU and link state, and an IPv6 peer's
 /// route.
-fn configure(name: &str, config: &DeviceConfig) -> io::Result<()> {
+fn configure(name: &str, config: &DeviceConfig, isolation: Isolation) -> io::Result<()> {
     let index = interface_index(name)?;
     let mut rtnl = Rtnl::open()?;
+    learning::refuse_learning(name, isolation)?;
     if !config.ipv6 {
         match rtnl.set_no_ipv6_addresses(index) {
             // A kernel without IPv6 has none to turn off.
@@ -306,14 +325,37 @@ pub fn link_info(name: &str, netns: Option<&Netns>) -> io::Result<LinkInfo> {
 /// Applies `change` to interface `name` (in `netns`, or this namespace).
 /// Errors are the kernel's: `EEXIST` for an address or route it has,
 /// `EADDRNOTAVAIL`/`ESRCH` for one to remove that it has not.
-pub fn apply(name: &str, change: &Change, netns: Option<&Netns>) -> io::Result<()> {
+///
+/// An MTU raised from below 1280 gives the interface IPv6 again, with the
+/// namespace's defaults: learning is turned off again before the link
+/// comes up. Under `Isolation::Required`, a link that is up meanwhile
+/// takes packets its holder writes before that, so such a change is
+/// refused (`EBUSY`) unless the link is down.
+pub fn apply(
+    name: &str,
+    change: &Change,
+    netns: Option<&Netns>,
+    isolation: Isolation,
+) -> io::Result<()> {
     change.validate().map_err(|_| einval())?;
     run_in(netns, || {
         let index = interface_index(name)?;
         let mut rtnl = Rtnl::open()?;
         match change {
             Change::Link { up, mtu } => {
-                rtnl.set_link(index, *mtu, *up, None)?;
+                if let Some(mtu) = *mtu {
+                    let gains_ipv6 = mtu >= crate::config::MIN_MTU_V6
+                        && !learning::has_ipv6(name)?
+                        && learning::kernel_has_ipv6().unwrap_or(true);
+                    if gains_ipv6 && isolation == Isolation::Required && rtnl.link(index)?.up {
+                        return Err(io::Error::from_raw_os_error(libc::EBUSY));
+                    }
+                    rtnl.set_link(index, Some(mtu), None, None)?;
+                    learning::refuse_learning(name, isolation)?;
+                }
+                if up.is_some() {
+                    rtnl.set_link(index, None, *up, None)?;
+                }
                 if *up == Some(true) {
                     // As `configure` does at creation: IPv6 peers are
                     // reachable when this returns.

@@ -20,7 +20,7 @@ use super::plain::utun::{self, AliasRequest};
 use super::sys;
 use crate::cidr::address_bits;
 use crate::platform::{
-    Device, InterfaceAddress, LinkEvent, LinkInfo, Occupied, Placement, TunFd, TunLink,
+    Device, InterfaceAddress, Isolation, LinkEvent, LinkInfo, Occupied, Placement, TunFd, TunLink,
 };
 use crate::{Change, ConfigError, DeviceConfig, Framing, Mode};
 
@@ -40,7 +40,7 @@ pub fn validate(config: &DeviceConfig) -> Result<(), ConfigError> {
 /// Creates a utun device configured as `config` says; dropping the fd on
 /// any failure removes it again.
 pub fn create(config: &DeviceConfig) -> io::Result<Device> {
-    create_for(config, None, NATIVE_FRAMING)
+    create_for(config, None, NATIVE_FRAMING, Isolation::BestEffort)
 }
 
 /// Like `create`. macOS records no owner on a utun device, so `owner` is
@@ -49,6 +49,9 @@ pub fn create_for(
     config: &DeviceConfig,
     _owner: Option<u32>,
     framing: Framing,
+    // utun interfaces accept no router advertisements unless configured
+    // to (IFEF_ACCEPT_RTADV): nothing to turn off.
+    _isolation: Isolation,
 ) -> io::Result<Device> {
     config.validate().map_err(|_| errno(libc::EINVAL))?;
     validate(config).map_err(|_| errno(libc::EINVAL))?;
@@ -230,8 +233,19 @@ pub fn attach(_name: &str, _queues: u16) -> io::Result<Device> {
     Err(errno(libc::EOPNOTSUPP))
 }
 
+/// utun interfaces accept no router advertisements unless configured to
+/// (IFEF_ACCEPT_RTADV): nothing to turn off.
+pub fn refuse_learning(_name: &str, _isolation: Isolation) -> io::Result<()> {
+    Ok(())
+}
+
 /// Not written for macOS yet.
-pub fn apply(_name: &str, _change: &Change, _netns: Option<&Netns>) -> io::Result<()> {
+pub fn apply(
+    _name: &str,
+    _change: &Change,
+    _netns: Option<&Netns>,
+    _isolation: Isolation,
+) -> io::Result<()> {
     Err(errno(libc::EOPNOTSUPP))
 }
 

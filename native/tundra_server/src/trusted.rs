@@ -1,0 +1,173 @@
+//! Files and folders the server trusts: only root may be able to change
+//! them, nor swap them for others.
+//!
+//! A path is walked one name at a time from `/` (a relative one from the
+//! current folder's absolute path), each name looked at and opened
+//! without following links (`AT_SYMLINK_NOFOLLOW`, `O_NOFOLLOW`)
+//! relative to the folder opened before it. Every
+//! folder entered, those a symlink's target passes through included, is
+//! checked on the open fd (root's, writable by nobody else), and so is
+//! what the path ends at; a symlink is resolved by the walk itself, from
+//! the folder it lies in. What is checked is therefore what is used: no
+//! one but root can change any folder on the way afterwards, and the
+//! file is read from the fd that was checked.
+
+use std::collections::VecDeque;
+use std::ffi::{OsStr, OsString};
+use std::os::fd::{AsFd, OwnedFd};
+use std::os::unix::ffi::OsStrExt;
+use std::path::{Component, Path, PathBuf};
+
+use nix::fcntl::{open, openat, readlinkat, AtFlags, OFlag};
+use nix::sys::stat::{fstat, fstatat, FileStat, Mode, SFlag};
+
+/// Links followed on one walk at most, as the kernel's own limit.
+const MAX_LINKS: usize = 40;
+
+/// What a walk must end at.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    File,
+    Folder,
+}
+
+/// Opens `path` (a regular file, or a folder) for reading, after checking
+/// that it, and every folder passed through to reach it, is root's and
+/// writable by root only; `what` names it in the error.
+pub fn open_root_only(path: &Path, kind: Kind, what: &str) -> Result<OwnedFd, String> {
+    let absolute = if path.is_absolute() {
+        path.to_path_buf()
+    } else {
+        std::env::current_dir()
+            .map_err(|e| format!("the current folder: {e}"))?
+            .join(path)
+    };
+    let fail = |at: &Path, e: nix::Error| format!("{}: {e}", at.display());
+    let mut at = PathBuf::from("/");
+    let mut folder = enter_root(what)?;
+    let mut names: VecDeque<OsString> = names_of(&absolute);
+    let mut links = 0;
+    while let Some(name) = names.pop_front() {
+        let next_at = at.join(&name);
+        let stat = fstatat(&folder, name.as_os_str(), AtFlags::AT_SYMLINK_NOFOLLOW)
+            .map_err(|e| fail(&next_at, e))?;
+        let last = names.is_empty();
+        match file_type(&stat) {
+            SFlag::S_IFLNK => {
+                links += 1;
+                if links > MAX_LINKS {
+                    return Err(fail(&next_at, nix::Error::ELOOP));
+                }
+                let target =
+                    readlinkat(&folder, name.as_os_str()).map_err(|e| fail(&next_at, e))?;
+                let target = Path::new(&target);
+                if target.is_absolute() {
+                    at = PathBuf::from("/");
+                    folder = enter_root(what)?;
+                }
+                for (i, part) in names_of(target).into_iter().enumerate() {
+                    names.insert(i, part);
+                }
+            }
+            SFlag::S_IFDIR if !last || kind == Kind::Folder => {
+                check(&stat, &next_at, what)?;
+                folder = open_same(&folder, &name, OFlag::O_DIRECTORY, &stat, &next_at)?;
+                at = next_at;
+            }
+            SFlag::S_IFREG if last && kind == Kind::File => {
+                check(&stat, &next_at, what)?;
+                return open_same(&folder, &name, OFlag::O_NONBLOCK, &stat, &next_at);
+            }
+            _ if last => {
+                return Err(format!(
+                    "{}: not a {}",
+                    next_at.display(),
+                    if kind == Kind::File { "file" } else { "folder" }
+                ))
+            }
+            _ => return Err(fail(&next_at, nix::Error::ENOTDIR)),
+        }
+    }
+    match kind {
+        Kind::Folder => Ok(folder),
+        Kind::File => Err(format!("{}: not a file", at.display())),
+    }
+}
+
+/// Opens `name` in `folder` (which only root can change, so `name` is
+/// still what `stat` describes, or refused) for reading, without
+/// following a link; the fd must be of the file `stat` describes.
+fn open_same(
+    folder: &OwnedFd,
+    name: &OsStr,
+    extra: OFlag,
+    stat: &FileStat,
+    at: &Path,
+) -> Result<OwnedFd, String> {
+    let flags = OFlag::O_RDONLY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC | extra;
+    let fd =
+        openat(folder, name, flags, Mode::empty()).map_err(|e| format!("{}: {e}", at.display()))?;
+    let opened = fstat(&fd).map_err(|e| format!("{}: {e}", at.display()))?;
+    if (opened.st_dev, opened.st_ino) != (stat.st_dev, stat.st_ino) {
+        return Err(format!("{}: changed while opened", at.display()));
+    }
+    Ok(fd)
+}
+
+/// Reads the file `path`, checked as `open_root_only` does.
+pub fn read_root_only(path: &Path, what: &str) -> Result<Vec<u8>, String> {
+    let fd = open_root_only(path, Kind::File, what)?;
+    let mut file = std::fs::File::from(fd);
+    let mut bytes = Vec::new();
+    std::io::Read::read_to_end(&mut file, &mut bytes)
+        .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+    Ok(bytes)
+}
+
+fn enter_root(what: &str) -> Result<OwnedFd, String> {
+    let flags = OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC;
+    let root = open("/", flags, Mode::empty()).map_err(|e| format!("/: {e}"))?;
+    let stat = fstat(root.as_fd()).map_err(|e| format!("/: {e}"))?;
+    check(&stat, Path::new("/"), what)?;
+    Ok(root)
+}
+
+/// The names a path is walked through: `.` dropped, `..` kept (it is a
+/// folder entered and checked like any other).
+fn names_of(path: &Path) -> VecDeque<OsString> {
+    path.components()
+        .filter_map(|c| match c {
+            Component::Normal(name) => Some(name.to_os_string()),
+            Component::ParentDir => Some(OsStr::from_bytes(b"..").to_os_string()),
+            Component::RootDir | Component::CurDir | Component::Prefix(_) => None,
+        })
+        .collect()
+}
+
+fn file_type(stat: &FileStat) -> SFlag {
+    SFlag::from_bits_truncate(stat.st_mode & SFlag::S_IFMT.bits())
+}
+
+/// Root's, and writable by no one else.
+fn check(stat: &FileStat, at: &Path, what: &str) -> Result<(), String> {
+    if stat.st_uid != 0 || stat.st_mode & 0o022 != 0 {
+        return Err(format!(
+            "{} may be written by users other than root: keep {what} where only root can write (such as /etc/tundra or /run/tundra)",
+            at.display()
+        ));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn paths_are_walked_name_by_name_with_parents_kept() {
+        let names: Vec<_> = names_of(Path::new("/etc/./tundra/../x/server.conf"))
+            .into_iter()
+            .collect();
+        assert_eq!(names, ["etc", "tundra", "..", "x", "server.conf"]);
+    }
+}
