@@ -127,13 +127,8 @@ defmodule Tundra.MixProject do
   end
 
   def application do
-    [extra_applications: [:logger] ++ example_applications(Mix.env())]
+    [extra_applications: [:logger]]
   end
-
-  # The examples (compiled into the test and bench builds) use :crypto
-  # (the WireGuard peer); Tundra itself does not.
-  defp example_applications(env) when env in [:test, :bench], do: [:crypto]
-  defp example_applications(_env), do: []
 
   # No dependency at build or run time. ExDoc only for
   # `MIX_ENV=docs mix do deps.get, docs` where hex is reachable: declared

@@ -4,23 +4,7 @@ case TundraTest.Env.privileged_blocker() do
       IO.puts(:stderr, "NOTICE: removed a leftover of an earlier, killed run: #{leftover}")
     end
 
-    # The WireGuard interop tests need boringtun (scripts/wireguard-peer
-    # installs it); under CI its absence is a failure, not a skip.
-    if TundraTest.WireGuardLab.boringtun_path() do
-      ExUnit.start()
-    else
-      if System.get_env("CI") == "true" do
-        IO.puts(:stderr, "FAILURE: CI=true but boringtun-cli is missing (scripts/wireguard-peer)")
-        System.halt(1)
-      end
-
-      IO.puts(:stderr, """
-      NOTICE: skipping the WireGuard interop tests (tag :boringtun): boringtun-cli
-              not found. scripts/wireguard-peer installs it (scripts/test runs it).
-      """)
-
-      ExUnit.start(exclude: [:boringtun])
-    end
+    ExUnit.start()
 
   why ->
     if System.get_env("CI") == "true" do
@@ -33,5 +17,5 @@ case TundraTest.Env.privileged_blocker() do
             Run scripts/test as root to run them.
     """)
 
-    ExUnit.start(exclude: [:privileged, :boringtun])
+    ExUnit.start(exclude: [:privileged])
 end

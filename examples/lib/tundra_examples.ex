@@ -3,9 +3,9 @@ defmodule TundraExamples do
   Examples of Tundra packet servers: `TundraExamples.EchoResponder`
   (answers `ping`), `TundraExamples.UdpReflector` (sends UDP datagrams
   back), `TundraExamples.UdpTunnel` (a point-to-point IP-over-UDP
-  tunnel), `TundraExamples.TapResponder` (plays a host on a TAP device:
-  ARP, neighbour discovery, ping) and `TundraExamples.WireGuard` (a
-  WireGuard peer). Each is a GenServer that gets its device in `init/1`,
+  tunnel) and `TundraExamples.TapResponder` (plays a host on a TAP device:
+  ARP, neighbour discovery, ping); the WireGuard peer is a package of its
+  own, `tundra_wireguard/` in this repository. Each is a GenServer that gets its device in `init/1`,
   so it is started (and restarted) under a supervisor like any other:
 
       children = [

@@ -190,7 +190,7 @@ defmodule TundraBench.Report do
 
     Two namespaces joined by a veth pair, a WireGuard interface in each:
     boringtun 0.7.1 in both, against the Elixir peer
-    (`examples/wireguard.exs`, offload path) in namespace a with boringtun
+    (`tundra_wireguard/examples/wireguard.exs`, offload path) in namespace a with boringtun
     in b. In brackets: both ends' CPU time per GB moved, and the TCP
     retransmits iperf3 counted; medians per run.
 

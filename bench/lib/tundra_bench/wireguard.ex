@@ -3,8 +3,8 @@ defmodule TundraBench.WireGuard do
   # WireGuard through a real "internet": two namespaces joined by a veth
   # pair, a WireGuard interface in each, iperf3 TCP through them, both
   # ways. boringtun in both (the reference) against the Elixir peer
-  # (examples/wireguard.exs, its own VM) in namespace a with boringtun in
-  # b. Both ends' CPU time per GB moved beside each.
+  # (tundra_wireguard/examples/wireguard.exs, its own VM) in namespace a
+  # with boringtun in b. Both ends' CPU time per GB moved beside each.
 
   alias TundraBench.{Lab, Native, Stats}
 
@@ -158,8 +158,9 @@ defmodule TundraBench.WireGuard do
     Endpoint = #{endpoint}
     """)
 
-    {port, _name} =
-      Native.start(~w(ip netns exec #{ns} mix run examples/wireguard.exs #{conf}), 60_000)
+    # The package's runner, from its folder, built by scripts/bench.
+    runner = "cd tundra_wireguard && MIX_ENV=prod exec mix run examples/wireguard.exs #{conf}"
+    {port, _name} = Native.start(["ip", "netns", "exec", ns, "sh", "-c", runner], 60_000)
 
     {:os_pid, os_pid} = Port.info(port, :os_pid)
     %{port: port, os_pid: os_pid, name: name}

@@ -16,6 +16,7 @@
 
 mod args;
 mod create_loop;
+mod flood;
 mod loadgen;
 mod packet;
 mod reflect;
@@ -39,8 +40,9 @@ fn main() -> ExitCode {
         #[cfg(target_os = "linux")]
         "relay-offload" => relay_offload::run(&args),
         "create-loop" => create_loop::run(&args),
+        "flood" => flood::run(&args),
         _ => Err(
-            "usage: tundra_bench loadgen|reflect|relay|relay-offload|create-loop --key value ..."
+            "usage: tundra_bench loadgen|reflect|relay|relay-offload|create-loop|flood --key value ..."
                 .into(),
         ),
     };

@@ -1,4 +1,4 @@
-defmodule TundraExamples.WireGuard.AllowedIPs do
+defmodule TundraWireGuard.AllowedIPs do
   @moduledoc """
   Cryptokey routing: which peer an address belongs to, by the longest
   allowed-IPs prefix that holds it. Outgoing, the destination picks the

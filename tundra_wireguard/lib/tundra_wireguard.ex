@@ -1,15 +1,15 @@
-defmodule TundraExamples.WireGuard do
+defmodule TundraWireGuard do
   @moduledoc """
   A WireGuard peer on a Tundra device: the protocol of
   [wireguard.com/protocol](https://www.wireguard.com/protocol/) in Elixir,
   over OTP's `:crypto`, interoperating with other WireGuard
   implementations (it is tested against boringtun, configured with `wg`).
 
-      {:ok, config} = TundraExamples.WireGuard.read_config("wg0.conf")
-      {:ok, pid} = TundraExamples.WireGuard.start_link(config, name: "wg0")
+      {:ok, config} = TundraWireGuard.read_config("wg0.conf")
+      {:ok, pid} = TundraWireGuard.start_link(config, name: "wg0")
 
   The configuration is what `wg-quick` reads (see
-  `TundraExamples.WireGuard.Config`): the interface's private key,
+  `TundraWireGuard.Config`): the interface's private key,
   addresses, listen port and MTU, and its peers with their public keys,
   preshared keys, allowed IPs, endpoints and persistent keepalives. The
   device gets the addresses and a route for each peer's allowed IPs (all
@@ -61,7 +61,7 @@ defmodule TundraExamples.WireGuard do
   socket (`wg show` does not see it): `info/1` says what it says.
   """
 
-  alias TundraExamples.WireGuard.{Config, Interface}
+  alias TundraWireGuard.{Config, Interface}
 
   @typedoc """
   Options:
@@ -109,7 +109,7 @@ defmodule TundraExamples.WireGuard do
           peers: [peer_info()]
         }
 
-  @doc "Reads a `wg-quick` configuration file (see `TundraExamples.WireGuard.Config`)."
+  @doc "Reads a `wg-quick` configuration file (see `TundraWireGuard.Config`)."
   @spec read_config(Path.t()) :: {:ok, Config.t()} | {:error, term()}
   defdelegate read_config(path), to: Config, as: :read
 
@@ -132,7 +132,7 @@ defmodule TundraExamples.WireGuard do
   end
 
   @doc """
-  For supervisors: `{TundraExamples.WireGuard, config: config, name: "wg0"}`,
+  For supervisors: `{TundraWireGuard, config: config, name: "wg0"}`,
   the configuration under `:config` and `start_link/2`'s options beside it.
   """
   @spec child_spec([{:config, Config.t()} | option()]) :: Supervisor.child_spec()

@@ -1,11 +1,11 @@
-defmodule TundraExamples.WireGuard.ProtocolTest do
+defmodule TundraWireGuard.ProtocolTest do
   # The handshake, replay window, cryptokey routing and configuration
   # format, without devices.
   use ExUnit.Case, async: true
 
   import Bitwise
 
-  alias TundraExamples.WireGuard.{AllowedIPs, Config, Crypto, Noise, Replay}
+  alias TundraWireGuard.{AllowedIPs, Config, Crypto, Noise, Replay}
 
   defp identities do
     {_, a} = Crypto.generate()
@@ -259,6 +259,64 @@ defmodule TundraExamples.WireGuard.ProtocolTest do
                )
 
       assert {:error, {2, "out of range"}} = Config.parse("[Interface]\nListenPort = 70000\n")
+    end
+
+    test "an endpoint that does not resolve is an error with its line, as wg gives" do
+      for host <- ["999.1.1.1", "no-such-host.invalid"] do
+        text = "[Interface]\nPrivateKey = #{@private}\n[Peer]\nPublicKey = #{@public}\n"
+
+        assert Config.parse(text <> "Endpoint = #{host}:51820\n") ==
+                 {:error, {5, "cannot resolve #{host} (Endpoint)"}}
+      end
+    end
+
+    test "allowed IPs with host bits stand for their network, as wg takes them" do
+      text = """
+      [Interface]
+      PrivateKey = #{@private}
+      Address = 10.8.0.77/16
+      [Peer]
+      PublicKey = #{@public}
+      AllowedIPs = 10.8.0.77/16, fd00::1:2/64, 10.9.9.9/0, 10.1.2.3/32
+      """
+
+      assert {:ok, %{addresses: [{{10, 8, 0, 77}, 16}], peers: [peer]}} = Config.parse(text)
+
+      assert peer.allowed_ips == [
+               {{10, 8, 0, 0}, 16},
+               {{0xFD00, 0, 0, 0, 0, 0, 0, 0}, 64},
+               {{0, 0, 0, 0}, 0},
+               {{10, 1, 2, 3}, 32}
+             ]
+    end
+
+    test "long lists parse with work linear in their length" do
+      # On one line and on a line each. Work is counted in reductions (the
+      # VM's own count, not a clock): 10 times the prefixes must cost
+      # about 10 times the work; quadratic appends cost about 100 times.
+      head = "[Interface]\nPrivateKey = #{@private}\n[Peer]\nPublicKey = #{@public}\n"
+      prefixes = fn n -> for i <- 0..(n - 1), do: "10.#{div(i, 256)}.#{rem(i, 256)}.0/24" end
+
+      layouts = [
+        fn list -> "AllowedIPs = " <> Enum.join(list, ", ") <> "\n" end,
+        fn list -> Enum.map_join(list, &"AllowedIPs = #{&1}\n") end
+      ]
+
+      for layout <- layouts do
+        work =
+          for n <- [2_000, 20_000] do
+            text = head <> layout.(prefixes.(n))
+            {:reductions, before} = Process.info(self(), :reductions)
+            assert {:ok, %{peers: [peer]}} = Config.parse(text)
+            {:reductions, later} = Process.info(self(), :reductions)
+            assert length(peer.allowed_ips) == n
+            assert hd(peer.allowed_ips) == {{10, 0, 0, 0}, 24}
+            later - before
+          end
+
+        [small, large] = work
+        assert large < 20 * small, "#{large} reductions for 20,000, #{small} for 2,000"
+      end
     end
   end
 end

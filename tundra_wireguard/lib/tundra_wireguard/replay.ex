@@ -1,4 +1,4 @@
-defmodule TundraExamples.WireGuard.Replay do
+defmodule TundraWireGuard.Replay do
   @moduledoc """
   The sliding window of received transport counters (RFC 6479's idea, a
   bitmap behind the greatest counter seen): a counter is accepted once,

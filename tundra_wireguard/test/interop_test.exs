@@ -1,12 +1,12 @@
-defmodule TundraExamples.WireGuard.InteropTest do
+defmodule TundraWireGuard.InteropTest do
   # The Elixir peer against boringtun (a userspace WireGuard, configured
   # with `wg`), in a namespace of its own reached over a veth pair: the
   # Elixir device in another namespace, its sockets in this one.
   use ExUnit.Case, async: false
 
-  import TundraTest.WireGuardLab
+  import TundraWireGuardTest.Lab
 
-  alias TundraExamples.WireGuard
+  alias TundraWireGuard, as: WireGuard
 
   @moduletag :privileged
   @moduletag :boringtun
@@ -122,7 +122,7 @@ defmodule TundraExamples.WireGuard.InteropTest do
     replayed_before = Map.get(WireGuard.info(l.a).drops, :replayed, 0)
     inject(l.relay, :to_a, List.last(from_boringtun))
 
-    assert TundraTest.Net.eventually(fn ->
+    assert eventually(fn ->
              Map.get(WireGuard.info(l.a).drops, :replayed, 0) == replayed_before + 1
            end)
 

@@ -1,4 +1,4 @@
-defmodule TundraExamples.WireGuard.Interface do
+defmodule TundraWireGuard.Interface do
   @moduledoc false
   # One WireGuard interface: a GenServer owning the Tundra device, the UDP
   # sockets (one per family, on the same port) and every peer's state.
@@ -20,7 +20,7 @@ defmodule TundraExamples.WireGuard.Interface do
 
   import Bitwise
 
-  alias TundraExamples.WireGuard.{AllowedIPs, Crypto, Noise, Replay}
+  alias TundraWireGuard.{AllowedIPs, Crypto, Noise, RateLimiter, Replay}
 
   require Logger
 
@@ -34,6 +34,8 @@ defmodule TundraExamples.WireGuard.Interface do
   @gso_bytes 65_507
   # Reads per turn before letting other messages in (the other direction).
   @turn 16
+  # How long a backlog of handshakes keeps the interface under load.
+  @load_time 1_000
   # Packets kept while a handshake is under way (per peer, newest kept).
   @staged_max 128
   @transport_header 16
@@ -49,9 +51,12 @@ defmodule TundraExamples.WireGuard.Interface do
     cookie_lifetime: 120_000,
     rekey_after_messages: 1 <<< 60,
     reject_after_messages: @reject_after_messages,
-    # Handshake messages per second past which the interface is under
-    # load: handshakes then need a cookie (mac2) and are rate-limited.
-    handshake_load: 64
+    # Handshake messages in one turn of reading, with more still waiting,
+    # at which the interface is under load for a second (0: always): a
+    # backlog, as wireguard-go and the kernel judge load by their
+    # handshake queue. Under load, handshakes need a cookie (mac2) and are
+    # rate-limited per source.
+    handshake_load: 8
   }
 
   @doc false
@@ -68,13 +73,15 @@ defmodule TundraExamples.WireGuard.Interface do
     with {:ok, peers} <- peers(identity, config.peers),
          {:ok, {device, name}} <- create_device(config, opts),
          :ok <- add_routes(device, config.peers),
-         {:ok, sockets, port} <- open_sockets(config.listen_port || 0, offload?(opts)) do
+         {:ok, sockets, handshake_sockets, port} <-
+           open_sockets(config.listen_port || 0, offload?(opts)) do
       state = %{
         device: device,
         name: name,
         offload: offload?(opts),
         mtu: config.mtu || 1420,
         sockets: sockets,
+        handshake_sockets: handshake_sockets,
         port: port,
         identity: identity,
         peers: Map.new(peers, &{&1.keys.public, &1}),
@@ -85,8 +92,10 @@ defmodule TundraExamples.WireGuard.Interface do
           ),
         timers: timers,
         cookie_secret: {:crypto.strong_rand_bytes(32), now()},
-        load: {now(), 0},
-        limiter: %{},
+        load_until: nil,
+        turn_handshakes: 0,
+        limiter: RateLimiter.new(),
+        limiter_gc: nil,
         tick: nil,
         drops: %{}
       }
@@ -156,22 +165,9 @@ defmodule TundraExamples.WireGuard.Interface do
     }
   end
 
+  # Host names were resolved when the configuration was read.
   defp resolve(nil), do: nil
   defp resolve({ip, port}) when is_tuple(ip), do: {ip, port}
-
-  defp resolve({host, port}) do
-    # A name is resolved once, at start (IPv4 first, as wg does).
-    case :inet.getaddr(host, :inet) do
-      {:ok, ip} ->
-        {ip, port}
-
-      {:error, _} ->
-        case :inet.getaddr(host, :inet6) do
-          {:ok, ip} -> {ip, port}
-          {:error, _} -> nil
-        end
-    end
-  end
 
   defp create_device(%{addresses: []}, _opts), do: {:error, :no_address}
 
@@ -213,27 +209,93 @@ defmodule TundraExamples.WireGuard.Interface do
     end)
   end
 
+  # Per family, a socket for transport data and, beside it on the same
+  # port, one that the kernel steers every other message to (a reuseport
+  # group with a BPF program, see TundraWireGuard.Native): a flood of
+  # handshake messages fills only the second one's queue and never
+  # delays or drops data. Where the kernel refuses that, one socket.
   defp open_sockets(port, offload) do
-    with {:ok, v4} <- open_socket(:inet, port, offload),
+    with {:ok, v4, v4_handshakes} <- open_family(:inet, port, offload),
          {:ok, %{port: port}} <- :socket.sockname(v4) do
       # IPv6 on the same port when the host has it.
-      case open_socket(:inet6, port, offload) do
-        {:ok, v6} -> {:ok, %{4 => v4, 6 => v6}, port}
-        {:error, _} -> {:ok, %{4 => v4, 6 => nil}, port}
+      {v6, v6_handshakes} =
+        case open_family(:inet6, port, offload) do
+          {:ok, v6, v6_handshakes} -> {v6, v6_handshakes}
+          {:error, _} -> {nil, nil}
+        end
+
+      handshakes = Enum.reject([v4_handshakes, v6_handshakes], &is_nil/1)
+      {:ok, %{4 => v4, 6 => v6}, handshakes, port}
+    end
+  end
+
+  defp open_family(family, port, offload) do
+    with {:ok, port} <- claim_port(family, port),
+         {:ok, data} <- open_socket(family, port, offload) do
+      case open_socket(family, port, offload) do
+        {:ok, handshakes} ->
+          if steered?(data) do
+            {:ok, data, handshakes}
+          else
+            # Unsteered, the second socket would take data at random.
+            _ = :socket.close(handshakes)
+            {:ok, data, nil}
+          end
+
+        {:error, _} ->
+          {:ok, data, nil}
       end
     end
   end
 
+  defp steered?(socket) do
+    case :socket.getopt(socket, {:otp, :fd}) do
+      {:ok, fd} -> TundraWireGuard.Native.steer_handshakes(fd)
+      {:error, _} -> false
+    end
+  end
+
+  # The port, free of every other socket: bound once without
+  # SO_REUSEPORT, which fails if anyone holds it (with SO_REUSEPORT or
+  # not), so that the group below is only ever this interface's.
+  defp claim_port(family, port) do
+    with {:ok, probe} <- :socket.open(family, :dgram, :udp) do
+      result =
+        with :ok <- v6only(probe, family),
+             :ok <- :socket.bind(probe, %{family: family, addr: any(family), port: port}),
+             {:ok, %{port: port}} <- :socket.sockname(probe),
+             do: {:ok, port}
+
+      _ = :socket.close(probe)
+      result
+    end
+  end
+
+  defp any(:inet), do: {0, 0, 0, 0}
+  defp any(:inet6), do: {0, 0, 0, 0, 0, 0, 0, 0}
+
   defp open_socket(family, port, offload) do
-    any = if family == :inet, do: {0, 0, 0, 0}, else: {0, 0, 0, 0, 0, 0, 0, 0}
+    any = any(family)
 
     with {:ok, socket} <- :socket.open(family, :dgram, :udp),
          :ok <- :socket.setopt(socket, {:socket, :rcvbuf}, @buffer),
          :ok <- :socket.setopt(socket, {:socket, :sndbuf}, @buffer),
+         :ok <- :socket.setopt(socket, {:socket, :reuseport}, true),
          :ok <- v6only(socket, family),
          :ok <- gro(socket, offload),
-         :ok <- :socket.bind(socket, %{family: family, addr: any, port: port}) do
+         :ok <- bind(socket, %{family: family, addr: any, port: port}) do
       {:ok, socket}
+    end
+  end
+
+  defp bind(socket, address) do
+    case :socket.bind(socket, address) do
+      :ok ->
+        :ok
+
+      {:error, reason} ->
+        _ = :socket.close(socket)
+        {:error, reason}
     end
   end
 
@@ -254,11 +316,11 @@ defmodule TundraExamples.WireGuard.Interface do
   def handle_call(:info, _from, state), do: {:reply, info(state), state}
 
   def handle_call({:rebind, port}, _from, state) do
-    for {_, socket} <- state.sockets, socket != nil, do: _ = :socket.close(socket)
+    for socket <- all_sockets(state), do: _ = :socket.close(socket)
 
     case open_sockets(port, state.offload) do
-      {:ok, sockets, port} ->
-        state = %{state | sockets: sockets, port: port}
+      {:ok, sockets, handshake_sockets, port} ->
+        state = %{state | sockets: sockets, handshake_sockets: handshake_sockets, port: port}
 
         case from_sockets(state) do
           {:ok, state} -> {:reply, {:ok, port}, state}
@@ -303,17 +365,21 @@ defmodule TundraExamples.WireGuard.Interface do
     do: result(from_device(state, @turn))
 
   def handle_info({:"$socket", socket, :select, _}, state),
-    do: result(from_socket(state, socket, @turn))
+    do: result(from_socket(%{state | turn_handshakes: 0}, socket, @turn))
 
   def handle_info(:device_more, state), do: result(from_device(state, @turn))
-  def handle_info({:socket_more, socket}, state), do: result(from_socket(state, socket, @turn))
+
+  def handle_info({:socket_more, socket}, state),
+    do: result(from_socket(%{state | turn_handshakes: 0}, socket, @turn))
 
   def handle_info(:tick, state) do
     state = %{state | tick: nil}
     now = now()
     state = Enum.reduce(Map.keys(state.peers), state, &fire_timers(&2, &1, now))
-    {:noreply, arm_tick(gc_limiter(state, now))}
+    {:noreply, arm_tick(state)}
   end
+
+  def handle_info(:limiter_gc, state), do: {:noreply, gc_limiter(state, now())}
 
   def handle_info({:tundra_link, _device, _event}, state), do: {:noreply, state}
   def handle_info({:EXIT, _pid, reason}, state), do: {:stop, reason, state}
@@ -532,26 +598,35 @@ defmodule TundraExamples.WireGuard.Interface do
 
   # --- Network to device ---------------------------------------------------
 
-  defp from_sockets(state) do
-    Enum.reduce_while(Map.values(state.sockets), {:ok, state}, fn
-      nil, acc ->
-        {:cont, acc}
+  defp all_sockets(state),
+    do: Enum.reject(Map.values(state.sockets), &is_nil/1) ++ state.handshake_sockets
 
+  defp from_sockets(state) do
+    Enum.reduce_while(all_sockets(state), {:ok, state}, fn
       socket, {:ok, state} ->
-        case from_socket(state, socket, @turn) do
+        case from_socket(%{state | turn_handshakes: 0}, socket, @turn) do
           {:ok, state} -> {:cont, {:ok, state}}
           stop -> {:halt, stop}
         end
     end)
   end
 
+  # A turn ended with datagrams still waiting: if many of its messages
+  # were handshakes, they are queueing up faster than they are served,
+  # and the interface is under load for a while.
   defp from_socket(state, socket, 0) do
     send(self(), {:socket_more, socket})
-    {:ok, state}
+
+    state =
+      if state.turn_handshakes >= max(state.timers.handshake_load, 1),
+        do: %{state | load_until: now() + @load_time},
+        else: state
+
+    {:ok, %{state | turn_handshakes: 0}}
   end
 
   defp from_socket(state, socket, turns) do
-    if socket in Map.values(state.sockets) do
+    if socket in all_sockets(state) do
       case :socket.recvmsg(socket, 65_535, 64, [], :nowait) do
         {:ok, %{addr: %{addr: ip, port: port}, iov: [data], ctrl: ctrl}} ->
           state
@@ -737,6 +812,8 @@ defmodule TundraExamples.WireGuard.Interface do
   # --- Handshakes ----------------------------------------------------------
 
   defp handshake_message(state, source, type, message, now) do
+    state = %{state | turn_handshakes: state.turn_handshakes + 1}
+
     cond do
       not Noise.mac1_valid?(message, state.identity.mac1_key) and type != 3 ->
         drop(state, :mac1)
@@ -745,7 +822,8 @@ defmodule TundraExamples.WireGuard.Interface do
         cookie_reply(state, message)
 
       true ->
-        {under_load?, state} = load(rotate_cookie_secret(state, now), now)
+        state = rotate_cookie_secret(state, now)
+        under_load? = under_load?(state, now)
         cookie = if under_load?, do: cookie_for(state, source)
 
         cond do
@@ -944,11 +1022,9 @@ defmodule TundraExamples.WireGuard.Interface do
     if Map.has_key?(state.indices, index), do: new_index(state), else: index
   end
 
-  # Handshake messages counted per second: past the limit, under load.
-  defp load(%{load: {since, count}} = state, now) do
-    {since, count} = if now - since >= 1000, do: {now, 1}, else: {since, count + 1}
-    {count > state.timers.handshake_load, %{state | load: {since, count}}}
-  end
+  # Under load while handshakes queue up (see `from_socket/3`).
+  defp under_load?(%{timers: %{handshake_load: 0}}, _now), do: true
+  defp under_load?(%{load_until: until}, now), do: until != nil and now < until
 
   # The cookie for an address: a MAC of it under a secret that changes
   # every two minutes.
@@ -964,19 +1040,24 @@ defmodule TundraExamples.WireGuard.Interface do
   defp ip_bytes({a, b, c, d}), do: <<a, b, c, d>>
   defp ip_bytes(ip), do: for(w <- Tuple.to_list(ip), into: <<>>, do: <<w::16>>)
 
-  # Per source address, 20 handshakes a second with bursts of 5, once
-  # under load (as wireguard-go's rate limiter).
   defp limit(state, {ip, _port}, now) do
-    {tokens, at} = Map.get(state.limiter, ip, {5.0, now})
-    tokens = min(5.0, tokens + (now - at) * 20 / 1000)
-
-    if tokens >= 1.0,
-      do: {:ok, %{state | limiter: Map.put(state.limiter, ip, {tokens - 1.0, now})}},
-      else: {:drop, %{state | limiter: Map.put(state.limiter, ip, {tokens, now})}}
+    {allowed, limiter} = RateLimiter.allow(state.limiter, ip, now)
+    state = arm_limiter_gc(%{state | limiter: limiter})
+    if allowed, do: {:ok, state}, else: {:drop, state}
   end
 
+  # The limiter's idle entries are collected every second while it has
+  # any, whatever the peers' timers.
+  defp arm_limiter_gc(%{limiter_gc: nil} = state) do
+    if RateLimiter.size(state.limiter) > 0,
+      do: %{state | limiter_gc: Process.send_after(self(), :limiter_gc, RateLimiter.interval())},
+      else: state
+  end
+
+  defp arm_limiter_gc(state), do: state
+
   defp gc_limiter(state, now) do
-    %{state | limiter: Map.reject(state.limiter, fn {_ip, {_, at}} -> now - at > 1000 end)}
+    arm_limiter_gc(%{state | limiter: RateLimiter.collect(state.limiter, now), limiter_gc: nil})
   end
 
   # --- Timers --------------------------------------------------------------

@@ -1,4 +1,4 @@
-defmodule TundraExamples.WireGuard.PairTest do
+defmodule TundraWireGuard.PairTest do
   # Two Elixir WireGuard interfaces, each device in a namespace of its own,
   # their UDP sockets on this namespace's loopback (through a recording
   # relay where a test needs the datagrams): the protocol's timers
@@ -6,9 +6,9 @@ defmodule TundraExamples.WireGuard.PairTest do
   use ExUnit.Case, async: false
 
   import Bitwise
-  import TundraTest.WireGuardLab
+  import TundraWireGuardTest.Lab
 
-  alias TundraExamples.WireGuard
+  alias TundraWireGuard, as: WireGuard
 
   @moduletag :privileged
   @moduletag timeout: 120_000
@@ -120,7 +120,7 @@ defmodule TundraExamples.WireGuard.PairTest do
     before = WireGuard.info(p.b).drops
     inject(p.relay, :to_b, old)
 
-    assert TundraTest.Net.eventually(fn ->
+    assert eventually(fn ->
              drops = WireGuard.info(p.b).drops
 
              Map.get(drops, :expired, 0) + Map.get(drops, :unknown_index, 0) >
@@ -158,10 +158,10 @@ defmodule TundraExamples.WireGuard.PairTest do
 
     # A ping starts the handshake; the initiation goes out again and again.
     _ = ping(p.ns_a, p.b_addr, count: 1, wait: 1)
-    assert TundraTest.Net.eventually(fn -> initiations.() >= 3 end, 5_000)
+    assert eventually(fn -> initiations.() >= 3 end, 5_000)
 
     # After rekey_attempt_time A stops (and drops what waited).
-    assert TundraTest.Net.eventually(fn -> peer_info(p.a, p.pb).staged == 0 end, 5_000)
+    assert eventually(fn -> peer_info(p.a, p.pb).staged == 0 end, 5_000)
     settled = initiations.()
     Process.sleep(1_000)
     assert initiations.() == settled
@@ -181,11 +181,11 @@ defmodule TundraExamples.WireGuard.PairTest do
 
     assert {0, _} = ping(p.ns_a, p.b_addr, count: 1)
     # Unusable after the reject time...
-    assert TundraTest.Net.eventually(fn -> not peer_info(p.a, p.pb).session end, 5_000)
-    assert TundraTest.Net.eventually(fn -> not peer_info(p.b, p.pa).session end, 5_000)
+    assert eventually(fn -> not peer_info(p.a, p.pb).session end, 5_000)
+    assert eventually(fn -> not peer_info(p.b, p.pa).session end, 5_000)
     # The session's index answers while it lives, and is forgotten after.
-    assert TundraTest.Net.eventually(fn -> :sys.get_state(p.a).indices == %{} end, 5_000)
-    assert TundraTest.Net.eventually(fn -> :sys.get_state(p.b).indices == %{} end, 5_000)
+    assert eventually(fn -> :sys.get_state(p.a).indices == %{} end, 5_000)
+    assert eventually(fn -> :sys.get_state(p.b).indices == %{} end, 5_000)
   end
 
   test "keepalive: one-way traffic is answered by a keepalive" do
@@ -202,12 +202,12 @@ defmodule TundraExamples.WireGuard.PairTest do
     received_before = peer_info(p.b, p.pa).keepalives_received
     for _ <- 1..5, do: :ok = :gen_udp.send(source, ip(p.a_addr), 9999, "one way")
 
-    assert TundraTest.Net.eventually(
+    assert eventually(
              fn -> peer_info(p.a, p.pb).keepalives_sent > sent_before end,
              5_000
            )
 
-    assert TundraTest.Net.eventually(
+    assert eventually(
              fn -> peer_info(p.b, p.pa).keepalives_received > received_before end,
              5_000
            )
@@ -218,7 +218,7 @@ defmodule TundraExamples.WireGuard.PairTest do
 
   test "a persistent keepalive starts the handshake and keeps packets flowing" do
     p = pair(a_keepalive: 1)
-    assert TundraTest.Net.eventually(fn -> peer_info(p.a, p.pb).handshakes == 1 end, 5_000)
+    assert eventually(fn -> peer_info(p.a, p.pb).handshakes == 1 end, 5_000)
     count = peer_info(p.b, p.pa).keepalives_received
     Process.sleep(2_500)
     assert peer_info(p.b, p.pa).keepalives_received >= count + 2
@@ -249,10 +249,39 @@ defmodule TundraExamples.WireGuard.PairTest do
     assert peer_info(p.a, p.pb).handshakes == 1
   end
 
+  test "a hundred handshakes a second are no load: no peer is asked for a cookie" do
+    # Load is a backlog of handshakes waiting, not a count: a stranger's
+    # 100 valid-mac1 initiations a second (15 KB/s) are served at once.
+    p = pair()
+    b_info = WireGuard.info(p.b)
+    alias TundraWireGuard.{Crypto, Noise}
+    {_, stranger_private} = Crypto.generate()
+    stranger = Noise.identity(stranger_private)
+    {:ok, b_keys} = Noise.peer_keys(stranger, b_info.public_key)
+    {:ok, socket} = :gen_udp.open(0, [:binary, ip: @loopback, active: false])
+
+    sender =
+      Task.async(fn ->
+        for _ <- 1..200 do
+          stamp = Crypto.tai64n(System.os_time(:nanosecond))
+          {:ok, body, _} = Noise.initiation(stranger, b_keys, 5, Crypto.generate(), stamp)
+          {message, _} = Noise.seal_macs(body, b_keys.mac1_key, nil)
+          :ok = :gen_udp.send(socket, @loopback, b_info.listen_port, message)
+          Process.sleep(10)
+        end
+      end)
+
+    assert eventually(fn -> Map.get(WireGuard.info(p.b).drops, :handshake_refused, 0) >= 20 end)
+    assert {0, _} = ping(p.ns_a, p.b_addr, count: 2)
+    Task.await(sender, 30_000)
+    assert Map.get(WireGuard.info(p.b).drops, :cookie_sent, 0) == 0
+    assert peer_info(p.a, p.pb).handshakes == 1
+  end
+
   test "a flood of handshakes from a stranger is rate-limited per address" do
     p = pair(b_timers: [handshake_load: 0])
     b_info = WireGuard.info(p.b)
-    alias TundraExamples.WireGuard.{Crypto, Noise}
+    alias TundraWireGuard.{Crypto, Noise}
 
     {_, stranger_private} = Crypto.generate()
     stranger = Noise.identity(stranger_private)
@@ -278,7 +307,7 @@ defmodule TundraExamples.WireGuard.PairTest do
       :ok = :gen_udp.send(socket, @loopback, b_info.listen_port, message)
     end
 
-    assert TundraTest.Net.eventually(fn ->
+    assert eventually(fn ->
              drops = WireGuard.info(p.b).drops
              Map.get(drops, :rate_limited, 0) + Map.get(drops, :handshake_refused, 0) >= 100
            end)
@@ -287,6 +316,48 @@ defmodule TundraExamples.WireGuard.PairTest do
     # A stranger's initiation is refused (it is not a peer), and no
     # response goes back to it.
     assert {:error, :timeout} = :gen_udp.recv(socket, 0, 200)
+
+    # B's peer has no timer running (no endpoint, no keepalive), yet the
+    # limiter forgets the stranger once it has been idle a second.
+    assert :sys.get_state(p.b).tick == nil
+    assert TundraWireGuard.RateLimiter.size(:sys.get_state(p.b).limiter) == 1
+
+    assert eventually(
+             fn -> TundraWireGuard.RateLimiter.size(:sys.get_state(p.b).limiter) == 0 end,
+             5_000
+           )
+  end
+
+  test "a flood of junk initiations at a 1 Gbit/s link's rate leaves a peer's traffic flowing" do
+    # 148-byte initiations on a 1 Gbit/s Ethernet link: 148 + 8 (UDP) +
+    # 20 (IPv4) + 18 (Ethernet header and FCS) + 20 (preamble and gap) =
+    # 214 bytes on the wire, 584,000 a second; from 256 source ports, so
+    # that the kernel coalesces none of them.
+    p = pair()
+    assert {0, _} = ping(p.ns_a, p.b_addr, count: 1)
+    b_port = WireGuard.info(p.b).listen_port
+
+    flood =
+      Task.async(fn ->
+        System.cmd(flooder(), ~w(flood --from 127.0.0.1 --to 127.0.0.1 --port #{b_port}
+             --rate 584000 --seconds 8 --flows 256))
+      end)
+
+    assert eventually(fn -> Map.get(WireGuard.info(p.b).drops, :mac1, 0) > 10_000 end)
+    {_, output} = ping(p.ns_a, p.b_addr, count: 20, args: ["-i", "0.1"])
+    {flooded, 0} = Task.await(flood, 30_000)
+    [_, received] = Regex.run(~r/(\d+) received/, output)
+    assert String.to_integer(received) >= 18, "#{output}\n#{flooded}"
+    # Every junk message cost only the cheap check.
+    drops = WireGuard.info(p.b).drops
+    assert Map.get(drops, :handshake_refused, 0) == 0, inspect(drops)
+  end
+
+  # tundra_bench's flood command, built (once) from this repository.
+  defp flooder do
+    bench = Path.expand("../../native", __DIR__)
+    {_, 0} = System.cmd("cargo", ~w(build --quiet --release -p tundra_bench), cd: bench)
+    Path.join(bench, "target/release/tundra_bench")
   end
 
   test "random and mutated datagrams never crash the receiver, reach its device, or get an answer" do
@@ -310,7 +381,7 @@ defmodule TundraExamples.WireGuard.PairTest do
     _ = captured(p.relay)
 
     # Every one of them dropped (and counted as such).
-    assert TundraTest.Net.eventually(fn ->
+    assert eventually(fn ->
              drops = WireGuard.info(p.b).drops |> Map.values() |> Enum.sum()
              drops >= drops_before + 2_000
            end)

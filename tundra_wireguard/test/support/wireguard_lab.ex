@@ -1,4 +1,4 @@
-defmodule TundraTest.WireGuardLab do
+defmodule TundraWireGuardTest.Lab do
   @moduledoc false
   # The WireGuard tests' bench: network namespaces of their own (named
   # tundra-wg<n>-<VM's OS pid>, so that scripts/netns removes those a
@@ -10,7 +10,7 @@ defmodule TundraTest.WireGuardLab do
   import ExUnit.Assertions
   import ExUnit.Callbacks, only: [on_exit: 1]
 
-  alias TundraExamples.WireGuard
+  alias TundraWireGuard, as: WireGuard
 
   @doc "A new namespace with its loopback up, removed when the test ends."
   def netns do
@@ -213,7 +213,13 @@ defmodule TundraTest.WireGuardLab do
 
   @doc "Where boringtun-cli is (scripts/wireguard-peer installs it), or nil."
   def boringtun_path do
-    [System.get_env("TUNDRA_BORINGTUN"), Path.expand("_build/tools/bin/boringtun-cli")]
+    [
+      System.get_env("TUNDRA_BORINGTUN"),
+      Path.expand(
+        "../_build/tools/bin/boringtun-cli",
+        __DIR__ |> Path.dirname() |> Path.dirname()
+      )
+    ]
     |> Enum.find(&(&1 && File.exists?(&1)))
     |> Kernel.||(System.find_executable("boringtun-cli"))
   end
@@ -240,7 +246,7 @@ defmodule TundraTest.WireGuardLab do
       wait_gone(socket, 50)
     end)
 
-    true = TundraTest.Net.eventually(fn -> File.exists?(socket) end, 10_000)
+    true = eventually(fn -> File.exists?(socket) end, 10_000)
 
     key_file = Path.join(System.tmp_dir!(), "#{name}.key")
     File.write!(key_file, private <> "\n")
@@ -338,4 +344,21 @@ defmodule TundraTest.WireGuardLab do
 
   @doc "Stops (false) or resumes (true) forwarding; recording goes on."
   def forward(relay, on), do: send(relay, {:forward, on})
+
+  @doc """
+  Whether `fun` becomes true within `limit_ms` (looked at every 10 ms; a
+  bound on waiting, not an assertion on timing).
+  """
+  def eventually(fun, limit_ms \\ 10_000) do
+    deadline = System.monotonic_time(:millisecond) + limit_ms
+    wait(fun, deadline)
+  end
+
+  defp wait(fun, deadline) do
+    cond do
+      fun.() -> true
+      System.monotonic_time(:millisecond) > deadline -> false
+      true -> Process.sleep(10) && wait(fun, deadline)
+    end
+  end
 end

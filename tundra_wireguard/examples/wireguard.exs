@@ -1,7 +1,10 @@
 # A WireGuard interface from a wg-quick configuration file
-# (TundraExamples.WireGuard):
+# (TundraWireGuard):
 #
 #   mix run examples/wireguard.exs wg0.conf [--name NAME] [--plain]
+#
+# from this package's folder (or deps/tundra_wireguard of a project that
+# depends on it).
 #
 # It creates the device (named after the file, as wg-quick does, when that
 # is a valid interface name; else --name or the kernel's choice), its
@@ -9,21 +12,7 @@
 # input closes. --plain moves a packet per system call instead of the
 # offload path. A line `show` on standard input prints the interface's and
 # its peers' state, as `wg show` does.
-unless Code.ensure_loaded?(TundraExamples.WireGuard) do
-  # Outside the project's test and bench builds (which compile
-  # examples/lib), load the modules the interface is made of.
-  for file <-
-        ~w(tundra_examples.ex blake2s crypto noise replay allowed_ips config interface)
-        |> Enum.map(fn
-          "tundra_examples.ex" -> "tundra_examples.ex"
-          name -> "tundra_examples/wireguard/#{name}.ex"
-        end)
-        |> Kernel.++(["tundra_examples/wireguard.ex"]) do
-    Code.require_file(Path.join("lib", file), __DIR__)
-  end
-end
-
-alias TundraExamples.WireGuard
+alias TundraWireGuard, as: WireGuard
 
 {opts, args, _} = OptionParser.parse(System.argv(), strict: [name: :string, plain: :boolean])
 
@@ -53,8 +42,18 @@ device_opts = if name, do: [name: name], else: []
 
 IO.puts("ready #{WireGuard.info(pid).name}")
 
-Stream.repeatedly(fn -> IO.read(:stdio, :line) end)
-|> Enum.take_while(&is_binary/1)
-|> Enum.each(fn line ->
-  if String.trim(line) in ["info", "show"], do: IO.puts(WireGuard.show(pid))
-end)
+# Each line as it comes (a `show` is answered at once), until input ends.
+defmodule WireGuardRunner do
+  def serve(pid) do
+    case IO.read(:stdio, :line) do
+      line when is_binary(line) ->
+        if String.trim(line) in ["info", "show"], do: IO.puts(TundraWireGuard.show(pid))
+        serve(pid)
+
+      _eof_or_error ->
+        :ok
+    end
+  end
+end
+
+WireGuardRunner.serve(pid)

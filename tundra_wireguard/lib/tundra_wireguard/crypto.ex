@@ -1,15 +1,15 @@
-defmodule TundraExamples.WireGuard.Crypto do
+defmodule TundraWireGuard.Crypto do
   @moduledoc """
   The primitives WireGuard is built from (the protocol page's "Symbols and
   functions"), each over OTP's `:crypto` but two: keyed BLAKE2s with a
-  16-byte output (`mac/2`, in `TundraExamples.WireGuard.Blake2s`) and
+  16-byte output (`mac/2`, in `TundraWireGuard.Blake2s`) and
   HChaCha20 (for XChaCha20-Poly1305, used by cookie replies only), which
   `:crypto` does not offer and which are derived here from what it does.
   """
 
   import Bitwise
 
-  alias TundraExamples.WireGuard.Blake2s
+  alias TundraWireGuard.Blake2s
 
   @typedoc "A 32-byte key: Curve25519 public or private, symmetric, chaining."
   @type key :: <<_::256>>

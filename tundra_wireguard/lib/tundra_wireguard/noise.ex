@@ -1,4 +1,4 @@
-defmodule TundraExamples.WireGuard.Noise do
+defmodule TundraWireGuard.Noise do
   @moduledoc """
   WireGuard's handshake, `Noise_IKpsk2_25519_ChaChaPoly_BLAKE2s`, as pure
   functions over binaries: making and consuming the initiation and the
@@ -11,9 +11,9 @@ defmodule TundraExamples.WireGuard.Noise do
   the hash, `Q` the preshared key.
   """
 
-  import TundraExamples.WireGuard.Crypto
+  import TundraWireGuard.Crypto
 
-  alias TundraExamples.WireGuard.Crypto
+  alias TundraWireGuard.Crypto
 
   @construction "Noise_IKpsk2_25519_ChaChaPoly_BLAKE2s"
   @identifier "WireGuard v1 zx2c4 Jason@zx2c4.com"
@@ -240,21 +240,15 @@ defmodule TundraExamples.WireGuard.Noise do
 
   @doc "Whether a handshake message's `mac1` is ours (keyed by our `mac1_key`)."
   @spec mac1_valid?(binary(), Crypto.key()) :: boolean()
-  def mac1_valid?(message, mac1_key) when byte_size(message) >= 32 do
-    size = byte_size(message) - 32
-    <<body::binary-size(size), mac1::binary-16, _mac2::binary-16>> = message
-    :crypto.hash_equals(mac(mac1_key, body), mac1)
-  end
+  def mac1_valid?(message, mac1_key) when byte_size(message) >= 32,
+    do: TundraWireGuard.Native.mac1_valid(message, mac1_key)
 
   def mac1_valid?(_message, _mac1_key), do: false
 
   @doc "Whether a handshake message's `mac2` is the one `cookie` makes."
   @spec mac2_valid?(binary(), binary()) :: boolean()
-  def mac2_valid?(message, cookie) when byte_size(message) >= 32 do
-    size = byte_size(message) - 16
-    <<body::binary-size(size), mac2::binary-16>> = message
-    :crypto.hash_equals(mac(cookie, body), mac2)
-  end
+  def mac2_valid?(message, cookie) when byte_size(message) >= 32 and byte_size(cookie) <= 32,
+    do: TundraWireGuard.Native.mac2_valid(message, cookie)
 
   def mac2_valid?(_message, _cookie), do: false
 

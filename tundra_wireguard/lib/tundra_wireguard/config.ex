@@ -1,4 +1,4 @@
-defmodule TundraExamples.WireGuard.Config do
+defmodule TundraWireGuard.Config do
   @moduledoc """
   Reads the `wg-quick` configuration format (`wg-quick(8)`, `wg(8)`):
 
@@ -16,18 +16,23 @@ defmodule TundraExamples.WireGuard.Config do
       PersistentKeepalive = 25
 
   Keys are case-insensitive, `#` starts a comment, lists are separated by
-  commas and may be split over several lines. `DNS`, `Table`, `FwMark`,
+  commas and may be split over several lines. An allowed IP with host bits
+  set (`10.8.0.77/16`) stands for its network (`10.8.0.0/16`), as `wg`
+  takes it. An endpoint's host name is resolved as it is read, as `wg`
+  does: one that does not resolve is an error with its line. `DNS`, `Table`, `FwMark`,
   `SaveConfig` and the `PreUp`/`PostUp`/`PreDown`/`PostDown` hooks are
   `wg-quick`'s business with the host, not the protocol's: they are
   accepted and listed in `:ignored`. Anything else is an error, with its
   line number.
   """
 
+  import Bitwise
+
   @typedoc "An address and its prefix length."
   @type prefix :: {:inet.ip_address(), 0..128}
 
-  @typedoc "A peer's endpoint: an address (or a host name to resolve) and a port."
-  @type endpoint :: {:inet.ip_address() | charlist(), :inet.port_number()}
+  @typedoc "A peer's endpoint: an address (a host name is resolved when read) and a port."
+  @type endpoint :: {:inet.ip_address(), :inet.port_number()}
 
   @type peer :: %{
           public_key: <<_::256>>,
@@ -109,9 +114,10 @@ defmodule TundraExamples.WireGuard.Config do
     with {:ok, field, parsed} <- field(kind, key, value, number) do
       fields =
         case {field, Map.get(fields, field)} do
-          # Lists may be given over several lines.
+          # Lists may be given over several lines; kept newest first
+          # (reversed when the section closes), so that each is linear.
           {list, [_ | _] = before} when list in [:addresses, :allowed_ips] ->
-            Map.put(fields, field, before ++ parsed)
+            Map.put(fields, field, parsed ++ before)
 
           _ ->
             Map.put(fields, field, parsed)
@@ -122,13 +128,13 @@ defmodule TundraExamples.WireGuard.Config do
   end
 
   defp field(:interface, "privatekey", value, n), do: key(:private_key, value, n)
-  defp field(:interface, "address", value, n), do: prefixes(:addresses, value, n)
+  defp field(:interface, "address", value, n), do: prefixes(:addresses, value, n, :as_given)
   defp field(:interface, "listenport", value, n), do: integer(:listen_port, value, 0..65_535, n)
   defp field(:interface, "mtu", value, n), do: integer(:mtu, value, 1280..65_535, n)
   defp field(:interface, key, _value, _n) when key in @wg_quick_only, do: {:ok, :ignored, nil}
   defp field(:peer, "publickey", value, n), do: key(:public_key, value, n)
   defp field(:peer, "presharedkey", value, n), do: key(:preshared_key, value, n)
-  defp field(:peer, "allowedips", value, n), do: prefixes(:allowed_ips, value, n)
+  defp field(:peer, "allowedips", value, n), do: prefixes(:allowed_ips, value, n, :network)
   defp field(:peer, "endpoint", value, n), do: endpoint(value, n)
 
   defp field(:peer, "persistentkeepalive", value, n) do
@@ -153,17 +159,29 @@ defmodule TundraExamples.WireGuard.Config do
     end
   end
 
-  defp prefixes(field, value, n) do
+  # The line's prefixes, last first (see `put/4`).
+  defp prefixes(field, value, n, form) do
     value
     |> String.split(",", trim: true)
     |> Enum.map(&String.trim/1)
     |> Enum.reject(&(&1 == ""))
     |> Enum.reduce_while({:ok, field, []}, fn text, {:ok, field, acc} ->
       case prefix(text) do
-        {:ok, prefix} -> {:cont, {:ok, field, acc ++ [prefix]}}
+        {:ok, prefix} when form == :network -> {:cont, {:ok, field, [network(prefix) | acc]}}
+        {:ok, prefix} -> {:cont, {:ok, field, [prefix | acc]}}
         :error -> {:halt, {:error, {n, "not an address/prefix: #{text}"}}}
       end
     end)
+  end
+
+  @doc "A prefix with its host bits cleared: `{10.8.0.77, 16}` is `{10.8.0.0, 16}`."
+  @spec network(prefix()) :: prefix()
+  def network({ip, length}) do
+    {bits, width} = if tuple_size(ip) == 4, do: {8, 32}, else: {16, 128}
+    words = Tuple.to_list(ip)
+    <<value::size(width)>> = for w <- words, into: <<>>, do: <<w::size(bits)>>
+    <<masked::size(width)>> = <<value >>> (width - length) <<< (width - length)::size(width)>>
+    {List.to_tuple(for <<(w::size(bits) <- <<masked::size(width)>>)>>, do: w), length}
   end
 
   @doc "Parses `address/length` (or a bare address, a full-length prefix)."
@@ -198,12 +216,21 @@ defmodule TundraExamples.WireGuard.Config do
 
     with {host, port} <- parsed,
          {port, ""} when port in 1..65_535 <- Integer.parse(port) do
-      case :inet.parse_strict_address(String.to_charlist(host)) do
+      case resolve(String.to_charlist(host)) do
         {:ok, ip} -> {:ok, :endpoint, {ip, port}}
-        {:error, _} -> {:ok, :endpoint, {String.to_charlist(host), port}}
+        :error -> {:error, {n, "cannot resolve #{host} (Endpoint)"}}
       end
     else
       _ -> {:error, {n, "not an endpoint (host:port or [v6]:port): #{value}"}}
+    end
+  end
+
+  # An address, or a name resolved now (IPv4 first, as wg does).
+  defp resolve(host) do
+    with {:error, _} <- :inet.parse_strict_address(host),
+         {:error, _} <- :inet.getaddr(host, :inet),
+         {:error, _} <- :inet.getaddr(host, :inet6) do
+      :error
     end
   end
 
@@ -219,7 +246,7 @@ defmodule TundraExamples.WireGuard.Config do
        %{
          private_key: private_key,
          listen_port: Map.get(interface, :listen_port),
-         addresses: Map.get(interface, :addresses, []),
+         addresses: Enum.reverse(Map.get(interface, :addresses, [])),
          mtu: Map.get(interface, :mtu),
          peers: peers,
          ignored: ignored
@@ -239,16 +266,17 @@ defmodule TundraExamples.WireGuard.Config do
   end
 
   defp peers(sections) do
-    Enum.reduce_while(sections, {:ok, []}, fn {line, fields}, {:ok, acc} ->
+    sections
+    |> Enum.reduce_while({:ok, [], MapSet.new()}, fn {line, fields}, {:ok, acc, seen} ->
       case required(fields, :public_key, line, "PublicKey") do
         {:ok, public_key} ->
-          if Enum.any?(acc, &(&1.public_key == public_key)) do
+          if MapSet.member?(seen, public_key) do
             {:halt, {:error, {line, "a second [Peer] with the same PublicKey"}}}
           else
             peer = %{
               public_key: public_key,
               preshared_key: Map.get(fields, :preshared_key),
-              allowed_ips: Map.get(fields, :allowed_ips, []),
+              allowed_ips: Enum.reverse(Map.get(fields, :allowed_ips, [])),
               endpoint: Map.get(fields, :endpoint),
               persistent_keepalive:
                 case Map.get(fields, :persistent_keepalive) do
@@ -257,12 +285,16 @@ defmodule TundraExamples.WireGuard.Config do
                 end
             }
 
-            {:cont, {:ok, acc ++ [peer]}}
+            {:cont, {:ok, [peer | acc], MapSet.put(seen, public_key)}}
           end
 
         {:error, reason} ->
           {:halt, {:error, reason}}
       end
     end)
+    |> case do
+      {:ok, peers, _seen} -> {:ok, Enum.reverse(peers)}
+      error -> error
+    end
   end
 end
