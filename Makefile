@@ -1,6 +1,7 @@
 # Conveniences over scripts/: `make test` is the CI suite, `make bench` the
-# benchmark (root; pass options with ARGS="--only reflector --rounds 5").
-.PHONY: test bench demo
+# benchmark (root; pass options with ARGS="--only reflector --rounds 5"),
+# `make mutants` the mutation testing (root; ARGS go to cargo-mutants).
+.PHONY: test bench demo mutants
 
 test:
 	scripts/test
@@ -10,3 +11,7 @@ bench:
 
 demo:
 	scripts/demo
+
+# Mutation testing of tundra_core and tundra_server (slow; root).
+mutants:
+	scripts/mutants $(ARGS)

@@ -18,7 +18,8 @@ defmodule Tundra.PackageTest do
   """
 
   setup_all do
-    root = Path.join(System.tmp_dir!(), "tundra-package-#{System.unique_integer([:positive])}")
+    run = "#{TundraTest.Env.run_id()}-#{System.unique_integer([:positive])}"
+    root = Path.join(System.tmp_dir!(), "tundra-package-#{run}")
     File.mkdir_p!(root)
     on_exit(fn -> File.rm_rf!(root) end)
     %{root: root, package: make_package(root)}

@@ -110,6 +110,17 @@ defmodule TundraTest do
                {:error, {:invalid_option, {:timeout, :forever}}}
     end
 
+    test "a timeout must be positive, as documented: 0 and below are refused, 1 taken" do
+      for bad <- [0, -1, 1.5] do
+        assert Tundra.create("10.0.0.2", timeout: bad) ==
+                 {:error, {:invalid_option, {:timeout, bad}}}
+      end
+
+      # 1 is taken: refused for the address, after every option was.
+      assert Tundra.create("10.0.0.300", timeout: 1) ==
+               {:error, {:invalid_address, "10.0.0.300"}}
+    end
+
     test "a :socket_path that is not a socket says so" do
       assert Tundra.create("10.0.0.2", via: :server, socket_path: "/etc/hostname") ==
                {:error, :enotsock}

@@ -10,7 +10,8 @@ defmodule TundraTest.SecondVM do
   reach (such as /root). Returns the directory; remove it when done.
   """
   def prepare do
-    root = Path.join(System.tmp_dir!(), "tundra-vm-#{System.unique_integer([:positive])}")
+    run = TundraTest.Env.run_id()
+    root = Path.join(System.tmp_dir!(), "tundra-vm-#{run}-#{System.unique_integer([:positive])}")
     app = Path.join(root, "tundra")
     File.mkdir_p!(app)
     File.cp_r!(Path.join(Mix.Project.app_path(), "ebin"), Path.join(app, "ebin"))

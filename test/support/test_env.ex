@@ -4,6 +4,17 @@ defmodule TundraTest.Env do
   # run only as root *and* inside a network namespace made for the test run
   # (scripts/test makes one), never in the host's own namespace.
 
+  @doc """
+  What names of things this run makes on the machine carry (users,
+  groups, folders, namespaces), so that two runs at once never share one
+  and a later run can tell whether their maker has ended: this VM's OS
+  pid.
+  """
+  def run_id, do: System.pid()
+
+  @doc "Whether the run (VM) whose `run_id/0` is `id` still runs."
+  def running?(id), do: File.exists?("/proc/#{id}")
+
   @doc "nil when privileged tests can run here, else why not."
   def privileged_blocker do
     cond do

@@ -187,6 +187,21 @@ defmodule Tundra.LifecycleTest do
       end
     end
 
+    test "one NIF call over 200,000 packets stops at its budget, most of them left" do
+      # The budget is about half a millisecond a call: no machine writes
+      # 100,000 packets (a system call each) in that, so a call that went
+      # on past its budget would leave fewer than half.
+      {dev, _} = v4_device(23)
+      {:"$tundra", ref} = dev
+      {packet, data} = tiny_packets(23, 200_000)
+      assert {:more, rest} = Tundra.Nif.send_segments(ref, data, 28)
+      assert byte_size(rest) > byte_size(data) / 2
+      assert byte_size(rest) < byte_size(data)
+
+      assert {:more, rest} = Tundra.Nif.send_many(ref, List.duplicate(packet, 200_000))
+      assert length(rest) > 100_000
+    end
+
     test "send_segments/4 and send_many/3 give up at their timeout with the rest" do
       {dev, _} = v4_device(21)
       {packet, data} = tiny_packets(21, 100_000)

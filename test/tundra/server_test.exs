@@ -10,7 +10,8 @@ defmodule Tundra.ServerTest do
   alias TundraTest.SecondVM
 
   setup_all do
-    n = rem(System.unique_integer([:positive]), 100_000)
+    # Names of this run's own (see TundraTest.Leftovers).
+    n = TundraTest.Env.run_id()
     group = "tundratest#{n}"
     member = "tundram#{n}"
     outsider = "tundrao#{n}"
@@ -339,7 +340,7 @@ defmodule Tundra.ServerTest do
   end
 
   test "with no server listening, create says :enoent", ctx do
-    missing = "/tmp/tundra-no-server-#{System.unique_integer([:positive])}.sock"
+    missing = "/tmp/tundra-no-server-#{System.pid()}-#{System.unique_integer([:positive])}.sock"
 
     assert SecondVM.run(ctx.vm, ctx.member, @create_code, "RESULT", [missing]) ==
              "RESULT {:error, :enoent}"
@@ -568,7 +569,7 @@ defmodule Tundra.ServerTest do
   """
 
   test "offload devices: from the server, and adopted by an unprivileged VM", ctx do
-    path = "/tmp/tundra-fdpass-#{System.unique_integer([:positive])}.sock"
+    path = "/tmp/tundra-fdpass-#{System.pid()}-#{System.unique_integer([:positive])}.sock"
     on_exit(fn -> File.rm(path) end)
     vm = SecondVM.start(ctx.vm, ctx.member, @offload_code, [ctx.socket, path])
     SecondVM.line(vm, "LISTENING")

@@ -29,7 +29,9 @@ defmodule TundraWireGuard.InteropTest do
     b6 = "fd92:#{n}::2"
     a_port = free_port()
     b_port = 51_000 + n
-    name = "tbt#{System.unique_integer([:positive])}"
+    # boringtun's socket, /var/run/wireguard/NAME.sock, is the machine's:
+    # the name carries this run's pid, so that two runs at once differ.
+    name = "tb#{System.pid()}n#{n}"
 
     {relay, a_endpoint} =
       if opts[:relay] do

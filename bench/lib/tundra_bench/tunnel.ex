@@ -16,7 +16,7 @@ defmodule TundraBench.Tunnel do
 
   def run(opts) do
     suffix = System.unique_integer([:positive])
-    ns = {"tundra-bench-a-#{suffix}", "tundra-bench-b-#{suffix}"}
+    ns = {"tundra-bench-a-#{suffix}-#{System.pid()}", "tundra-bench-b-#{suffix}-#{System.pid()}"}
 
     try do
       Lab.make_namespaces(ns, @underlay)

@@ -14,7 +14,10 @@ defmodule TundraBench.WireGuard do
 
   def run(opts) do
     suffix = System.unique_integer([:positive])
-    ns = {"tundra-bench-wa-#{suffix}", "tundra-bench-wb-#{suffix}"}
+
+    ns =
+      {"tundra-bench-wa-#{suffix}-#{System.pid()}", "tundra-bench-wb-#{suffix}-#{System.pid()}"}
+
     dir = Path.join(System.tmp_dir!(), "tundra-bench-wg-#{suffix}")
     File.mkdir_p!(dir)
 

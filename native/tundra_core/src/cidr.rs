@@ -244,12 +244,21 @@ mod tests {
             "10.8.0.0",
             "10.8.0.0/",
             "10.8.0.0/+8",
+            "10.0.0.0/+8",
             "10.8.0.0/ 8",
             "x/8",
             "/8",
         ] {
             assert_eq!(bad.parse::<Cidr>(), Err(ParseCidrError), "{bad}");
         }
+    }
+
+    #[test]
+    fn a_parse_error_says_what_was_expected() {
+        assert_eq!(
+            ParseCidrError.to_string(),
+            "expected an address range such as 10.8.0.0/16 or fd00::/64"
+        );
     }
 
     #[test]
@@ -304,5 +313,39 @@ mod tests {
         assert!(c("fd00::/8").covers(&c("fd50::9/128")));
         assert!(!c("fd00::/8").covers(&c("fe80::/64")));
         assert!(c("0.0.0.0/0").is_default());
+    }
+
+    #[test]
+    fn a_prefix_covers_itself_and_what_lies_inside_it_only() {
+        let net = c("10.8.0.0/16");
+        assert!(net.covers(&net), "itself");
+        assert!(net.covers(&c("10.8.255.255/32")), "its last address");
+        assert!(net.covers(&c("10.8.0.0/17")));
+        assert!(
+            !c("10.8.0.0/17").covers(&net),
+            "a longer prefix never covers"
+        );
+        assert!(
+            !net.covers(&c("10.9.0.0/16")),
+            "a neighbour of the same length"
+        );
+        assert!(!net.covers(&c("10.7.255.255/32")), "just below");
+        assert!(
+            !c("10.8.0.0/16").covers(&c("::a08:0/112")),
+            "families never mix"
+        );
+        let v6 = c("fd11:b7b7:4360::/48");
+        assert!(v6.covers(&c("fd11:b7b7:4360:2::/64")));
+        assert!(!v6.covers(&c("fd11:b7b7:4361::/64")));
+        assert!(!c("fd11:b7b7:4360:2::/64").covers(&v6));
+        // Overlap is covering, one way or the other.
+        assert!(c("fd11:b7b7:4360:2::/64").overlaps(&v6));
+        assert!(v6.overlaps(&c("fd11:b7b7:4360:2::/64")));
+        for default in ["0.0.0.0/0", "::/0"] {
+            assert!(c(default).is_default(), "{default}");
+        }
+        for not_default in ["0.0.0.0/1", "128.0.0.0/1", "::/1", "10.8.0.0/16"] {
+            assert!(!c(not_default).is_default(), "{not_default}");
+        }
     }
 }

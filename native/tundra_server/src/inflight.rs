@@ -126,4 +126,17 @@ mod tests {
         assert_eq!(in_flight.unread(1000), 0);
         assert!(in_flight.reserve(3000, 7).is_ok(), "given back on drop");
     }
+
+    #[test]
+    fn roots_fds_given_back_leave_the_members_total_alone() {
+        let in_flight = InFlight::new(64, 100);
+        let root = in_flight.reserve(0, 64).expect("root");
+        let member = in_flight.reserve(1000, 60).expect("a member");
+        drop(root);
+        assert_eq!(in_flight.unread(0), 0);
+        // The members' 60 still count: 41 more would pass 100.
+        assert_eq!(in_flight.reserve(2000, 41).err(), Some(Full::Server(60)));
+        assert!(in_flight.reserve(2000, 40).is_ok());
+        drop(member);
+    }
 }

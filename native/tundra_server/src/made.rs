@@ -409,6 +409,19 @@ mod tests {
     }
 
     #[test]
+    fn a_link_is_a_records_device_only_by_index_and_name_both() {
+        let records = Records::default();
+        records.add(1000, made(13, "tun3")).unwrap();
+        records.add(1000, made(14, "tun4")).unwrap();
+        // Index 13 is another device now; tun4's name is on index 99.
+        let found = records.reconcile(&[link(13, "other", 1), link(99, "tun4", 0)]);
+        assert_eq!(found.orphaned, vec![], "neither is one of ours");
+        assert_eq!(records.count(1000), 0);
+        assert!(!records.holds(1000, 13, "tun3"));
+        assert!(!records.holds(1000, 14, "tun4"));
+    }
+
+    #[test]
     fn the_journal_keeps_what_exists_and_refuses_what_is_not_a_record() {
         let dir = std::env::temp_dir().join(format!("tundra-journal-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);

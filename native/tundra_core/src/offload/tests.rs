@@ -167,13 +167,6 @@ fn what_may_not_coalesce_stays_apart() {
     let psh = tcp4(1, 0, TCP_ACK | TCP_PSH, &data(100, 1), false);
     assert_eq!(runs(&[psh, next(100, TCP_ACK, 100, 2)]), 1);
     assert_eq!(runs(&[a.clone(), next(100, TCP_ACK | TCP_FIN, 100, 2)]), 1);
-    // Another flow (port), another window.
-    let mut other_port = next(100, TCP_ACK, 100, 2);
-    other_port[21] = 99;
-    assert_eq!(runs(&[a.clone(), other_port]), 1);
-    let mut other_window = next(100, TCP_ACK, 100, 2);
-    put16(&mut other_window, 34, 1);
-    assert_eq!(runs(&[a.clone(), other_window]), 1);
     // A bad checksum: the kernel would not check it in a super-packet.
     let mut corrupt = next(100, TCP_ACK, 100, 2);
     corrupt[50] ^= 1;
@@ -181,6 +174,163 @@ fn what_may_not_coalesce_stays_apart() {
     // Not TCP, or no payload.
     assert!(Segment::parse(&[0x45, 0, 0, 20]).is_none());
     assert!(Segment::parse(&tcp4(1, 0, TCP_ACK, &[], false)).is_none());
+}
+
+/// Puts right the IPv4 header checksum and the TCP checksum of `p` (a
+/// segment from `tcp4`/`tcp6` that a test changed).
+fn refresh(p: &mut [u8]) {
+    let (l4, src, dst) = if p[0] >> 4 == 4 {
+        put16(p, 10, 0);
+        let csum = !fold(sum(&p[..20], 0));
+        put16(p, 10, csum);
+        (20, 12..16, 16..20)
+    } else {
+        (40, 8..24, 24..40)
+    };
+    put16(p, l4 + 16, 0);
+    let pseudo = pseudo_sum(&p[src], &p[dst], PROTO_TCP, p.len() - l4);
+    let csum = !fold(sum(&p[l4..], pseudo));
+    put16(p, l4 + 16, csum);
+}
+
+#[test]
+fn segments_that_differ_in_any_field_a_run_shares_stay_apart() {
+    // Each change to the second segment, its checksums put right, so that
+    // only the field tells them apart.
+    let runs = |packets: &[Vec<u8>]| {
+        run_from(&packets[0], packets[1..].iter().map(Vec::as_slice)).map_or(1, |run| run.len())
+    };
+    let v4 = |seq, seed| tcp4(7, seq, TCP_ACK, &data(100, seed), true);
+    let changes_v4: [(&str, usize, u8); 12] = [
+        ("TOS", 1, 0x10),
+        ("DF", 6, 0x00),
+        ("TTL", 8, 63),
+        ("source address", 15, 9),
+        ("destination address", 19, 9),
+        ("source port", 21, 0x41),
+        ("destination port", 23, 0x52),
+        ("ack", 31, 8),
+        ("window", 35, 1),
+        ("urgent pointer", 39, 1),
+        ("options", 47, 100),
+        ("option kind", 42, 2),
+    ];
+    assert_eq!(runs(&[v4(0, 1), v4(100, 2)]), 2, "alike, they join");
+    for (field, at, value) in changes_v4 {
+        let mut other = v4(100, 2);
+        assert_ne!(other[at], value, "{field} changes");
+        other[at] = value;
+        refresh(&mut other);
+        assert!(valid_l4(&other, PROTO_TCP));
+        assert_eq!(runs(&[v4(0, 1), other]), 1, "another {field} joined");
+    }
+    let v6 = |seq, seed| tcp6(seq, TCP_ACK, &data(100, seed));
+    let changes_v6: [(&str, usize, u8); 6] = [
+        ("traffic class", 1, 0x40),
+        ("flow label", 3, 7),
+        ("hop limit", 7, 63),
+        ("source address", 23, 9),
+        ("destination address", 39, 9),
+        ("window", 55, 1),
+    ];
+    assert_eq!(runs(&[v6(0, 1), v6(100, 2)]), 2, "alike, they join");
+    for (field, at, value) in changes_v6 {
+        let mut other = v6(100, 2);
+        assert_ne!(other[at], value, "{field} changes");
+        other[at] = value;
+        refresh(&mut other);
+        assert!(valid_l4(&other, PROTO_TCP));
+        assert_eq!(runs(&[v6(0, 1), other]), 1, "another {field} joined");
+    }
+    // An IPv6 segment never continues an IPv4 run, nor the other way.
+    assert_eq!(runs(&[v4(0, 1), v6(100, 2)]), 1);
+    assert_eq!(runs(&[v6(0, 1), v4(100, 2)]), 1);
+}
+
+#[test]
+fn cwr_stays_on_the_first_segment_fin_and_psh_on_the_last() {
+    let segments: Vec<_> = (0..3u32)
+        .map(|i| tcp4(1, 1000 * i, TCP_ACK, &data(1000, i as u8), false))
+        .collect();
+    let run = run_from(&segments[0], segments[1..].iter().map(Vec::as_slice)).expect("a run");
+    let (hdr, mut packet) = coalesced_headers(run.segments());
+    for s in run.segments() {
+        packet.extend_from_slice(payload_of(s));
+    }
+    // As the kernel hands it over: CWR, PSH and FIN on the super-packet.
+    packet[33] |= TCP_CWR | TCP_PSH | TCP_FIN;
+    let sp = Superpacket::new(&hdr, &packet).expect("splittable");
+    let flags: Vec<u8> = (0..sp.count())
+        .map(|i| {
+            let mut out = vec![0u8; sp.segment_len(i)];
+            sp.write(i, &mut out);
+            assert!(valid_l4(&out, PROTO_TCP));
+            out[33]
+        })
+        .collect();
+    assert_eq!(
+        flags,
+        [TCP_ACK | TCP_CWR, TCP_ACK, TCP_ACK | TCP_PSH | TCP_FIN]
+    );
+}
+
+/// A UDP/IPv4 datagram of `payload` whose checksum comes out as zero: the
+/// word at payload offset 0 is chosen for it.
+fn udp4_summing_to_zero(payload_len: usize) -> Vec<u8> {
+    let mut p = vec![0u8; 28 + payload_len];
+    p[0] = 0x45;
+    let total = p.len() as u16;
+    put16(&mut p, 2, total);
+    p[8] = 64;
+    p[9] = PROTO_UDP;
+    p[12..16].copy_from_slice(&[10, 0, 0, 1]);
+    p[16..20].copy_from_slice(&[10, 0, 0, 2]);
+    put16(&mut p, 20, 1111);
+    put16(&mut p, 22, 2222);
+    put16(&mut p, 24, (8 + payload_len) as u16);
+    p[30..].copy_from_slice(&data(payload_len - 2, 5));
+    let pseudo = pseudo_sum(&[10, 0, 0, 1], &[10, 0, 0, 2], PROTO_UDP, 8 + payload_len);
+    // With this word the sum is all ones, and its complement zero.
+    let word = !fold(sum(&p[20..], pseudo));
+    put16(&mut p, 28, word);
+    assert_eq!(!fold(sum(&p[20..], pseudo)), 0);
+    p
+}
+
+#[test]
+fn a_udp_checksum_that_comes_out_zero_is_sent_as_all_ones() {
+    // Zero in a UDP checksum means "none": a receiver would not check it.
+    let mut udp = udp4_summing_to_zero(200);
+    let pseudo = fold(pseudo_sum(&[10, 0, 0, 1], &[10, 0, 0, 2], PROTO_UDP, 208));
+    put16(&mut udp, 26, pseudo);
+    let partial = VnetHdr {
+        flags: F_NEEDS_CSUM,
+        csum_start: 20,
+        csum_offset: 6,
+        ..VnetHdr::default()
+    };
+    complete_checksum(&partial, &mut udp).expect("completed");
+    assert_eq!(get16(&udp, 26), 0xFFFF);
+    assert!(valid_l4(&udp, PROTO_UDP));
+
+    // Split from a super-packet: its first datagram's checksum is zero.
+    let mut sp = udp4_summing_to_zero(100);
+    sp.extend_from_slice(&data(100, 6));
+    let total = sp.len() as u16;
+    put16(&mut sp, 2, total);
+    let hdr = VnetHdr {
+        flags: F_NEEDS_CSUM,
+        gso_type: GSO_UDP_L4,
+        hdr_len: 28,
+        gso_size: 100,
+        csum_start: 20,
+        csum_offset: 6,
+    };
+    let split = Superpacket::new(&hdr, &sp).expect("splittable");
+    let mut first = vec![0u8; split.segment_len(0)];
+    split.write(0, &mut first);
+    assert_eq!(get16(&first, 26), 0xFFFF);
+    assert!(valid_l4(&first, PROTO_UDP));
 }
 
 #[test]

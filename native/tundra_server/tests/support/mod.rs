@@ -285,6 +285,18 @@ pub fn eventually(mut done: impl FnMut() -> bool) -> bool {
     }
 }
 
+/// Interfaces a test made that must not outlive it, whether it passes or
+/// fails (persistent devices outlive their fds): deleted when dropped.
+pub struct Interfaces(pub Vec<String>);
+
+impl Drop for Interfaces {
+    fn drop(&mut self) {
+        for name in self.0.iter().filter(|n| interface_exists(n)) {
+            let _ = Command::new("ip").args(["link", "del", name]).status();
+        }
+    }
+}
+
 pub fn interface_exists(name: &str) -> bool {
     Path::new("/sys/class/net").join(name).exists()
 }
