@@ -525,8 +525,13 @@ fn run_ip(args: &[&str]) -> String {
 }
 
 /// Builds the 0.x C test client in c_src_legacy/ with the system's `cc`.
+/// The 0.x C client, built from the checkout's c_src_legacy/ (or
+/// TUNDRA_C_SRC_LEGACY's folder, where the crates are tested out of their
+/// checkout, as scripts/mutants tests them).
 fn legacy_client() -> PathBuf {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../c_src_legacy");
+    let dir = std::env::var_os("TUNDRA_C_SRC_LEGACY")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../../c_src_legacy"));
     let status = Command::new("make")
         .arg("-s")
         .arg("-C")

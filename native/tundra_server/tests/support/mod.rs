@@ -173,6 +173,12 @@ impl Server {
         std::fs::read_to_string(self.dir.join("server.log")).unwrap_or_default()
     }
 
+    /// Whether the server logs `text` (within `TIMEOUT`: its log thread
+    /// writes a moment after the request ends, later on a busy machine).
+    pub fn logged(&self, text: &str) -> bool {
+        eventually(|| self.log().contains(text))
+    }
+
     pub fn stop(mut self) -> std::process::ExitStatus {
         self.terminate()
     }
