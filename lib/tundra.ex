@@ -217,28 +217,8 @@ defmodule Tundra do
 
   @type route_option :: {:metric, non_neg_integer()} | server_option()
 
-  @type create_option ::
-          {:dstaddr, address()}
-          | {:netmask, address()}
-          | {:prefix, non_neg_integer()}
-          | {:mtu, pos_integer()}
-          | {:name, String.t()}
-          | {:up, boolean()}
-          | {:via, :auto | :direct | :server}
-          | {:socket_path, String.t()}
-          | {:timeout, timeout()}
-          | {:queues, 1..64}
-          | {:active, active()}
-          | {:mode, :tun | :tap}
-          | {:mac, String.t()}
-          | {:ipv6, boolean()}
-          | {:netns, String.t() | nil}
-          | {:persist, boolean()}
-          | {:owner, non_neg_integer() | String.t()}
-          | {:group, non_neg_integer() | String.t()}
-          | {:link_events, boolean()}
-          | {:active_batch, boolean()}
-          | {:offload, boolean()}
+  @typedoc "An option of `create/2` (its `## Options` say what each means)."
+  @type create_option :: unquote(Tundra.CreateOptions.typespec())
 
   @doc """
   Creates a TUN device with `address`, configures it and brings it up.
@@ -251,73 +231,7 @@ defmodule Tundra do
 
   ## Options
 
-    * `:dstaddr` - the point-to-point peer. Traffic to it is routed through
-      the device. Must be of the same family as `address`.
-    * `:netmask` - the netmask, as an address (`"255.255.255.0"`,
-      `"ffff:ffff:ffff:ffff::"`). Must be contiguous.
-    * `:prefix` - the prefix length instead of a netmask (0..32 or 0..128).
-      With `:dstaddr` it applies to the peer, as with `ip addr add ... peer`.
-      Default: the full length (a host route).
-    * `:mtu` - 68..65535 for IPv4, 1280..65535 for IPv6. Default: 1500.
-    * `:name` - the interface name to request, at most 15 printable ASCII
-      characters without `/`, `:` or spaces; one `%d` lets the kernel pick a
-      number (`"tunvpn%d"`). Default: the kernel's `tun%d`. The interface
-      must be new: a name that exists gives `:ebusy`, unless it is a device
-      of this VM that is closing (its owner exited or closed it), whose
-      close `create/2` waits for, within `:timeout`.
-    * `:up` - whether to bring the link up. Default: `true`.
-    * `:via` - `:auto` (the default) creates the device directly and falls
-      back to `tundra_server` when that fails for lack of privilege;
-      `:direct` and `:server` use only that path.
-    * `:socket_path` - the server's socket (see [the server guide](server.md)).
-    * `:timeout` - milliseconds `create/2` may wait: for the whole exchange
-      with the server, connecting included, and for a closing device of
-      this VM to give up its `:name`, or (through the server) the
-      addresses the server found in use. Default: 5000.
-    * `:queues` - makes a multi-queue device (Linux) with this many queues,
-      1 to 64, and returns a list of devices, one per queue:
-      `{:ok, {[device, ...], name}}` (see [Multi-queue devices](devices.md#multi-queue-devices-linux)).
-    * `:active` - the active mode each device starts in (see
-      [Active mode](active_mode.md)). Default: `false`.
-    * `:active_batch` - when `true`, active mode delivers each batch
-      the device had waiting as one `{:tundra_batch, device, [packet,
-      ...]}` message instead of a message per packet (see
-      [Active mode](active_mode.md#one-message-per-batch)). Default:
-      `false`.
-    * `:link_events` - when `true`, the owner receives
-      `{:tundra_link, device, %{up: boolean, mtu: integer}}` whenever the
-      link's state or MTU changes, and `{:tundra_link, device, :removed}`
-      when the interface is deleted (see [Link events](active_mode.md#link-events)). Default: `false`.
-    * `:offload` - `true` makes an offload device (Linux, TUN): the
-      kernel may hand it TCP and UDP super-packets of up to 64 KB, which
-      Tundra cuts into ordinary packets, and takes runs of TCP segments
-      written with `send_many/3` or `send_segments/4` as one (see
-      [Offload](offload.md)). Default: `false`.
-    * `:mode` - `:tun` (the default: IP packets) or `:tap` (Ethernet
-      frames; see [TAP devices](devices.md#tap-devices-linux)).
-    * `:mac` - a TAP device's Ethernet address, `"02:00:5e:10:00:01"`
-      (unicast, not all zeros). Default: one the kernel picks.
-    * `:ipv6` - `false` gives the interface no IPv6 of its own before it
-      comes up: no link-local address, so none of the kernel's router
-      solicitations or MLD reports either, and an IPv4 device reads only
-      what is sent to it (set over netlink, as
-      `ip link set NAME addrgenmode none` does, so it works through
-      `tundra_server` under its systemd unit too). An IPv6 address you
-      add later with `add_address/3` still works. Not with an IPv6
-      `address`. Default: `true`.
-    * `:netns` - the network namespace to make the device in: a name as
-      `ip netns` knows it (`"vpn"`, meaning `/var/run/netns/vpn`) or a
-      path (`"/proc/1234/ns/net"`). Direct creation only (see
-      [Network namespaces](devices.md#network-namespaces-linux)).
-    * `:persist` - `true` makes a persistent device, which outlives its
-      file descriptors, as `ip tuntap add` does: closing it (or the
-      owner's exit) leaves the interface, which `attach/2` opens again
-      and `ip link del` removes. Direct creation only.
-    * `:owner`, `:group` - with `persist: true`: the user and group (a
-      name or a number) that may `attach/2` the device without
-      privilege. With neither, the owner is the creating user (root,
-      usually): the kernel would let anyone open a persistent device
-      with no owner and no group, so Tundra never makes one.
+  #{Tundra.CreateOptions.docs()}
 
   The device learns no routes or addresses from the packets your program
   writes into it: the kernel would take an IPv6 router advertisement
@@ -387,7 +301,7 @@ defmodule Tundra do
           {:ok, {device() | [device(), ...], String.t()}} | {:error, create_error()}
   def create(address, opts \\ [])
       when (is_binary(address) or is_list(address) or is_tuple(address)) and is_list(opts) do
-    with {:ok, args, start} <- Options.create_args(address, opts) do
+    with {:ok, args, start} <- Tundra.CreateOptions.parse(address, opts) do
       case Nif.create(args) do
         {:ok, made} ->
           Owner.started(made, start)

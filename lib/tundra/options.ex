@@ -1,37 +1,14 @@
 defmodule Tundra.Options do
   @moduledoc false
-  # Parses and type-checks the options of Tundra.create/2, attach/2,
-  # adopt/2 and setopts/2 into what the NIF takes (and what Tundra sets
-  # once the devices exist: active mode, link events). Ranges and meaning
-  # (MTU bounds, name rules, family mix, contiguous netmask, queues, MAC
-  # addresses) are checked once, in Rust (tundra_core), so the direct path
-  # and the server refuse the same things.
+  # Parses and type-checks the options of attach/2, adopt/2, setopts/2
+  # and the change functions into what the NIF takes (and what Tundra sets
+  # once the devices exist: active mode, link events), and the helpers
+  # create/2's table (Tundra.CreateOptions) checks with. Ranges that
+  # depend on the address family (MTU, prefix) and meaning (name rules,
+  # family mix, contiguous netmask, MAC addresses) are checked once, in
+  # Rust (tundra_core), so the direct path and the server refuse the same
+  # things.
 
-  @create_keys [
-    :dstaddr,
-    :netmask,
-    :prefix,
-    :mtu,
-    :name,
-    :up,
-    :via,
-    :socket_path,
-    :timeout,
-    :queues,
-    :active,
-    :mode,
-    :mac,
-    :ipv6,
-    :netns,
-    :persist,
-    :owner,
-    :group,
-    :link_events,
-    :active_batch,
-    :offload
-  ]
-  # Options that only direct creation can honour.
-  @direct_only [:netns, :persist]
   @default_timeout 5_000
 
   @typedoc "Where the server is, should a call need it: its socket, and how long to wait."
@@ -76,88 +53,9 @@ defmodule Tundra.Options do
   @typedoc "What Tundra sets on new devices: the active mode, how it delivers, link events."
   @type start :: %{active: active_change(), active_batch: boolean(), link_events: boolean()}
 
-  @spec create_args(Tundra.address(), keyword()) ::
-          {:ok, map(), start()} | {:error, Tundra.create_error()}
-  def create_args(address, opts) do
-    with :ok <- keyword!(opts),
-         :ok <- known_keys(opts, @create_keys),
-         :ok <- no_duplicates(opts),
-         {:ok, address} <- parse_ip(address, {:invalid_address, address}),
-         {:ok, dstaddr} <- optional_ip(opts, :dstaddr),
-         {:ok, netmask} <- optional_ip(opts, :netmask),
-         :ok <- not_both(opts, :netmask, :prefix),
-         {:ok, prefix} <- optional(opts, :prefix, &is_integer/1),
-         {:ok, mtu} <- optional(opts, :mtu, &is_integer/1),
-         {:ok, name} <- optional(opts, :name, &is_binary/1),
-         {:ok, up} <- optional(opts, :up, &is_boolean/1),
-         {:ok, via} <- optional(opts, :via, &(&1 in [:auto, :direct, :server])),
-         {:ok, {socket_path, timeout}} <- server(opts),
-         {:ok, queues} <- optional(opts, :queues, &is_integer/1),
-         {:ok, mode} <- optional(opts, :mode, &(&1 in [:tun, :tap])),
-         {:ok, mac} <- optional_mac(opts),
-         {:ok, ipv6} <- optional(opts, :ipv6, &is_boolean/1),
-         {:ok, offload} <- optional(opts, :offload, &is_boolean/1),
-         {:ok, netns} <- optional(opts, :netns, &(is_binary(&1) and &1 != "")),
-         {:ok, persist} <- optional(opts, :persist, &is_boolean/1),
-         {:ok, owner} <- optional(opts, :owner, &id?/1),
-         {:ok, group} <- optional(opts, :group, &id?/1),
-         :ok <- persist_ids(opts, persist),
-         :ok <- direct_only(opts, via),
-         {:ok, start} <- start(opts) do
-      {:ok,
-       %{
-         address: address,
-         dstaddr: dstaddr,
-         netmask: netmask,
-         prefix: prefix,
-         mtu: mtu,
-         name: name,
-         up: if(up == nil, do: true, else: up),
-         via: via || :auto,
-         socket_path: socket_path,
-         timeout_ms: timeout_ms(timeout),
-         queues: queues,
-         mode: mode || :tun,
-         mac: mac,
-         ipv6: ipv6 != false,
-         offload: offload == true,
-         netns: netns,
-         persist: persist == true,
-         owner: owner,
-         group: group
-       }, start}
-    end
-  end
-
-  # A uid or gid: a number or a name.
-  defp id?(id), do: (is_integer(id) and id >= 0) or is_binary(id)
-
-  # An owner or group is recorded on persistent devices only.
-  defp persist_ids(opts, persist) do
-    case Enum.find([:owner, :group], &Keyword.has_key?(opts, &1)) do
-      key when key != nil and persist != true -> invalid(key, opts[key])
-      _ -> :ok
-    end
-  end
-
-  defp direct_only(opts, :server) do
-    case Enum.find(@direct_only, &Keyword.has_key?(opts, &1)) do
-      nil -> :ok
-      key -> {:error, {:conflicting_options, [:via, key]}}
-    end
-  end
-
-  defp direct_only(_opts, _via), do: :ok
-
-  defp optional_mac(opts) do
-    case Keyword.fetch(opts, :mac) do
-      :error -> {:ok, nil}
-      {:ok, text} -> with :error <- parse_mac(text), do: invalid(:mac, text)
-    end
-  end
-
-  # "02:00:5e:00:53:01" (or with "-") as its 6 bytes.
-  defp parse_mac(text) when is_binary(text) do
+  @doc ~S'A MAC address given as "02:00:5e:00:53:01" (or with "-"), as its 6 bytes.'
+  @spec parse_mac(term()) :: {:ok, <<_::48>>} | :error
+  def parse_mac(text) when is_binary(text) do
     with [_, _, _, _, _, _] = parts <- String.split(text, [":", "-"]),
          bytes when length(bytes) == 6 <- for(<<h::binary-2>> <- parts, do: h),
          {:ok, mac} <- Base.decode16(Enum.join(bytes), case: :mixed) do
@@ -167,7 +65,7 @@ defmodule Tundra.Options do
     end
   end
 
-  defp parse_mac(_other), do: :error
+  def parse_mac(_other), do: :error
 
   @doc "A MAC address as `info/1` reports it."
   @spec format_mac(<<_::48>>) :: String.t()
