@@ -3,9 +3,11 @@ defmodule Mix.Tasks.Compile.TundraNative do
   # Builds the Rust NIF with cargo and installs it into the app's build
   # folder (`_build/ENV/lib/tundra/priv/native/`), where releases and
   # `:code.priv_dir(:tundra)` find it. No hex package (rustler's mix side
-  # included) is needed. Cargo decides what to rebuild, so a `mix compile`
-  # with nothing changed is a no-op cargo check of a second or less, and
-  # the library is copied only when it changed.
+  # included) is needed. Cargo runs only when a file the NIF is built from
+  # (native/Cargo.toml, Cargo.lock, and tundra_core's and tundra_nif's
+  # sources) is newer than the installed NIF, or TUNDRA_NIF_DEBUG asks for
+  # a debug build: a built dependency, by path or git, needs no cargo. The
+  # library is copied only when it changed.
   #
   # Environment: CARGO_TARGET_DIR (cargo's own; default native/target),
   # TUNDRA_NIF_DEBUG=1 to build the NIF with debug info (for profilers).
@@ -19,15 +21,31 @@ defmodule Mix.Tasks.Compile.TundraNative do
   def run(_args) do
     installed = installed_path()
 
-    unless File.exists?(installed) do
-      Mix.shell().info(
-        "Compiling the Tundra NIF with cargo (the first build takes about 30 s)..."
-      )
-    end
+    cond do
+      debug_env() == [] and not stale?(installed) ->
+        {:noop, []}
 
-    build()
-    install(Path.join([target_dir(), "release", built_library(:os.type())]), installed)
+      true ->
+        unless File.exists?(installed) do
+          Mix.shell().info(
+            "Compiling the Tundra NIF with cargo (the first build takes 30 s to 2 min)..."
+          )
+        end
+
+        build()
+        install(Path.join([target_dir(), "release", built_library(:os.type())]), installed)
+    end
   end
+
+  # The files the NIF is built from (the workspace may hold other crates).
+  defp sources do
+    native = native_dir()
+
+    [Path.join(native, "Cargo.toml"), Path.join(native, "Cargo.lock")] ++
+      Path.wildcard(Path.join(native, "{tundra_core,tundra_nif}/**/*.{rs,toml}"))
+  end
+
+  defp stale?(installed), do: Mix.Utils.stale?(sources(), [installed])
 
   @impl true
   def clean, do: File.rm(installed_path())
@@ -79,6 +97,8 @@ defmodule Mix.Tasks.Compile.TundraNative do
 
   defp install(built, dest) do
     if File.exists?(dest) and File.read!(dest) == File.read!(built) do
+      # Up to date with its sources now: no cargo until one changes.
+      File.touch!(dest)
       {:noop, []}
     else
       priv = Path.dirname(Path.dirname(dest))

@@ -47,12 +47,75 @@ defmodule Tundra do
   `{:unknown_option, key}`. A device that was closed gives
   `{:error, :closed}`. Arguments of the wrong type raise
   `FunctionClauseError` or `ArgumentError`, as elsewhere in Elixir. Each
-  function lists its errors.
+  function lists its errors; `format_error/1` says any of them in words.
+
+  Some causes one atom cannot tell apart: `:eacces` from `create/2` may
+  mean that this user is not in the server's group, or was added to it
+  after logging in, or asked for an address not delegated to it, or a name
+  outside the server's prefix, or (`via: :direct`) has no privilege;
+  `:enoent` that no server listens at the socket tried. Then Tundra logs
+  a warning (Logger, from the calling process, metadata `tundra: posix`)
+  that names the cause, the socket, and what to do, such as:
+
+      [warning] Tundra create/2: eacces: user alice is in group tundra,
+      which may use tundra_server at /var/run/tundra.sock, but this process
+      is not: it started before alice was added; log in again (or start it
+      under `sg tundra`)
+
+  and returns the atom, which programs match on. The server says why it
+  refused (protocol version 3); the group cases are told on this side
+  (the socket refuses such a process before the server can say anything).
   """
 
   import Tundra.Wait, only: [is_timeout: 1]
 
   alias Tundra.{Changes, Nif, Options, Owner, Send, Wait}
+
+  @doc """
+  A sentence for any error reason Tundra returns, as `:inet.format_error/1`
+  gives one for a POSIX atom. For the causes an atom cannot tell apart,
+  see the warning Tundra logs (moduledoc, "Errors").
+
+      iex> Tundra.format_error({:invalid_option, {:mtu, 10}})
+      "invalid value for option :mtu: 10"
+
+      iex> Tundra.format_error(:not_owner)
+      "only the device's owner may do that"
+  """
+  @spec format_error(term()) :: String.t()
+  def format_error({:invalid_option, {key, value}}),
+    do: "invalid value for option #{inspect(key)}: #{inspect(value)}"
+
+  def format_error({:invalid_address, address}),
+    do: "not an address an interface can have: #{inspect(address)}"
+
+  def format_error({:unknown_option, key}), do: "unknown option #{inspect(key)}"
+  def format_error({:duplicate_option, key}), do: "option #{inspect(key)} given twice"
+
+  def format_error({:conflicting_options, keys}),
+    do: "options #{Enum.map_join(keys, " and ", &inspect/1)} do not go together"
+
+  def format_error(:not_owner), do: "only the device's owner may do that"
+  def format_error(:closed), do: "the device is closed"
+  def format_error(:not_tun), do: "not the fd of a TUN or TAP device"
+  def format_error(:timeout), do: "timed out"
+  def format_error({:timeout, _rest}), do: "timed out before all was sent"
+  def format_error({posix, rest}) when is_atom(posix) and is_list(rest), do: format_error(posix)
+
+  def format_error(:enoent),
+    do:
+      "no such file, device or server (creating or changing a device: no tundra_server " <>
+        "listens at the socket tried; the warning logged names it)"
+
+  def format_error(:eacces),
+    do:
+      "permission denied (through tundra_server: not in its group, not delegated, or a " <>
+        "name outside its prefix; the warning logged says which)"
+
+  def format_error(:eaddrinuse), do: "address in use: the host or another user has it"
+  def format_error(:edquot), do: "the server's limit of devices for this user is reached"
+  def format_error(posix) when is_atom(posix), do: List.to_string(:inet.format_error(posix))
+  def format_error(other), do: inspect(other)
 
   @typedoc """
   A device: the tuple `{:"$tundra", reference}`, as `:socket`'s sockets
@@ -302,7 +365,7 @@ defmodule Tundra do
   def create(address, opts \\ [])
       when (is_binary(address) or is_list(address) or is_tuple(address)) and is_list(opts) do
     with {:ok, args, start} <- Tundra.CreateOptions.parse(address, opts) do
-      case Nif.create(args) do
+      case Tundra.Refusal.plain(Nif.create(args), "create/2") do
         {:ok, made} ->
           Owner.started(made, start)
 
@@ -410,7 +473,7 @@ defmodule Tundra do
   def attach(name, opts \\ []) when (is_binary(name) or is_list(name)) and is_list(opts) do
     with {:ok, queues, start} <- Options.attach_args(opts),
          {:ok, interface} <- Options.interface_name(name) do
-      case Nif.attach(interface, queues) do
+      case Tundra.Refusal.plain(Nif.attach(interface, queues), "attach/2") do
         {:ok, made} -> Owner.started(made, start)
         {:error, {:invalid_option, :name}} -> {:error, {:invalid_option, {:name, name}}}
         {:error, reason} -> {:error, reason}
@@ -905,7 +968,9 @@ defmodule Tundra do
 
   # Makes a change and names a refused value as the caller gave it.
   defp change(ref, change, {socket_path, timeout}, opts, invalid_value) do
-    case Nif.change(ref, change, socket_path, Options.timeout_ms(timeout)) do
+    result = Nif.change(ref, change, socket_path, Options.timeout_ms(timeout))
+
+    case Tundra.Refusal.plain(result, "change") do
       {:error, {:invalid_option, key}} when key in [:address, :route] and invalid_value != nil ->
         {:error, invalid_value}
 

@@ -98,10 +98,16 @@ defmodule Tundra.PackageTest do
     assert run!("sh", ["-c", tunnel], app, env()) =~ ~r/^ready tun\d+$/m
   end
 
-  test "as a path dependency", ctx do
+  test "as a path dependency, built once, then without cargo", ctx do
     app = new_project(ctx.root, "pathapp", ~s({:tundra, path: "#{ctx.package}"}))
     run!("mix", ["compile"], app, env())
     assert run!("mix", ["run", "-e", @script], app, env()) =~ "PACKAGE-OK tpkg"
+
+    # A user without cargo on PATH: nothing changed, nothing to build.
+    elixir = Path.dirname(System.find_executable("elixir"))
+    no_cargo = env([{"PATH", Enum.join(Enum.uniq([elixir, "/usr/bin", "/bin"]), ":")}])
+    assert {_, 1} = System.cmd("sh", ["-c", "command -v cargo"], env: no_cargo)
+    assert run!("mix", ["run", "-e", @script], app, no_cargo) =~ "PACKAGE-OK tpkg"
   end
 
   test "in a release built from a git dependency", ctx do

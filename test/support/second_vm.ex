@@ -32,8 +32,22 @@ defmodule TundraTest.SecondVM do
   def start(root, user, code, args \\ [], opts \\ []) do
     runuser = System.find_executable("runuser") || raise "runuser (util-linux) not found"
 
+    # runuser gives the user's groups from the user database; with
+    # `stale_groups: true` the VM has none but its primary one, as a
+    # session started before the user was added to a group.
+    as_user =
+      if Keyword.get(opts, :stale_groups, false) do
+        setpriv = System.find_executable("setpriv") || raise "setpriv (util-linux) not found"
+        {id, 0} = System.cmd("id", ["-u", user])
+        {gid, 0} = System.cmd("id", ["-g", user])
+        [setpriv, "--reuid=#{String.trim(id)}", "--regid=#{String.trim(gid)}", "--clear-groups"]
+      else
+        [runuser, "-u", user, "--"]
+      end
+
     vm =
-      [runuser, "-u", user, "--", "env", "HOME=/tmp", "elixir"] ++
+      as_user ++
+        ["env", "HOME=/tmp", "elixir"] ++
         ["-pa", Path.join(root, "tundra/ebin"), "-e", code, "--"] ++ args
 
     {program, argv} =
@@ -46,7 +60,7 @@ defmodule TundraTest.SecondVM do
 
         {unshare, ["--mount", "--propagation", "private", "sh", "-c", script, "sh" | vm]}
       else
-        {runuser, tl(vm)}
+        {hd(vm), tl(vm)}
       end
 
     Port.open({:spawn_executable, program}, [
@@ -71,6 +85,24 @@ defmodule TundraTest.SecondVM do
     end
   end
 
+  @doc "Every line the VM prints up to the first that starts with `prefix`, that one last."
+  def lines_until(port, prefix, timeout \\ 30_000, seen \\ []) do
+    receive do
+      {^port, {:data, {:eol, line}}} ->
+        if String.starts_with?(line, prefix),
+          do: Enum.reverse([line | seen]),
+          else: lines_until(port, prefix, timeout, [line | seen])
+
+      {^port, {:data, {:noeol, part}}} ->
+        lines_until(port, prefix, timeout, [part | seen])
+
+      {^port, {:exit_status, status}} ->
+        raise "second VM exited with status #{status} before printing #{prefix}: #{inspect(seen)}"
+    after
+      timeout -> raise "second VM printed no #{prefix} line in #{timeout} ms"
+    end
+  end
+
   @doc "Runs `code` as `user` to completion; returns the line starting with `prefix`."
   def run(root, user, code, prefix, args \\ []) do
     port = start(root, user, code, args)
@@ -81,7 +113,10 @@ defmodule TundraTest.SecondVM do
 
   @doc "Closes the VM's stdin, which ends code waiting on it."
   def stop(port) do
-    if Port.info(port), do: Port.close(port)
+    Port.close(port)
     :ok
+  rescue
+    # It exited (and its port closed) meanwhile.
+    ArgumentError -> :ok
   end
 end

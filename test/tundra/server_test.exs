@@ -180,6 +180,67 @@ defmodule Tundra.ServerTest do
   IO.puts("RESULT " <> inspect(Tundra.create("10.93.5.2", socket_path: socket)))
   """
 
+  # One create, of the kind argv names; the warning Tundra logs, then the
+  # result.
+  @explain_code ~S"""
+  [socket, kind] = System.argv()
+
+  result =
+    case kind do
+      "create" -> Tundra.create("10.93.6.2", socket_path: socket)
+      "undelegated" -> Tundra.create("10.94.6.2", socket_path: socket)
+      "name" -> Tundra.create("10.93.7.2", socket_path: socket, name: "eth7")
+      "direct" -> Tundra.create("10.93.8.2", via: :direct)
+    end
+
+  Logger.flush()
+  IO.puts("RESULT " <> inspect(result))
+  """
+
+  # What a user's program gets for `kind`: its result, and the warning.
+  defp explained(ctx, user, socket, kind, opts \\ []) do
+    vm = SecondVM.start(ctx.vm, user, @explain_code, [socket, kind], opts)
+    lines = SecondVM.lines_until(vm, "RESULT")
+    SecondVM.stop(vm)
+    {List.last(lines), Enum.join(lines, "\n")}
+  end
+
+  test "each cause behind :eacces and :enoent is named, with what to do", ctx do
+    group = "tundratest#{TundraTest.Env.run_id()}"
+
+    # Not in the server's group at all.
+    {result, said} = explained(ctx, ctx.outsider, ctx.socket, "create")
+    assert result == "RESULT {:error, :eacces}"
+    assert said =~ "is not in group #{group}"
+    assert said =~ "usermod -aG #{group} #{ctx.outsider}"
+
+    # In it in the user database, but not in this (older) session.
+    {result, said} = explained(ctx, ctx.member, ctx.socket, "create", stale_groups: true)
+    assert result == "RESULT {:error, :eacces}"
+    assert said =~ "is in group #{group}"
+    assert said =~ "log in again"
+
+    # An address not delegated, a name outside the prefix: the server says.
+    {result, said} = explained(ctx, ctx.member, ctx.socket, "undelegated")
+    assert result == "RESULT {:error, :eacces}"
+    assert said =~ "10.94.6.2/32 is not inside a range delegated to uid"
+
+    {result, said} = explained(ctx, ctx.member, ctx.socket, "name")
+    assert result == "RESULT {:error, :eacces}"
+    assert said =~ ~s(start with "tun")
+
+    # Directly, without privilege.
+    {result, said} = explained(ctx, ctx.member, ctx.socket, "direct")
+    assert result in ["RESULT {:error, :eacces}", "RESULT {:error, :eperm}"]
+    assert said =~ "needs root or CAP_NET_ADMIN"
+
+    # No server at the socket tried.
+    missing = "/tmp/tundra-no-server-#{System.pid()}-#{System.unique_integer([:positive])}.sock"
+    {result, said} = explained(ctx, ctx.member, missing, "create")
+    assert result == "RESULT {:error, :enoent}"
+    assert said =~ "no tundra_server listens at #{missing}"
+  end
+
   test "a user outside the group gets :eacces, even if the socket's mode lets them in", ctx do
     assert SecondVM.run(ctx.vm, ctx.outsider, @create_code, "RESULT", [ctx.socket]) ==
              "RESULT {:error, :eacces}"

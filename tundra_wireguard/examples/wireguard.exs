@@ -22,11 +22,17 @@ path =
     _ -> raise "usage: mix run examples/wireguard.exs PATH.conf [--name NAME] [--plain]"
   end
 
+# One line for what went wrong, and a non-zero exit (not a stack trace).
+fail = fn message ->
+  IO.puts(:stderr, "wireguard.exs: #{message}")
+  System.halt(1)
+end
+
 config =
   case WireGuard.read_config(path) do
     {:ok, config} -> config
-    {:error, {line, message}} -> raise "#{path}:#{line}: #{message}"
-    {:error, reason} -> raise "#{path}: #{inspect(reason)}"
+    {:error, {line, message}} -> fail.("#{path}:#{line}: #{message}")
+    {:error, reason} -> fail.("#{path}: #{WireGuard.format_error(reason)}")
   end
 
 if config.ignored != [] do
@@ -38,7 +44,17 @@ from_file = Path.basename(path, ".conf")
 name = opts[:name] || if from_file =~ ~r/^[a-zA-Z0-9_=+.-]{1,15}$/, do: from_file
 
 device_opts = if name, do: [name: name], else: []
-{:ok, pid} = WireGuard.start_link(config, device_opts ++ [offload: !opts[:plain]])
+# Its failure to start is this script's to say, not an exit signal's.
+Process.flag(:trap_exit, true)
+
+pid =
+  case WireGuard.start_link(config, device_opts ++ [offload: !opts[:plain]]) do
+    {:ok, pid} -> pid
+    {:error, reason} -> fail.("cannot start: #{WireGuard.format_error(reason)}")
+  end
+
+# From here on, the interface's end is this script's.
+Process.flag(:trap_exit, false)
 
 IO.puts("ready #{WireGuard.info(pid).name}")
 

@@ -117,12 +117,29 @@ defmodule TundraWireGuard do
   @spec parse_config(String.t()) :: {:ok, Config.t()} | {:error, {pos_integer(), String.t()}}
   defdelegate parse_config(text), to: Config, as: :parse
 
+  @typedoc "Why an interface did not start; `format_error/1` says it in words."
+  @type start_error ::
+          {:invalid_public_key, String.t()}
+          | :no_address
+          | {:listen_port, :inet.port_number(), :inet.posix()}
+          | {:device, String.t() | nil, Tundra.create_error()}
+          | {:address, TundraWireGuard.Config.prefix(), Tundra.change_error()}
+          | {:route, TundraWireGuard.Config.prefix(), Tundra.change_error()}
+
   @doc """
-  Starts an interface from a configuration (`read_config/1`): creates its
-  device, routes and sockets, and starts the handshake with peers that
-  have a persistent keepalive. Fails with `Tundra.create/2`'s errors, or
-  `{:invalid_public_key, key}`, `:no_address`, `{:route, prefix, reason}`,
-  or the socket's error.
+  Starts an interface from a configuration (`read_config/1`): its UDP
+  port, its device with the addresses and routes, and the handshake with
+  peers that have a persistent keepalive. Fails with a `t:start_error/0`:
+  `{:listen_port, port, :eaddrinuse}` when the port is taken,
+  `:no_address` for a configuration without an `Address` (which wg-quick
+  allows: a Tundra device is made with one), `{:device, name, reason}`
+  when the device cannot be made (`Tundra.create/2`'s reason; through
+  `tundra_server`, the warning Tundra logs says why), `{:address, ...}`
+  or `{:route, ...}` for the addresses and routes after the first, or
+  `{:invalid_public_key, key}`. As any `GenServer.start_link/3`, it links:
+  trap exits to handle the error rather than exit with it. A device
+  deleted while the interface runs is logged, and the interface stops
+  (`{:shutdown, :device_deleted}`) for its supervisor to start it again.
   """
   @spec start_link(Config.t(), [option()]) :: GenServer.on_start()
   def start_link(config, opts \\ []) do
@@ -198,6 +215,39 @@ defmodule TundraWireGuard do
   @spec rebind(GenServer.server(), :inet.port_number()) ::
           {:ok, :inet.port_number()} | {:error, term()}
   def rebind(server, port), do: GenServer.call(server, {:rebind, port})
+
+  @doc """
+  A sentence for a reason `start_link/2` failed with (and, for anything
+  else, `Tundra.format_error/1`'s).
+
+      iex> TundraWireGuard.format_error({:listen_port, 51820, :eaddrinuse})
+      "UDP port 51820 is in use (ListenPort): another program, or another interface, has it"
+  """
+  @spec format_error(term()) :: String.t()
+  def format_error({:listen_port, port, :eaddrinuse}),
+    do: "UDP port #{port} is in use (ListenPort): another program, or another interface, has it"
+
+  def format_error({:listen_port, port, reason}),
+    do: "cannot listen on UDP port #{port} (ListenPort): #{Tundra.format_error(reason)}"
+
+  def format_error(:no_address),
+    do:
+      "the configuration has no Address: a Tundra device is made with one " <>
+        "(wg-quick allows none; give the interface's own, as Address = 10.0.0.1/24)"
+
+  def format_error({:device, name, reason}),
+    do: "cannot make the device #{name || "(any name)"}: #{Tundra.format_error(reason)}"
+
+  def format_error({:address, {ip, length}, reason}),
+    do: "cannot add the address #{:inet.ntoa(ip)}/#{length}: #{Tundra.format_error(reason)}"
+
+  def format_error({:route, {ip, length}, reason}),
+    do: "cannot route #{:inet.ntoa(ip)}/#{length} to the device: #{Tundra.format_error(reason)}"
+
+  def format_error({:invalid_public_key, key}),
+    do: "#{key} is not a public key WireGuard can use (PublicKey)"
+
+  def format_error(reason), do: Tundra.format_error(reason)
 
   @doc "A new private key, base64 (as `wg genkey`)."
   @spec generate_private_key() :: String.t()

@@ -14,6 +14,7 @@ use nix::errno::Errno;
 use nix::sys::socket::{self, UnixAddr};
 
 use crate::deadline::Deadline;
+use crate::errno::explained;
 use crate::fdpass;
 use crate::platform::{self, Device};
 use crate::protocol::{self, Reply, Request, HEADER_LEN, MAX_PAYLOAD};
@@ -48,7 +49,8 @@ pub fn create(socket: &Path, config: &DeviceConfig, timeout: Duration) -> io::Re
     let (reply, fds) = ask(socket, &frame, None, timeout)?;
     match reply {
         Reply::Created { name } => created(name, fds, config.queues).map(CreateReply::Created),
-        Reply::Failed { errno } => Err(io::Error::from_raw_os_error(errno)),
+        Reply::Failed { errno } => Err(failed(socket, errno)),
+        Reply::Refused { errno, why } => Err(refused(socket, errno, &why)),
         Reply::Invalid { option } => Ok(CreateReply::Invalid(option)),
         Reply::Changed => Err(protocol_error()),
     }
@@ -68,10 +70,32 @@ pub fn change(
     let (reply, _unexpected_fds) = ask(socket, &frame, Some(device), timeout)?;
     match reply {
         Reply::Changed => Ok(Ok(())),
-        Reply::Failed { errno } => Err(io::Error::from_raw_os_error(errno)),
+        Reply::Failed { errno } => Err(failed(socket, errno)),
+        Reply::Refused { errno, why } => Err(refused(socket, errno, &why)),
         Reply::Invalid { option } => Ok(Err(option)),
         Reply::Created { .. } => Err(protocol_error()),
     }
+}
+
+/// A bare errno from the server. The one refusal a current server sends
+/// without a reason is of a peer outside its group (it answers before
+/// reading the request, as every version reads it): said in words when
+/// this process is not in the socket's group.
+fn failed(socket: &Path, errno: i32) -> io::Error {
+    match (errno, crate::users::missing_group(socket)) {
+        (libc::EACCES, Some(why)) => explained(errno, why),
+        _ => io::Error::from_raw_os_error(errno),
+    }
+}
+
+/// The server's refusal, as an error that says who refused and why.
+fn refused(socket: &Path, errno: i32, why: &str) -> io::Error {
+    // The server's text is the server's: shown, never interpreted.
+    let why: String = why.chars().filter(|c| !c.is_control()).collect();
+    explained(
+        errno,
+        format!("tundra_server at {} refused: {why}", socket.display()),
+    )
 }
 
 fn protocol_error() -> io::Error {
@@ -155,7 +179,13 @@ fn connect(path: &Path, deadline: Deadline) -> io::Result<UnixStream> {
     if let Ok(meta) = std::fs::metadata(path) {
         use std::os::unix::fs::FileTypeExt;
         if !meta.file_type().is_socket() {
-            return Err(io::Error::from_raw_os_error(libc::ENOTSOCK));
+            return Err(explained(
+                libc::ENOTSOCK,
+                format!(
+                    "{} is not a socket: give tundra_server's socket (:socket_path, the :tundra application's socket_path, or TUNDRA_SOCKET)",
+                    path.display()
+                ),
+            ));
         }
     }
     let addr = UnixAddr::new(path)?;
@@ -170,11 +200,29 @@ fn connect(path: &Path, deadline: Deadline) -> io::Result<UnixStream> {
                 pause = (pause * 2).min(Duration::from_millis(50));
             }
             Err(Errno::EINTR) => {}
-            Err(e) => return Err(e.into()),
+            Err(e) => return Err(not_connected(path, e as i32)),
         }
     }
     platform::set_nonblocking(fd.as_fd(), false)?;
     Ok(UnixStream::from(fd))
+}
+
+/// Why connecting to the server's socket at `path` failed with `errno`,
+/// for the person who must act: no server, or (EACCES) which group this
+/// process lacks, and whether logging in again would give it.
+fn not_connected(path: &Path, errno: i32) -> io::Error {
+    let at = path.display();
+    let why = match errno {
+        libc::ENOENT => format!(
+            "no tundra_server listens at {at} (no such socket): start it (systemctl start tundra_server), or give its socket (:socket_path, the :tundra application's socket_path, or TUNDRA_SOCKET)"
+        ),
+        libc::ECONNREFUSED => format!(
+            "nothing listens at {at}: the server that made the socket is not running (systemctl start tundra_server)"
+        ),
+        libc::EACCES => crate::users::why_refused_by_mode(path),
+        _ => return io::Error::from_raw_os_error(errno),
+    };
+    explained(errno, why)
 }
 
 /// Sends a request frame and reads the reply (and the fd with it, if any).
@@ -226,7 +274,7 @@ fn read_reply(stream: &mut UnixStream, deadline: Deadline) -> io::Result<(Reply,
     let header: [u8; HEADER_LEN] = buf[..HEADER_LEN]
         .try_into()
         .map_err(|_| io::Error::from_raw_os_error(libc::EPROTO))?;
-    let len =
+    let (_version, len) =
         protocol::parse_header(&header).map_err(|e| io::Error::from_raw_os_error(e.errno()))?;
     if got < HEADER_LEN + len {
         deadline.apply(stream)?;
@@ -272,9 +320,12 @@ mod tests {
         std::fs::write(&file, b"").expect("file");
         let err = connect(&file, soon()).expect_err("not a socket");
         std::fs::remove_file(&file).expect("remove");
-        assert_eq!(err.raw_os_error(), Some(libc::ENOTSOCK));
+        assert_eq!(crate::errno::errno_of(&err), Some(libc::ENOTSOCK));
         let missing = connect(&file, soon()).expect_err("nothing there");
-        assert_eq!(missing.raw_os_error(), Some(libc::ENOENT));
+        assert_eq!(crate::errno::errno_of(&missing), Some(libc::ENOENT));
+        let why = crate::errno::why_of(&missing).expect("why");
+        assert!(why.contains(&file.display().to_string()), "{why}");
+        assert!(why.contains("no tundra_server listens"), "{why}");
     }
 
     #[test]

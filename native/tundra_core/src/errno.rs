@@ -96,10 +96,57 @@ pub fn name(code: i32) -> &'static str {
         .map_or("unknown", |(_, name)| name)
 }
 
+/// A failure whose errno alone does not tell its cause: the errno callers
+/// match on, and why, in words for the person who must act on it (which
+/// socket was tried, which group is missing, what was not delegated).
+/// Carried inside an `io::Error` (see `explained`), so every path that
+/// passes `io::Error`s along passes it on.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Explained {
+    pub errno: i32,
+    pub why: String,
+}
+
+impl std::fmt::Display for Explained {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}: {}", name(self.errno), self.why)
+    }
+}
+
+impl std::error::Error for Explained {}
+
+/// An `io::Error` of `errno` that says `why`.
+pub fn explained(errno: i32, why: impl Into<String>) -> io::Error {
+    let kind = io::Error::from_raw_os_error(errno).kind();
+    io::Error::new(
+        kind,
+        Explained {
+            errno,
+            why: why.into(),
+        },
+    )
+}
+
+/// The errno of an `io::Error`: its own, or an `Explained` one's.
+pub fn errno_of(err: &io::Error) -> Option<i32> {
+    err.raw_os_error().or_else(|| {
+        err.get_ref()
+            .and_then(|inner| inner.downcast_ref::<Explained>())
+            .map(|e| e.errno)
+    })
+}
+
+/// Why, when the error says more than its errno.
+pub fn why_of(err: &io::Error) -> Option<&str> {
+    err.get_ref()
+        .and_then(|inner| inner.downcast_ref::<Explained>())
+        .map(|e| e.why.as_str())
+}
+
 /// The POSIX name of an `io::Error`: its errno's name, or a name for the
 /// few error kinds that carry no errno.
 pub fn io_error_name(err: &io::Error) -> &'static str {
-    match err.raw_os_error() {
+    match errno_of(err) {
         Some(code) => name(code),
         None => match err.kind() {
             io::ErrorKind::TimedOut => "etimedout",
@@ -139,6 +186,21 @@ mod tests {
             );
             assert!(seen.insert(*code), "{name} duplicates an earlier value");
         }
+    }
+
+    #[test]
+    fn an_explained_error_keeps_its_errno_and_says_why() {
+        let err = explained(libc::EACCES, "not in group tundra");
+        assert_eq!(errno_of(&err), Some(libc::EACCES));
+        assert_eq!(io_error_name(&err), "eacces");
+        assert_eq!(why_of(&err), Some("not in group tundra"));
+        assert_eq!(err.kind(), io::ErrorKind::PermissionDenied);
+        let plain = io::Error::from_raw_os_error(libc::EBUSY);
+        assert_eq!(
+            (errno_of(&plain), why_of(&plain)),
+            (Some(libc::EBUSY), None)
+        );
+        assert_eq!(err.to_string(), "eacces: not in group tundra");
     }
 
     #[test]

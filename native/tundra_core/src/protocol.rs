@@ -22,7 +22,14 @@ use crate::{Change, ConfigError, DeviceConfig};
 pub const MAGIC: [u8; 4] = *b"TNDR";
 /// 2: `DeviceConfig` has `queues`, `mode`, `mac` and `ipv6`, a reply to a
 /// create carries one fd per queue, and there are change requests.
-pub const VERSION: u8 = 2;
+/// 3: the same requests; a refusal may be answered with
+/// `Reply::Refused`, which says why. A server answers a frame in its
+/// version: version 2 clients get `Reply::Failed` only.
+pub const VERSION: u8 = 3;
+/// The oldest version still spoken.
+pub const OLDEST_VERSION: u8 = 2;
+/// The longest reason a `Reply::Refused` carries.
+pub const MAX_WHY: usize = 300;
 pub const HEADER_LEN: usize = 7;
 /// Largest payload either side accepts. A create request is well under 100
 /// bytes; anything larger is refused before it is read.
@@ -51,6 +58,26 @@ pub enum Reply {
     Failed { errno: i32 },
     /// The configuration was invalid; names the option.
     Invalid { option: ConfigError },
+    /// Refused, and why, in words for the person who must act on it
+    /// (version 3 on; at most `MAX_WHY` bytes).
+    Refused { errno: i32, why: String },
+}
+
+impl Reply {
+    /// The reply that says `errno` and `why` to a client of `version`.
+    pub fn refusal(errno: i32, why: &str, version: u8) -> Reply {
+        if version < 3 {
+            return Reply::Failed { errno };
+        }
+        let mut end = why.len().min(MAX_WHY);
+        while !why.is_char_boundary(end) {
+            end -= 1;
+        }
+        Reply::Refused {
+            errno,
+            why: why[..end].to_string(),
+        }
+    }
 }
 
 /// Why a frame could not be read.
@@ -81,8 +108,14 @@ impl From<io::Error> for FrameError {
     }
 }
 
-/// A complete frame for `message`.
+/// A complete frame for `message`, in this version.
 pub fn encode<T: Serialize>(message: &T) -> Result<Vec<u8>, FrameError> {
+    encode_in(message, VERSION)
+}
+
+/// A complete frame for `message`, in `version` (a reply is sent in the
+/// request's).
+pub fn encode_in<T: Serialize>(message: &T, version: u8) -> Result<Vec<u8>, FrameError> {
     let payload = postcard::to_stdvec(message).map_err(|_| FrameError::Malformed)?;
     let len = u16::try_from(payload.len())
         .ok()
@@ -90,36 +123,43 @@ pub fn encode<T: Serialize>(message: &T) -> Result<Vec<u8>, FrameError> {
         .ok_or(FrameError::TooLarge(payload.len()))?;
     let mut frame = Vec::with_capacity(HEADER_LEN + payload.len());
     frame.extend_from_slice(&MAGIC);
-    frame.push(VERSION);
+    frame.push(version);
     frame.extend_from_slice(&len.to_be_bytes());
     frame.extend_from_slice(&payload);
     Ok(frame)
 }
 
-/// Checks a frame header; returns the payload length that follows.
-pub fn parse_header(header: &[u8; HEADER_LEN]) -> Result<usize, FrameError> {
+/// Checks a frame header; returns its version and the payload length
+/// that follows.
+pub fn parse_header(header: &[u8; HEADER_LEN]) -> Result<(u8, usize), FrameError> {
     if header[..4] != MAGIC {
         return Err(FrameError::BadMagic);
     }
-    if header[4] != VERSION {
-        return Err(FrameError::UnsupportedVersion(header[4]));
+    let version = header[4];
+    if !(OLDEST_VERSION..=VERSION).contains(&version) {
+        return Err(FrameError::UnsupportedVersion(version));
     }
     let len = usize::from(u16::from_be_bytes([header[5], header[6]]));
     if len > MAX_PAYLOAD {
         return Err(FrameError::TooLarge(len));
     }
-    Ok(len)
+    Ok((version, len))
 }
 
-/// Reads one frame's payload from `reader` (whose read deadline the caller
-/// sets), never more than `MAX_PAYLOAD` bytes.
-pub fn read_payload(reader: &mut impl Read) -> Result<Vec<u8>, FrameError> {
+/// Reads one frame from `reader` (whose read deadline the caller sets),
+/// never more than `MAX_PAYLOAD` bytes: its version and payload.
+pub fn read_frame(reader: &mut impl Read) -> Result<(u8, Vec<u8>), FrameError> {
     let mut header = [0u8; HEADER_LEN];
     reader.read_exact(&mut header)?;
-    let len = parse_header(&header)?;
+    let (version, len) = parse_header(&header)?;
     let mut payload = vec![0u8; len];
     reader.read_exact(&mut payload)?;
-    Ok(payload)
+    Ok((version, payload))
+}
+
+/// Reads one frame's payload (see `read_frame`).
+pub fn read_payload(reader: &mut impl Read) -> Result<Vec<u8>, FrameError> {
+    read_frame(reader).map(|(_version, payload)| payload)
 }
 
 /// Decodes a payload; the whole payload must be one message.
@@ -167,6 +207,10 @@ mod tests {
             Reply::Invalid {
                 option: ConfigError::Mtu,
             },
+            Reply::Refused {
+                errno: libc::EACCES,
+                why: "10.62.0.2/32 is not delegated".into(),
+            },
         ] {
             let frame = encode(&reply).unwrap();
             let payload = read_payload(&mut &frame[..]).unwrap();
@@ -207,6 +251,48 @@ mod tests {
             read_payload(&mut &truncated[..]),
             Err(FrameError::Io(_))
         ));
+    }
+
+    #[test]
+    fn each_version_is_answered_in_its_own() {
+        // A version 2 frame is read, and its version told.
+        let v2 = encode_in(&Request::Create(config()), 2).unwrap();
+        assert_eq!(v2[4], 2);
+        let (version, payload) = read_frame(&mut &v2[..]).unwrap();
+        assert_eq!(version, 2);
+        assert_eq!(
+            decode::<Request>(&payload).unwrap(),
+            Request::Create(config())
+        );
+        // A refusal says why from version 3 on, only the errno before.
+        assert_eq!(
+            Reply::refusal(libc::EACCES, "why", 2),
+            Reply::Failed {
+                errno: libc::EACCES
+            }
+        );
+        assert_eq!(
+            Reply::refusal(libc::EACCES, "why", 3),
+            Reply::Refused {
+                errno: libc::EACCES,
+                why: "why".into()
+            }
+        );
+        // A long reason is cut (on a character's boundary) to MAX_WHY.
+        let long = "é".repeat(MAX_WHY);
+        let Reply::Refused { why, .. } = Reply::refusal(libc::EACCES, &long, 3) else {
+            panic!("a refusal with a reason");
+        };
+        assert!(why.len() <= MAX_WHY && why.len() >= MAX_WHY - 1);
+        assert!(encode(&Reply::refusal(libc::EACCES, &long, 3)).is_ok());
+        for version in [1, VERSION + 1] {
+            let mut frame = encode(&Request::Create(config())).unwrap();
+            frame[4] = version;
+            assert!(matches!(
+                read_frame(&mut &frame[..]),
+                Err(FrameError::UnsupportedVersion(v)) if v == version
+            ));
+        }
     }
 
     #[test]

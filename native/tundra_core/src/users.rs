@@ -3,7 +3,10 @@
 //! server (its `--group`, its configuration's `user:`/`group:`) share.
 #![forbid(unsafe_code)]
 
-use nix::unistd::{Group, User};
+use std::os::unix::fs::MetadataExt;
+use std::path::Path;
+
+use nix::unistd::{Gid, Group, User};
 
 /// The uid of user `name` in the user database.
 pub fn uid_named(name: &str) -> Option<u32> {
@@ -28,6 +31,60 @@ pub fn uid(text: &str) -> Option<u32> {
 /// group's name.
 pub fn gid(text: &str) -> Option<u32> {
     text.parse().ok().or_else(|| gid_named(text))
+}
+
+/// Why this process may not connect to the socket at `path` (EACCES):
+/// the group it lacks (see `missing_group`), or a folder on the way.
+pub fn why_refused_by_mode(path: &Path) -> String {
+    let at = path.display();
+    match std::fs::metadata(path) {
+        Err(_) => format!("{at} cannot be reached: a folder on its way is closed to this user"),
+        Ok(meta) => missing_group(path).unwrap_or_else(|| {
+            format!(
+                "{at} (mode {:o}) refuses this process although it is in the socket's group: the socket's mode should be 0660",
+                meta.mode() & 0o7777
+            )
+        }),
+    }
+}
+
+/// When this process is not in the group of the socket at `path`: why,
+/// for the person who must act — not in the group at all, or in it in
+/// the user database but not in this process (added after it logged in).
+/// `None` when it is in the group (or the socket cannot be looked at).
+pub fn missing_group(path: &Path) -> Option<String> {
+    let at = path.display();
+    let gid = Gid::from_raw(std::fs::metadata(path).ok()?.gid());
+    let has_now = nix::unistd::getegid() == gid
+        || nix::unistd::getgroups().is_ok_and(|groups| groups.contains(&gid));
+    if has_now {
+        return None;
+    }
+    let group = Group::from_gid(gid)
+        .ok()
+        .flatten()
+        .map_or_else(|| gid.to_string(), |g| g.name);
+    let euid = nix::unistd::geteuid();
+    let user = User::from_uid(euid).ok().flatten();
+    let name = user
+        .as_ref()
+        .map_or_else(|| euid.to_string(), |u| u.name.clone());
+    let in_database = user.as_ref().is_some_and(|u| {
+        u.gid == gid
+            || std::ffi::CString::new(u.name.as_str())
+                .ok()
+                .and_then(|c| nix::unistd::getgrouplist(&c, u.gid).ok())
+                .is_some_and(|groups| groups.contains(&gid))
+    });
+    Some(if in_database {
+        format!(
+            "user {name} is in group {group}, which may use tundra_server at {at}, but this process is not: it started before {name} was added; log in again (or start it under `sg {group}`)"
+        )
+    } else {
+        format!(
+            "user {name} is not in group {group}, whose members may use tundra_server at {at}: an administrator adds it (usermod -aG {group} {name}), then {name} logs in again"
+        )
+    })
 }
 
 #[cfg(test)]

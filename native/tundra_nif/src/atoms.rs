@@ -42,6 +42,7 @@ rustler::atoms! {
     tap,
     // errno names used without an io::Error at hand
     eio,
+    explained,
     ebadf,
     ebusy,
     enomem,

@@ -14,7 +14,7 @@ use tundra_core::config::valid_interface_name;
 use tundra_core::deadline::Deadline;
 use tundra_core::offload::Offloads;
 use tundra_core::platform::{self, Persist, Placement};
-use tundra_core::{users, ConfigError, DeviceConfig, Framing, Mode};
+use tundra_core::{errno, users, ConfigError, DeviceConfig, Framing, Mode};
 
 use crate::terms::{self, given, Failure};
 use crate::{atoms, registry, resource};
@@ -136,7 +136,7 @@ fn create<'a>(env: Env<'a>, args: CreateArgs<'a>) -> Term<'a> {
             // A name of ours that is still closing (an owner that exited, a
             // restarted supervisor child): wait for the close, then again.
             (Err(e), Some(name))
-                if e.raw_os_error() == Some(libc::EBUSY) && !name.contains('%') =>
+                if errno::errno_of(e) == Some(libc::EBUSY) && !name.contains('%') =>
             {
                 match current_index(name, placement.as_ref()) {
                     // Gone meanwhile: its close just ended.
@@ -152,7 +152,7 @@ fn create<'a>(env: Env<'a>, args: CreateArgs<'a>) -> Term<'a> {
             // The server found the addresses in use: if devices of ours
             // are closing, they may be theirs (the same restarted child,
             // without a name); wait for those closes, then again.
-            (Err(e), _) if e.raw_os_error() == Some(libc::EADDRINUSE) => {
+            (Err(e), _) if errno::errno_of(e) == Some(libc::EADDRINUSE) => {
                 let leaving = registry::leaving(alive);
                 !leaving.is_empty() && registry::wait_closed(&leaving, deadline.instant())
             }
@@ -201,14 +201,32 @@ fn create_once(
         return via_server();
     }
     match platform::create(config) {
-        Err(e) if args.via == atoms::auto() && is_privilege_error(&e) => via_server(),
+        Err(e) if args.via == atoms::auto() && is_privilege_error(&e) => {
+            via_server().map_err(|e| after_direct(e, DIRECT_NEEDS))
+        }
+        Err(e) if is_privilege_error(&e) => Err(after_direct(e, DIRECT_ONLY)),
         direct => direct.map(CreateReply::Created),
+    }
+}
+
+/// Why direct creation failed, for a caller without privilege.
+const DIRECT_NEEDS: &str = "creating the device directly needs root or CAP_NET_ADMIN";
+const DIRECT_ONLY: &str = "creating the device directly needs root or CAP_NET_ADMIN (or /dev/net/tun open to this user), which this process lacks; without them, create/2 asks tundra_server (via: :auto, the default)";
+
+/// `err` (of the server path, or of direct creation itself), saying
+/// first that direct creation was refused for lack of privilege.
+fn after_direct(err: io::Error, direct: &str) -> io::Error {
+    let errno = errno::errno_of(&err).unwrap_or(libc::EIO);
+    match errno::why_of(&err) {
+        Some(why) => errno::explained(errno, format!("{direct}; then {why}")),
+        None if direct == DIRECT_ONLY => errno::explained(errno, direct),
+        None => err,
     }
 }
 
 /// A refusal for lack of privilege, which the server may make up for.
 pub fn is_privilege_error(err: &io::Error) -> bool {
-    matches!(err.raw_os_error(), Some(libc::EPERM) | Some(libc::EACCES))
+    matches!(errno::errno_of(err), Some(libc::EPERM) | Some(libc::EACCES))
 }
 
 #[rustler::nif]

@@ -16,7 +16,9 @@ use crate::resource::{self, Owned, Refused};
 
 /// Why a NIF call failed, as its caller gets it.
 pub enum Failure<'a> {
-    /// A system failure: `{:error, posix}`.
+    /// A system failure: `{:error, posix}`, or `{:error, {:explained,
+    /// posix, why}}` for one whose cause its errno cannot tell (see
+    /// `tundra_core::errno::Explained`).
     Posix(io::Error),
     /// A system failure after part of a batch: `{:error, {posix, rest}}`.
     PosixWithRest(io::Error, Term<'a>),
@@ -48,7 +50,13 @@ impl<'a> Failure<'a> {
 impl<'a> Encoder for Failure<'a> {
     fn encode<'b>(&self, env: Env<'b>) -> Term<'b> {
         let reason = match self {
-            Failure::Posix(err) => posix(env, err),
+            // Said in words too, when its errno alone cannot say why:
+            // `{:explained, posix, why}`, which the Elixir side logs and
+            // turns into `posix` (see Tundra.Refusal).
+            Failure::Posix(err) => match errno::why_of(err) {
+                Some(why) => (atoms::explained(), posix(env, err), why).encode(env),
+                None => posix(env, err),
+            },
             Failure::PosixWithRest(err, rest) => (posix(env, err), *rest).encode(env),
             Failure::Refused(Refused::NotOwner) => atoms::not_owner().encode(env),
             Failure::Refused(Refused::Closed) => atoms::closed().encode(env),

@@ -54,7 +54,7 @@ impl Refusal {
 
     pub fn io(e: &io::Error) -> Refusal {
         Refusal::new(
-            e.raw_os_error().unwrap_or(libc::EIO),
+            errno::errno_of(e).unwrap_or(libc::EIO),
             format!("failed: {}", errno::io_error_name(e)),
         )
     }
@@ -62,10 +62,16 @@ impl Refusal {
     /// A device (or an MTU change) that could not be made; the one file
     /// system it writes is /proc/sys, for `Isolation::Required`.
     fn making(e: &io::Error) -> Refusal {
-        if e.raw_os_error() == Some(libc::EROFS) {
+        if errno::errno_of(e) == Some(libc::EBUSY) {
+            return Refusal::new(
+                libc::EBUSY,
+                "raising the MTU from below 1280 gives the link IPv6 again, which it may not get while up: take the link down, set the MTU, bring it up",
+            );
+        }
+        if errno::errno_of(e) == Some(libc::EROFS) {
             return Refusal::new(
                 libc::EROFS,
-                "failed: erofs: cannot keep the device from learning routes: /proc/sys/net/ipv6/conf is read-only (see ReadWritePaths= in tundra_server.service)",
+                "cannot keep the device from learning routes: /proc/sys/net/ipv6/conf is read-only for the server (see ReadWritePaths= in tundra_server.service)",
             );
         }
         Refusal::io(e)
@@ -88,7 +94,7 @@ pub fn create(
     let name = ctx
         .policy
         .device_name(config.name.as_deref(), config.mode)
-        .map_err(|why| Refusal::new(libc::EACCES, format!("refused (eacces): {why}")))?;
+        .map_err(|why| Refusal::new(libc::EACCES, why))?;
     config.name = Some(name);
     let reserved = ctx
         .in_flight
@@ -100,7 +106,7 @@ pub fn create(
                     format!("{n} device fds of replies to members are unread")
                 }
             };
-            Refusal::new(libc::EAGAIN, format!("refused (eagain): {why}"))
+            Refusal::new(libc::EAGAIN, why)
         })?;
     let hand = |device| Handed { device, reserved };
     if peer.uid == 0 {
@@ -111,7 +117,7 @@ pub fn create(
     let claims = config.claims();
     ctx.policy
         .check_delegated(peer.uid, &access::groups(peer), &claims)
-        .map_err(|why| Refusal::new(libc::EACCES, format!("refused (eacces): {why}")))?;
+        .map_err(|why| Refusal::new(libc::EACCES, why))?;
 
     let _creating = ctx.creating.lock().unwrap_or_else(|p| p.into_inner());
     if ctx.records.count(peer.uid) >= ctx.max_devices_per_uid {
@@ -121,7 +127,7 @@ pub fn create(
             return Err(Refusal::new(
                 libc::EDQUOT,
                 format!(
-                    "refused (edquot): holds {} devices already",
+                    "holds {} devices already (--max-devices-per-uid)",
                     ctx.max_devices_per_uid
                 ),
             ));
@@ -129,10 +135,7 @@ pub fn create(
     }
     let occupied = platform::occupied(None).map_err(|e| Refusal::io(&e))?;
     if let Some(why) = policy::conflict(&config.address, &claims, &occupied) {
-        return Err(Refusal::new(
-            libc::EADDRINUSE,
-            format!("refused (eaddrinuse): {why}"),
-        ));
+        return Err(Refusal::new(libc::EADDRINUSE, why));
     }
     let device = platform::create_for(&config, Some(peer.uid), framing, Isolation::Required)
         .map_err(|e| Refusal::making(&e))?;
@@ -165,7 +168,7 @@ pub fn make_change(ctx: &Context, peer: &Peer, name: &str, change: &Change) -> R
     if !ctx.records.holds(peer.uid, index, name) {
         return Err(Refusal::new(
             libc::EACCES,
-            "refused (eacces): not a device the server made for this user",
+            "not a device the server made for this user",
         ));
     }
     if let Change::Link { up: Some(true), .. } = change {
@@ -177,7 +180,7 @@ pub fn make_change(ctx: &Context, peer: &Peer, name: &str, change: &Change) -> R
     }
     ctx.policy
         .check_delegated(peer.uid, &access::groups(peer), &claims)
-        .map_err(|why| Refusal::new(libc::EACCES, format!("refused (eacces): {why}")))?;
+        .map_err(|why| Refusal::new(libc::EACCES, why))?;
     let _creating = ctx.creating.lock().unwrap_or_else(|p| p.into_inner());
     // What the device itself has does not collide with its own additions.
     let occupied = platform::occupied(Some(index)).map_err(|e| Refusal::io(&e))?;
@@ -190,10 +193,7 @@ pub fn make_change(ctx: &Context, peer: &Peer, name: &str, change: &Change) -> R
         None => policy::route_conflict(&claims, &occupied),
     };
     if let Some(why) = collision {
-        return Err(Refusal::new(
-            libc::EADDRINUSE,
-            format!("refused (eaddrinuse): {why}"),
-        ));
+        return Err(Refusal::new(libc::EADDRINUSE, why));
     }
     apply()
 }
@@ -219,10 +219,7 @@ fn bring_up(
         .collect();
     let occupied = platform::occupied(Some(index)).map_err(|e| Refusal::io(&e))?;
     if let Some(why) = policy::route_conflict(&claims, &occupied) {
-        return Err(Refusal::new(
-            libc::EADDRINUSE,
-            format!("refused (eaddrinuse): {why}"),
-        ));
+        return Err(Refusal::new(libc::EADDRINUSE, why));
     }
     apply()
 }

@@ -36,28 +36,52 @@ enum Outcome {
         reply: Vec<u8>,
         note: &'static str,
     },
-    /// Nothing was made. `answer` is sent if there is one (silent clients
-    /// and 0.x requests, which had no error reply, get none); `device` is
-    /// the name asked for, as the client wrote it.
+    /// Nothing was made. `answer` is sent, in the request's `version`, if
+    /// there is one (silent clients and 0.x requests, which had no error
+    /// reply, get none); `device` is the name asked for, as the client
+    /// wrote it; `why` is for the log.
     Refused {
         answer: Option<Reply>,
+        version: u8,
         device: String,
         why: String,
     },
 }
 
 impl Outcome {
-    fn failed(errno: i32, device: &str, why: String) -> Outcome {
+    /// Refused for `why`, which the client hears too (from version 3).
+    fn refused(version: u8, errno: i32, device: &str, why: &str) -> Outcome {
+        Outcome::Refused {
+            answer: Some(Reply::refusal(errno, why, version)),
+            version,
+            device: device.into(),
+            why: format!("refused ({}): {why}", errno::name(errno)),
+        }
+    }
+
+    /// A request the server could not read as one: an errno reply only.
+    fn bad_request(version: u8, errno: i32, device: &str, why: String) -> Outcome {
         Outcome::Refused {
             answer: Some(Reply::Failed { errno }),
+            version,
             device: device.into(),
-            why,
+            why: format!("bad request: {why}"),
+        }
+    }
+
+    fn invalid(version: u8, device: String, option: tundra_core::ConfigError) -> Outcome {
+        Outcome::Refused {
+            answer: Some(Reply::Invalid { option }),
+            version,
+            device,
+            why: format!("invalid option {}", option.option_name()),
         }
     }
 
     fn dropped(device: &str, why: String) -> Outcome {
         Outcome::Refused {
             answer: None,
+            version: protocol::OLDEST_VERSION,
             device: device.into(),
             why,
         }
@@ -88,10 +112,13 @@ pub fn handle(stream: UnixStream, peer: Peer, ctx: &Context) {
 
 fn serve(stream: &UnixStream, peer: &Peer, ctx: &Context, deadline: Deadline) -> Outcome {
     if !access::allowed(peer, ctx.group) {
-        return Outcome::failed(
+        // Before its request is read: answered as every version reads it;
+        // the client tells the cause from the socket's group.
+        return Outcome::refused(
+            protocol::OLDEST_VERSION,
             libc::EACCES,
             "-",
-            "refused (eacces): not root and not in the group".into(),
+            "not root and not in the group",
         );
     }
     let mut reader = DeadlineReader { stream, deadline };
@@ -106,30 +133,31 @@ fn serve(stream: &UnixStream, peer: &Peer, ctx: &Context, deadline: Deadline) ->
     if first == legacy::CREATE_PREFIX {
         return serve_legacy(&mut reader, first, peer, ctx);
     }
-    let request =
-        protocol::read_payload(&mut (&first[..]).chain(reader)).and_then(|p| protocol::decode(&p));
+    let (version, request) = match protocol::read_frame(&mut (&first[..]).chain(reader)) {
+        Ok((version, payload)) => (version, protocol::decode(&payload)),
+        Err(e) => (protocol::OLDEST_VERSION, Err(e)),
+    };
     let config = match request {
         Ok(Request::Create(config)) => config,
-        Ok(Request::Change(change)) => return serve_change(ctx, peer, change, attached),
+        Ok(Request::Change(change)) => return serve_change(ctx, peer, change, attached, version),
         // Silent, slow or vanished client: dropped without a reply.
         Err(FrameError::Io(e)) => {
             return Outcome::dropped("-", format!("dropped: {}", read_failure(&e)))
         }
-        Err(bad) => return Outcome::failed(bad.errno(), "-", format!("bad request: {bad:?}")),
+        Err(bad) => return Outcome::bad_request(version, bad.errno(), "-", format!("{bad:?}")),
     };
     let wanted = config.name.clone().unwrap_or_else(|| "-".into());
     if let Err(option) = config.validate().and_then(|()| platform::validate(&config)) {
-        return Outcome::Refused {
-            answer: Some(Reply::Invalid { option }),
-            device: wanted,
-            why: format!("invalid option {}", option.option_name()),
-        };
+        return Outcome::invalid(version, wanted, option);
     }
     let framing = platform::framing_for(&config);
     match grant::create(ctx, peer, config, framing) {
-        Ok(handed) => match protocol::encode(&Reply::Created {
-            name: handed.device.name.clone(),
-        }) {
+        Ok(handed) => match protocol::encode_in(
+            &Reply::Created {
+                name: handed.device.name.clone(),
+            },
+            version,
+        ) {
             Ok(reply) => Outcome::Served {
                 device: handed.device.name.clone(),
                 made: Some(handed),
@@ -138,7 +166,7 @@ fn serve(stream: &UnixStream, peer: &Peer, ctx: &Context, deadline: Deadline) ->
             },
             Err(bad) => Outcome::dropped(&wanted, format!("cannot encode the reply: {bad:?}")),
         },
-        Err(refused) => Outcome::failed(refused.errno, &wanted, refused.why),
+        Err(refused) => Outcome::refused(version, refused.errno, &wanted, &refused.why),
     }
 }
 
@@ -179,43 +207,49 @@ fn serve_legacy(reader: &mut impl Read, first: [u8; 4], peer: &Peer, ctx: &Conte
             made: Some(handed),
             note: "created (0.x client)",
         },
-        Err(refused) => Outcome::dropped("-", format!("0.x request {}", refused.why)),
+        Err(refused) => Outcome::dropped(
+            "-",
+            format!(
+                "0.x request refused ({}): {}",
+                errno::name(refused.errno),
+                refused.why
+            ),
+        ),
     }
 }
 
 /// Serves a change request: the attached fd must be a device the server
 /// made for this peer (root: any device of the server's namespace), and
 /// an address or route it adds must pass the checks a new device's would.
-fn serve_change(ctx: &Context, peer: &Peer, change: Change, attached: Option<OwnedFd>) -> Outcome {
+fn serve_change(
+    ctx: &Context,
+    peer: &Peer,
+    change: Change,
+    attached: Option<OwnedFd>,
+    version: u8,
+) -> Outcome {
     let Some(fd) = attached else {
-        return Outcome::failed(
-            libc::EBADF,
-            "-",
-            "bad request: no device fd attached".into(),
-        );
+        return Outcome::bad_request(version, libc::EBADF, "-", "no device fd attached".into());
     };
     let name = match platform::inspect(fd.as_fd()) {
         Ok(tun) if tun.netns.is_none() => tun.name,
         Ok(tun) => {
-            return Outcome::failed(
+            return Outcome::refused(
+                version,
                 libc::EACCES,
                 &tun.name,
-                "refused (eacces): the device is in another network namespace".into(),
+                "the device is in another network namespace",
             )
         }
         Err(_) => {
-            return Outcome::failed(libc::EBADF, "-", "bad request: not a TUN or TAP fd".into())
+            return Outcome::bad_request(version, libc::EBADF, "-", "not a TUN or TAP fd".into())
         }
     };
     if let Err(option) = change.validate() {
-        return Outcome::Refused {
-            answer: Some(Reply::Invalid { option }),
-            device: name,
-            why: format!("invalid option {}", option.option_name()),
-        };
+        return Outcome::invalid(version, name, option);
     }
     match grant::make_change(ctx, peer, &name, &change) {
-        Ok(()) => match protocol::encode(&Reply::Changed) {
+        Ok(()) => match protocol::encode_in(&Reply::Changed, version) {
             Ok(reply) => Outcome::Served {
                 made: None,
                 device: name,
@@ -224,7 +258,7 @@ fn serve_change(ctx: &Context, peer: &Peer, change: Change, attached: Option<Own
             },
             Err(bad) => Outcome::dropped(&name, format!("cannot encode the reply: {bad:?}")),
         },
-        Err(refused) => Outcome::failed(refused.errno, &name, refused.why),
+        Err(refused) => Outcome::refused(version, refused.errno, &name, &refused.why),
     }
 }
 
@@ -301,12 +335,13 @@ fn render(stream: UnixStream, peer: &Peer, outcome: Outcome, deadline: Deadline,
         }
         Outcome::Refused {
             answer,
+            version,
             device,
             why,
         } => {
             if let Some(answer) = answer {
                 // A client that went away cannot be answered.
-                if let Ok(frame) = protocol::encode(&answer) {
+                if let Ok(frame) = protocol::encode_in(&answer, version) {
                     let _ = (&*stream).write_all(&frame);
                 }
             }
@@ -360,9 +395,11 @@ fn log_request(peer: &Peer, device: &str, outcome: &str) {
 /// EAGAIN reply (the accept loop must never wait on a client), then close.
 pub fn refuse_busy(stream: UnixStream, peer: Option<&Peer>, why: &str) {
     if stream.set_nonblocking(true).is_ok() {
-        if let Ok(frame) = protocol::encode(&Reply::Failed {
+        // In the oldest version: the request, and so its version, is not read.
+        let busy = Reply::Failed {
             errno: libc::EAGAIN,
-        }) {
+        };
+        if let Ok(frame) = protocol::encode_in(&busy, protocol::OLDEST_VERSION) {
             let _ = (&stream).write(&frame);
         }
     }

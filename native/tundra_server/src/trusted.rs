@@ -152,11 +152,21 @@ fn file_type(stat: &FileStat) -> SFlag {
 fn check(stat: &FileStat, at: &Path, what: &str) -> Result<(), String> {
     if stat.st_uid != 0 || stat.st_mode & 0o022 != 0 {
         return Err(format!(
-            "{} may be written by users other than root: keep {what} where only root can write (such as /etc/tundra or /run/tundra)",
-            at.display()
+            "{} may be written by users other than root: keep {what} where only root can write ({})",
+            at.display(),
+            fit_for(what)
         ));
     }
     Ok(())
+}
+
+/// Where `what` belongs, for the message.
+fn fit_for(what: &str) -> &'static str {
+    match what {
+        "the configuration" => "such as /etc/tundra",
+        "the state folder" => "such as /run/tundra or /var/lib/tundra",
+        _ => "such as /run",
+    }
 }
 
 #[cfg(test)]

@@ -127,6 +127,45 @@ fn garbage_oversized_and_wrong_versions_get_error_replies_while_others_are_serve
 }
 
 #[test]
+fn each_client_is_answered_in_its_version_and_from_3_on_told_why() {
+    if !privileged_netns() {
+        return;
+    }
+    let server = Server::start("versions", "", &[]);
+    let exchange = |version: u8, config: &DeviceConfig| {
+        let frame = protocol::encode_in(&Request::Create(config.clone()), version).expect("encode");
+        let mut stream = UnixStream::connect(&server.socket).expect("connect");
+        stream.set_read_timeout(Some(TIMEOUT)).expect("timeout");
+        stream.write_all(&frame).expect("request");
+        let (got, payload) = protocol::read_frame(&mut stream).expect("reply");
+        (got, protocol::decode::<Reply>(&payload).expect("decode"))
+    };
+    // A 0.x-era version 2 client gets a version 2 reply, as before.
+    let (version, reply) = exchange(2, &config(20));
+    assert_eq!(version, 2);
+    assert!(matches!(reply, Reply::Created { .. }), "{reply:?}");
+    let mut outside = config(21);
+    outside.name = Some("eth9".into());
+    assert_eq!(
+        exchange(2, &outside),
+        (
+            2,
+            Reply::Failed {
+                errno: libc::EACCES
+            }
+        )
+    );
+    // From version 3 a refusal says why.
+    match exchange(VERSION, &outside) {
+        (v, Reply::Refused { errno, why }) if v == VERSION => {
+            assert_eq!(errno, libc::EACCES);
+            assert!(why.contains("start with \"tun\""), "{why}");
+        }
+        other => panic!("expected a refusal with a reason, got {other:?}"),
+    }
+}
+
+#[test]
 fn silent_and_half_frame_clients_are_dropped_without_delaying_others() {
     if !privileged_netns() {
         return;
@@ -509,10 +548,15 @@ fn where_no_device_can_be_kept_from_learning_none_is_made() {
         return;
     }
     let server = Server::start_with_read_only_proc_sys("rosys", "", &[]);
-    let refused = create(&server.socket, &config(61));
-    assert_eq!(
-        refused.map(|_| ()).map_err(|e| e.raw_os_error()),
-        Err(Some(libc::EROFS))
+    let refused = create(&server.socket, &config(61))
+        .map(|_| ())
+        .expect_err("refused");
+    assert_eq!(tundra_core::errno::errno_of(&refused), Some(libc::EROFS));
+    // The client hears why, as the log says.
+    let why = tundra_core::errno::why_of(&refused).expect("a reason");
+    assert!(
+        why.contains("cannot keep the device from learning routes"),
+        "{why}"
     );
     assert!(support::eventually(|| server
         .log()

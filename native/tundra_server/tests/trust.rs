@@ -304,7 +304,9 @@ fn raw_route_change(socket: &Path, fd: std::os::fd::BorrowedFd, text: &str) -> S
     tundra_core::fdpass::send_with_fds(stream.as_fd(), &frame, &[fd.as_raw_fd()]).expect("send");
     match protocol::read_payload(&mut &stream).map(|p| protocol::decode::<Reply>(&p)) {
         Ok(Ok(Reply::Changed)) => "ok".into(),
-        Ok(Ok(Reply::Failed { errno })) => format!("errno {}", tundra_core::errno::name(errno)),
+        Ok(Ok(Reply::Failed { errno } | Reply::Refused { errno, .. })) => {
+            format!("errno {}", tundra_core::errno::name(errno))
+        }
         Ok(Ok(Reply::Invalid { option })) => format!("invalid {}", option.option_name()),
         other => format!("unexpected {other:?}"),
     }

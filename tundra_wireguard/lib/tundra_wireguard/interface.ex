@@ -70,11 +70,14 @@ defmodule TundraWireGuard.Interface do
     timers = Map.merge(@default_timers, Map.new(Keyword.get(opts, :timers, [])))
     identity = Noise.identity(config.private_key)
 
+    # What can fail without touching the system first; each failure is
+    # named with what it concerns (see TundraWireGuard.format_error/1).
     with {:ok, peers} <- peers(identity, config.peers),
-         {:ok, {device, name}} <- create_device(config, opts),
-         :ok <- add_routes(device, config.peers),
+         :ok <- has_address(config),
          {:ok, sockets, handshake_sockets, port} <-
-           open_sockets(config.listen_port || 0, offload?(opts)) do
+           listen(config.listen_port || 0, offload?(opts)),
+         {:ok, {device, name}} <- create_device(config, opts),
+         :ok <- add_routes(device, config.peers) do
       state = %{
         device: device,
         name: name,
@@ -169,24 +172,37 @@ defmodule TundraWireGuard.Interface do
   defp resolve(nil), do: nil
   defp resolve({ip, port}) when is_tuple(ip), do: {ip, port}
 
-  defp create_device(%{addresses: []}, _opts), do: {:error, :no_address}
+  # wg-quick allows an interface without an address; a Tundra device is
+  # made with one (create/2 takes it), so here one is required.
+  defp has_address(%{addresses: []}), do: {:error, :no_address}
+  defp has_address(_config), do: :ok
+
+  defp listen(port, offload) do
+    case open_sockets(port, offload) do
+      {:ok, sockets, handshake_sockets, port} -> {:ok, sockets, handshake_sockets, port}
+      {:error, reason} -> {:error, {:listen_port, port, reason}}
+    end
+  end
 
   defp create_device(%{addresses: [{ip, length} | more]} = config, opts) do
     device_opts =
-      [prefix: length, mtu: config.mtu || 1420, offload: offload?(opts)] ++
+      [prefix: length, mtu: config.mtu || 1420, offload: offload?(opts), link_events: true] ++
         Keyword.take(opts, [:name, :netns, :via, :socket_path])
 
-    with {:ok, {device, name}} <- Tundra.create(ip, device_opts),
+    with {:ok, {device, name}} <- device(Tundra.create(ip, device_opts), opts[:name]),
          :ok <- add_addresses(device, more) do
       {:ok, {device, name}}
     end
   end
 
+  defp device({:error, reason}, name), do: {:error, {:device, name, reason}}
+  defp device(made, _name), do: made
+
   defp add_addresses(device, addresses) do
     Enum.reduce_while(addresses, :ok, fn {ip, length}, :ok ->
       case Tundra.add_address(device, ip, prefix: length) do
         :ok -> {:cont, :ok}
-        {:error, reason} -> {:halt, {:error, reason}}
+        {:error, reason} -> {:halt, {:error, {:address, {ip, length}, reason}}}
       end
     end)
   end
@@ -381,9 +397,28 @@ defmodule TundraWireGuard.Interface do
 
   def handle_info(:limiter_gc, state), do: {:noreply, gc_limiter(state, now())}
 
+  def handle_info({:tundra_link, device, :removed}, %{device: device} = state),
+    do: device_gone(state, :removed)
+
   def handle_info({:tundra_link, _device, _event}, state), do: {:noreply, state}
   def handle_info({:EXIT, _pid, reason}, state), do: {:stop, reason, state}
   def handle_info(_other, state), do: {:noreply, state}
+
+  # The device went: deleted from outside (the link event, or EBADFD on a
+  # read of an fd whose interface is gone), or failed. Said, then the
+  # interface stops for its supervisor to start it again.
+  defp device_gone(state, reason) do
+    what =
+      if reason in [:removed, :ebadfd],
+        do: "its device was deleted (ip link del?)",
+        else: "its device failed (#{inspect(reason)})"
+
+    Logger.warning(
+      "WireGuard interface #{state.name}: #{what}; the interface stops (a supervisor starts it again)"
+    )
+
+    {:stop, {:shutdown, :device_deleted}, state}
+  end
 
   defp result({:ok, state}), do: {:noreply, state}
   defp result({:stop, reason, state}), do: {:stop, reason, state}
@@ -403,8 +438,8 @@ defmodule TundraWireGuard.Interface do
       :select ->
         {:ok, state}
 
-      {:error, _gone} ->
-        {:stop, {:shutdown, :device_closed}, state}
+      {:error, reason} ->
+        device_gone(state, reason)
     end
   end
 
