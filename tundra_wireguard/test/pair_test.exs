@@ -112,8 +112,8 @@ defmodule TundraWireGuard.PairTest do
     assert peer_info(p.b, p.pa).handshakes >= 3
     # Retired sessions leave the index table: at most current, previous,
     # next and a handshake under way.
-    assert map_size(:sys.get_state(p.a).indices) <= 4
-    assert map_size(:sys.get_state(p.b).indices) <= 4
+    assert map_size(:sys.get_state(p.a).protocol.indices) <= 4
+    assert map_size(:sys.get_state(p.b).protocol.indices) <= 4
 
     # A transport datagram of the first session, long expired: refused.
     [old | _] = for {:to_b, <<4, _::binary>> = d} <- captured(p.relay), do: d
@@ -184,8 +184,8 @@ defmodule TundraWireGuard.PairTest do
     assert eventually(fn -> not peer_info(p.a, p.pb).session end, 5_000)
     assert eventually(fn -> not peer_info(p.b, p.pa).session end, 5_000)
     # The session's index answers while it lives, and is forgotten after.
-    assert eventually(fn -> :sys.get_state(p.a).indices == %{} end, 5_000)
-    assert eventually(fn -> :sys.get_state(p.b).indices == %{} end, 5_000)
+    assert eventually(fn -> :sys.get_state(p.a).protocol.indices == %{} end, 5_000)
+    assert eventually(fn -> :sys.get_state(p.b).protocol.indices == %{} end, 5_000)
   end
 
   test "keepalive: one-way traffic is answered by a keepalive" do
@@ -319,11 +319,15 @@ defmodule TundraWireGuard.PairTest do
 
     # B's peer has no timer running (no endpoint, no keepalive), yet the
     # limiter forgets the stranger once it has been idle a second.
-    assert :sys.get_state(p.b).tick == nil
-    assert TundraWireGuard.RateLimiter.size(:sys.get_state(p.b).limiter) == 1
+    protocol = :sys.get_state(p.b).protocol
+    timers = [:zero_at, :retransmit_at, :keepalive_at, :new_handshake_at, :persistent_at]
+    assert for({_, peer} <- protocol.peers, t <- timers, peer[t] != nil, do: t) == []
+    assert TundraWireGuard.RateLimiter.size(protocol.limiter) == 1
 
     assert eventually(
-             fn -> TundraWireGuard.RateLimiter.size(:sys.get_state(p.b).limiter) == 0 end,
+             fn ->
+               TundraWireGuard.RateLimiter.size(:sys.get_state(p.b).protocol.limiter) == 0
+             end,
              5_000
            )
   end

@@ -31,9 +31,6 @@ defmodule TundraExamples.UdpTunnel do
 
   @count 64
   @buffer 4 * 1024 * 1024
-  # UDP_SEGMENT (cmsg) and UDP_GRO (option and cmsg), linux/udp.h.
-  @udp_segment 103
-  @udp_gro 104
 
   @typedoc "Where the tunnel's UDP socket listens and where it sends."
   @type endpoint :: {:inet.ip_address(), :inet.port_number()}
@@ -92,7 +89,7 @@ defmodule TundraExamples.UdpTunnel do
     with {:ok, socket} <- :socket.open(family, :dgram, :udp),
          :ok <- :socket.setopt(socket, {:socket, :rcvbuf}, @buffer),
          :ok <- :socket.setopt(socket, {:socket, :sndbuf}, @buffer),
-         :ok <- :socket.setopt_native(socket, {17, @udp_gro}, 1),
+         :ok <- Tundra.UDP.enable_gro(socket),
          :ok <- :socket.bind(socket, %{family: family, addr: ip, port: port}) do
       {:ok, socket}
     end
@@ -189,32 +186,33 @@ defmodule TundraExamples.UdpTunnel do
     end
   end
 
-  # Offload: device batches to the other end, one UDP_SEGMENT send each,
-  # until the device has nothing (which arms its select). Packets that
-  # come one at a time (TCP's ACKs, mostly) join the batch in hand while
-  # they are as long as its packets (the last may be shorter), so a train
-  # of them leaves in one send too.
+  # Offload: device batches to the other end, one UDP_SEGMENT send each
+  # (Tundra.UDP), until the device has nothing (which arms its select).
+  # Packets that come one at a time (TCP's ACKs, mostly) join the run in
+  # hand while they are as long as its packets (the last may be shorter),
+  # so a train of them leaves in one send too.
   defp device_to_socket(state, held \\ nil) do
     case Tundra.recv_segments(state.device, :nowait) do
       {:ok, {data, size}} when byte_size(data) == size ->
         state = %{state | largest: max(state.largest, size)}
 
-        case join(held, data) do
+        case Tundra.UDP.join(held, data, size) do
           {:joined, held} ->
             device_to_socket(state, held)
 
           :apart ->
-            send_batch(state, held)
-            device_to_socket(state, {[data], 1, size, size})
+            send_run(state, held)
+            device_to_socket(state, elem(Tundra.UDP.join(nil, data, size), 1))
         end
 
       {:ok, {data, size}} ->
-        send_batch(state, held)
-        send_batch(state, {[data], div(byte_size(data) + size - 1, size), byte_size(data), size})
+        send_run(state, held)
+        count = div(byte_size(data) + size - 1, size)
+        send_run(state, {data, size, count, byte_size(data), :closed})
         device_to_socket(%{state | largest: max(state.largest, byte_size(data))})
 
       {:select, _info} ->
-        send_batch(state, held)
+        send_run(state, held)
         {:ok, state}
 
       {:error, _gone} ->
@@ -222,34 +220,11 @@ defmodule TundraExamples.UdpTunnel do
     end
   end
 
-  # A batch in hand: its pieces (reversed), packets, bytes, and size.
-  defp join(nil, data), do: {:joined, {[data], 1, byte_size(data), byte_size(data)}}
+  # A run the socket cannot take now is lost, as on any tunnel.
+  defp send_run(_state, nil), do: :ok
 
-  defp join({pieces, count, bytes, size}, data)
-       when byte_size(data) <= size and count < @count and bytes + byte_size(data) <= 65_000 do
-    held = {[data | pieces], count + 1, bytes + byte_size(data), size}
-    # A shorter packet can only be the last.
-    if byte_size(data) == size, do: {:joined, held}, else: {:joined, close_batch(held)}
-  end
-
-  defp join(_held, _data), do: :apart
-
-  # A batch that takes nothing more (its last packet is short).
-  defp close_batch({pieces, count, bytes, size}), do: {pieces, count, bytes, size, :closed}
-
-  defp send_batch(_state, nil), do: :ok
-
-  defp send_batch(state, {pieces, count, bytes, size, :closed}),
-    do: send_batch(state, {pieces, count, bytes, size})
-
-  defp send_batch(%{socket: socket}, {pieces, count, _bytes, size}) do
-    ctrl =
-      if count > 1,
-        do: [%{level: :udp, type: @udp_segment, data: <<size::16-native>>}],
-        else: []
-
-    # A batch the socket cannot take now is lost, as on any tunnel.
-    _ = :socket.sendmsg(socket, %{iov: Enum.reverse(pieces), ctrl: ctrl}, :nowait)
+  defp send_run(%{socket: socket}, run) do
+    _ = Tundra.UDP.send_run(socket, nil, run)
     :ok
   end
 
@@ -259,10 +234,10 @@ defmodule TundraExamples.UdpTunnel do
   # no larger than one UDP_SEGMENT send, and UDP_GRO puts them back
   # together; merging reads would only copy them again.)
   defp socket_to_device(%{device: device, socket: socket} = state) do
-    case :socket.recvmsg(socket, 65_535, 64, [], :nowait) do
-      {:ok, %{iov: [data], ctrl: ctrl}} ->
+    case Tundra.UDP.recv(socket) do
+      {:ok, {_source, data, size}} ->
         # A device that cannot take them now drops them, like a full queue.
-        _ = Tundra.send_segments(device, data, segment_size(ctrl, data), :nowait)
+        _ = Tundra.send_segments(device, data, size, :nowait)
         socket_to_device(state)
 
       {:select, _info} ->
@@ -276,11 +251,4 @@ defmodule TundraExamples.UdpTunnel do
         {:stop, {:shutdown, reason}}
     end
   end
-
-  # UDP_GRO says how long each coalesced datagram is; without it, one.
-  defp segment_size([%{level: :udp, type: @udp_gro, data: <<size::32-native>>} | _], _data),
-    do: size
-
-  defp segment_size([_ | rest], data), do: segment_size(rest, data)
-  defp segment_size([], data), do: max(byte_size(data), 1)
 end

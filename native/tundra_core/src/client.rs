@@ -328,6 +328,171 @@ mod tests {
         assert!(why.contains("no tundra_server listens"), "{why}");
     }
 
+    /// A server at a socket of its own that answers each connection with
+    /// the next of `replies` (raw bytes, written in pieces of `piece`
+    /// bytes), after reading the request's header; the connections it
+    /// took come back from the thread.
+    fn fake_server(
+        replies: Vec<Vec<u8>>,
+        piece: usize,
+    ) -> (std::path::PathBuf, std::thread::JoinHandle<usize>) {
+        use std::os::unix::net::UnixListener;
+        static N: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+        let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let path = std::env::temp_dir().join(format!("tundra-fake-{}-{n}.sock", std::process::id()));
+        let _ = std::fs::remove_file(&path);
+        let listener = UnixListener::bind(&path).expect("bind");
+        let thread = std::thread::spawn(move || {
+            let mut served = 0;
+            for reply in replies {
+                let Ok((mut stream, _)) = listener.accept() else {
+                    break;
+                };
+                served += 1;
+                let mut header = [0u8; HEADER_LEN];
+                let _ = stream.read_exact(&mut header);
+                for chunk in reply.chunks(piece.max(1)) {
+                    let _ = stream.write_all(chunk);
+                    std::thread::sleep(Duration::from_millis(2));
+                }
+            }
+            served
+        });
+        (path, thread)
+    }
+
+    fn frame(reply: &Reply) -> Vec<u8> {
+        protocol::encode(reply).expect("encode")
+    }
+
+    fn a_change() -> Change {
+        Change::Link {
+            up: Some(true),
+            mtu: None,
+        }
+    }
+
+    fn some_fd() -> OwnedFd {
+        std::fs::File::open("/dev/null").expect("open").into()
+    }
+
+    #[test]
+    fn a_refusal_says_who_refused_and_why_without_control_characters() {
+        let refused = Reply::Refused {
+            errno: libc::EACCES,
+            why: "10.9.0.2/32 is not delegated\x1b[31m\n".into(),
+        };
+        let (path, server) = fake_server(vec![frame(&refused)], 7);
+        let fd = some_fd();
+        let err = change(&path, fd.as_fd(), &a_change(), Duration::from_secs(5))
+            .expect_err("refused");
+        assert_eq!(crate::errno::errno_of(&err), Some(libc::EACCES));
+        let why = crate::errno::why_of(&err).expect("why");
+        assert_eq!(
+            why,
+            format!(
+                "tundra_server at {} refused: 10.9.0.2/32 is not delegated[31m",
+                path.display()
+            )
+        );
+        assert_eq!(server.join().expect("server"), 1);
+        let _ = std::fs::remove_file(&path);
+    }
+
+    #[test]
+    fn a_busy_server_is_asked_again_until_it_answers_or_the_deadline_passes() {
+        let busy = frame(&Reply::Failed {
+            errno: libc::EAGAIN,
+        });
+        let (path, server) = fake_server(
+            vec![busy.clone(), busy.clone(), frame(&Reply::Changed)],
+            3,
+        );
+        let fd = some_fd();
+        let changed = change(&path, fd.as_fd(), &a_change(), Duration::from_secs(10));
+        assert!(matches!(changed, Ok(Ok(()))), "{changed:?}");
+        assert_eq!(server.join().expect("server"), 3, "asked three times");
+
+        // Busy for good: EAGAIN once the deadline has passed.
+        let (path2, server2) = fake_server(vec![busy; 200], 64);
+        let started = std::time::Instant::now();
+        let err = change(&path2, fd.as_fd(), &a_change(), Duration::from_millis(300))
+            .expect_err("busy");
+        assert_eq!(crate::errno::errno_of(&err), Some(libc::EAGAIN));
+        assert!(started.elapsed() < Duration::from_secs(30), "gave up");
+        drop(server2);
+        let _ = std::fs::remove_file(&path);
+        let _ = std::fs::remove_file(&path2);
+    }
+
+    #[test]
+    fn replies_that_do_not_fit_the_request_are_protocol_errors() {
+        let option = Reply::Invalid {
+            option: ConfigError::Mtu,
+        };
+        let created = Reply::Created {
+            name: "tun0".into(),
+        };
+        let mut future = frame(&Reply::Changed);
+        future[4] = protocol::VERSION + 1;
+        let (path, server) = fake_server(
+            vec![frame(&option), frame(&created), future, frame(&Reply::Changed)],
+            1,
+        );
+        let fd = some_fd();
+        let ask = || change(&path, fd.as_fd(), &a_change(), Duration::from_secs(5));
+        assert!(matches!(ask(), Ok(Err(ConfigError::Mtu))));
+        let errno = |r: io::Result<Result<(), ConfigError>>| {
+            crate::errno::errno_of(&r.expect_err("an error"))
+        };
+        assert_eq!(errno(ask()), Some(libc::EPROTO), "created, to a change");
+        assert_eq!(errno(ask()), Some(libc::EPROTONOSUPPORT), "a later version");
+        assert!(matches!(ask(), Ok(Ok(()))), "a frame in one-byte pieces");
+        assert_eq!(server.join().expect("server"), 4);
+        // A created reply with no fds, where one was asked for.
+        let (path, server) = fake_server(vec![frame(&created), frame(&Reply::Changed)], 16);
+        let config = DeviceConfig::new("10.9.0.2".parse().expect("address"));
+        let err = create(&path, &config, Duration::from_secs(5)).expect_err("no fd");
+        assert_eq!(crate::errno::errno_of(&err), Some(libc::EPROTO));
+        // A change reply to a create.
+        let err = create(&path, &config, Duration::from_secs(5)).expect_err("changed");
+        assert_eq!(crate::errno::errno_of(&err), Some(libc::EPROTO));
+        assert_eq!(server.join().expect("server"), 2);
+        let _ = std::fs::remove_file(&path);
+    }
+
+    #[test]
+    fn a_bare_eacces_is_explained_only_for_a_group_this_process_lacks() {
+        // The test's socket belongs to the test's own group: nothing to
+        // add to the server's word.
+        let plain = frame(&Reply::Failed {
+            errno: libc::EACCES,
+        });
+        let (path, server) = fake_server(vec![plain], 64);
+        let fd = some_fd();
+        let err = change(&path, fd.as_fd(), &a_change(), Duration::from_secs(5))
+            .expect_err("refused");
+        assert_eq!(err.raw_os_error(), Some(libc::EACCES));
+        assert_eq!(crate::errno::why_of(&err), None);
+        assert_eq!(server.join().expect("server"), 1);
+        let _ = std::fs::remove_file(&path);
+    }
+
+    #[test]
+    fn a_server_that_never_answers_is_etimedout_at_the_deadline() {
+        use std::os::unix::net::UnixListener;
+        let path = std::env::temp_dir().join(format!("tundra-silent-{}.sock", std::process::id()));
+        let _ = std::fs::remove_file(&path);
+        let listener = UnixListener::bind(&path).expect("bind");
+        let holder = std::thread::spawn(move || listener.accept().map(|(s, _)| s));
+        let fd = some_fd();
+        let err = change(&path, fd.as_fd(), &a_change(), Duration::from_millis(200))
+            .expect_err("silent");
+        assert_eq!(crate::errno::errno_of(&err), Some(libc::ETIMEDOUT));
+        drop(holder.join());
+        let _ = std::fs::remove_file(&path);
+    }
+
     #[test]
     fn without_a_reply_the_write_failure_is_reported() {
         let (mut client, server) = UnixStream::pair().expect("pair");

@@ -284,4 +284,45 @@ mod tests {
         assert_eq!(after.recv_timeout(Duration::from_secs(10)), Ok(()));
         assert!(closed_soon(&r));
     }
+
+    #[test]
+    fn a_backlog_grows_the_pool_and_idleness_empties_it() {
+        use std::sync::{Arc, Condvar};
+        // Eight closes whose follow-ups wait until all eight have begun:
+        // only a pool grown to eight threads at once gets there.
+        const CLOSES: usize = 8;
+        let gate = Arc::new((Mutex::new(0usize), Condvar::new()));
+        let (done, finished) = channel();
+        for _ in 0..CLOSES {
+            let (_r, w) = nix::unistd::pipe().expect("pipe");
+            let (gate, done) = (Arc::clone(&gate), done.clone());
+            drop(DeferredFd::with_after_close(
+                w,
+                Box::new(move || {
+                    let (begun, all) = &*gate;
+                    let mut begun = begun.lock().unwrap_or_else(|p| p.into_inner());
+                    *begun += 1;
+                    all.notify_all();
+                    let deadline = Instant::now() + Duration::from_secs(20);
+                    while *begun < CLOSES && Instant::now() < deadline {
+                        begun = all
+                            .wait_timeout(begun, Duration::from_millis(50))
+                            .map(|(g, _)| g)
+                            .unwrap_or_else(|p| p.into_inner().0);
+                    }
+                    let _ = done.send(*begun >= CLOSES);
+                }),
+            ));
+        }
+        for _ in 0..CLOSES {
+            let together = finished.recv_timeout(Duration::from_secs(30));
+            assert_eq!(together, Ok(true), "the pool did not grow to {CLOSES}");
+        }
+        // Idle, the pool goes (others' closes may come and go meanwhile).
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while closer().threads.load(SeqCst) > 0 {
+            assert!(Instant::now() < deadline, "closer threads stayed idle");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
 }
