@@ -71,6 +71,12 @@ defmodule TundraWireGuard do
     * `:offload` - the offload data path (default `true`; Linux).
     * `:netns` - create the device in this network namespace
       (`Tundra.create/2`'s `:netns`; the UDP sockets stay in the VM's).
+    * `:uapi` - the folder of the UAPI socket (`NAME.sock`, mode 0600,
+      the VM's user's), which `wg` and `wg-quick` use; `false` for none.
+      Default: `"/var/run/wireguard"`, the one folder `wg` looks in.
+    * `:routes` - whether the interface routes its peers' allowed IPs to
+      its device, following changes (default `true`; `wg-quick` routes
+      them itself).
     * `:server` - a name to register the process under (`GenServer` names).
     * `:timers` - shorter protocol timers, for tests only (milliseconds:
       `rekey_after_time`, `reject_after_time`, `rekey_attempt_time`,
@@ -83,6 +89,8 @@ defmodule TundraWireGuard do
           {:name, String.t()}
           | {:offload, boolean()}
           | {:netns, String.t()}
+          | {:uapi, Path.t() | false}
+          | {:routes, boolean()}
           | {:server, GenServer.name()}
           | {:timers, keyword() | map()}
 
@@ -248,6 +256,64 @@ defmodule TundraWireGuard do
     do: "#{key} is not a public key WireGuard can use (PublicKey)"
 
   def format_error(reason), do: Tundra.format_error(reason)
+
+  @typedoc """
+  A change of configuration, as `wg set` makes one: the keys given change,
+  the others stay. Keys are the raw 32 bytes.
+  """
+  @type change :: %{
+          optional(:private_key) => <<_::256>>,
+          optional(:listen_port) => :inet.port_number(),
+          optional(:fwmark) => non_neg_integer(),
+          optional(:replace_peers) => true,
+          optional(:peers) => [peer_change()]
+        }
+
+  @typedoc """
+  What changes for one peer (`public_key` names it): `remove: true`
+  removes it; `update_only: true` changes it only if it exists;
+  `replace_allowed_ips: true` clears them before `allowed_ips` adds;
+  `persistent_keepalive` in seconds, 0 for none.
+  """
+  @type peer_change :: %{
+          required(:public_key) => <<_::256>>,
+          optional(:remove) => true,
+          optional(:update_only) => true,
+          optional(:preshared_key) => <<_::256>>,
+          optional(:endpoint) => {:inet.ip_address(), :inet.port_number()},
+          optional(:persistent_keepalive) => non_neg_integer(),
+          optional(:replace_allowed_ips) => true,
+          optional(:allowed_ips) => [TundraWireGuard.Config.prefix()]
+        }
+
+  @doc """
+  Changes the running interface's configuration, as `wg set` does through
+  the UAPI socket: all of it or (`{:error, posix}`) none of it. Peers that
+  are added, changed or removed leave the others' sessions alone; a new
+  private key ends every session (they rest on the old one); a new listen
+  port moves the sockets (`:eaddrinuse` if taken). The device's routes
+  follow the peers' allowed IPs (unless started with `routes: false`).
+
+      TundraWireGuard.configure(wg, %{peers: [%{public_key: key,
+        endpoint: {{192, 0, 2, 1}, 51820}, allowed_ips: [{{10, 0, 0, 2}, 32}]}]})
+  """
+  @spec configure(GenServer.server(), change()) :: :ok | {:error, :inet.posix()}
+  def configure(server, change),
+    do: GenServer.call(server, {:configure, Map.put_new(change, :peers, [])})
+
+  @doc "Adds or changes one peer (see `t:peer_change/0`; `public_key` given apart)."
+  @spec put_peer(GenServer.server(), <<_::256>>, map()) :: :ok | {:error, :inet.posix()}
+  def put_peer(server, public_key, change),
+    do: configure(server, %{peers: [Map.put(change, :public_key, public_key)]})
+
+  @doc "Removes one peer, its sessions and its routes."
+  @spec remove_peer(GenServer.server(), <<_::256>>) :: :ok | {:error, :inet.posix()}
+  def remove_peer(server, public_key),
+    do: configure(server, %{peers: [%{public_key: public_key, remove: true}]})
+
+  @doc "The running configuration, as `wg showconf` reports it (keys raw)."
+  @spec configuration(GenServer.server()) :: map()
+  def configuration(server), do: GenServer.call(server, :configuration)
 
   @doc "A new private key, base64 (as `wg genkey`)."
   @spec generate_private_key() :: String.t()

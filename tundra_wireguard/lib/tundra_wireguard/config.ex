@@ -225,6 +225,25 @@ defmodule TundraWireGuard.Config do
     end
   end
 
+  @doc """
+  An endpoint written as an address and a port (`192.0.2.1:51820`,
+  `[2001:db8::1]:51820`), no name: `{:ok, {ip, port}}` or `:error`.
+  """
+  @spec parse_endpoint(String.t()) :: {:ok, endpoint()} | :error
+  def parse_endpoint(text) do
+    with [_ | _] = parts <- Regex.run(~r/^\[([^\]]+)\]:(\d+)$|^([^:\[\]]+):(\d+)$/, text),
+         {host, port} <- host_port(parts),
+         {port, ""} when port in 1..65_535 <- Integer.parse(port),
+         {:ok, ip} <- :inet.parse_strict_address(String.to_charlist(host)) do
+      {:ok, {ip, port}}
+    else
+      _ -> :error
+    end
+  end
+
+  defp host_port([_, v6, port]), do: {v6, port}
+  defp host_port([_, "", "", host, port]), do: {host, port}
+
   # An address, or a name resolved now (IPv4 first, as wg does).
   defp resolve(host) do
     with {:error, _} <- :inet.parse_strict_address(host),

@@ -59,8 +59,15 @@ defmodule TundraWireGuard.Interface do
         sockets: sockets,
         protocol: protocol,
         turn_handshakes: 0,
-        wake: nil
+        wake: nil,
+        fwmark: 0,
+        # Whether this interface routes peers' allowed IPs to its device
+        # (wg-quick does that itself).
+        routes: Keyword.get(opts, :routes, true),
+        uapi: nil
       }
+
+      state = start_uapi(state, Keyword.get(opts, :uapi, "/var/run/wireguard"))
 
       state = step(state, &Protocol.start(&1, now))
 
@@ -127,10 +134,57 @@ defmodule TundraWireGuard.Interface do
     end)
   end
 
+  # The UAPI socket, if asked for. One that cannot be made is logged: the
+  # interface carries traffic without it.
+  defp start_uapi(state, false), do: state
+
+  defp start_uapi(state, dir) do
+    path = TundraWireGuard.UAPI.Listener.path(dir, state.name)
+
+    case TundraWireGuard.UAPI.Listener.start_link({self(), path}) do
+      {:ok, pid} ->
+        %{state | uapi: pid}
+
+      {:error, reason} ->
+        Logger.warning("WireGuard interface #{state.name}: no UAPI socket: #{inspect(reason)}")
+        state
+    end
+  end
+
   # --- Calls ---------------------------------------------------------------
 
   @impl true
   def handle_call(:info, _from, state), do: {:reply, info(state), state}
+
+  def handle_call({:uapi, :get}, _from, state) do
+    configuration = Protocol.configuration(state.protocol)
+
+    {:reply, TundraWireGuard.UAPI.format_get(configuration, state.sockets.port, state.fwmark),
+     state}
+  end
+
+  def handle_call({:uapi, {:set, change}}, _from, state) do
+    case configure(state, change) do
+      {:ok, state} -> {:reply, TundraWireGuard.UAPI.reply(0), state}
+      {:error, errno} -> {:reply, TundraWireGuard.UAPI.reply(errno), state}
+    end
+  end
+
+  def handle_call({:configure, change}, _from, state) do
+    case configure(state, change) do
+      {:ok, state} -> {:reply, :ok, state}
+      {:error, errno} -> {:reply, {:error, errno}, state}
+    end
+  end
+
+  def handle_call(:configuration, _from, state) do
+    configuration =
+      state.protocol
+      |> Protocol.configuration()
+      |> Map.merge(%{listen_port: state.sockets.port, fwmark: state.fwmark})
+
+    {:reply, configuration, state}
+  end
 
   def handle_call({:rebind, port}, _from, state) do
     :ok = Sockets.close(state.sockets)
@@ -149,6 +203,88 @@ defmodule TundraWireGuard.Interface do
     end
   end
 
+  # A change of configuration, all or nothing: the protocol's part is
+  # worked out first (it touches nothing), then the port and the mark;
+  # only when both took does anything change, then the device's routes.
+  defp configure(state, change) do
+    now = now()
+
+    with {:ok, protocol, actions} <- Protocol.configure(state.protocol, change, now),
+         {:ok, sockets} <- rebind(state, change[:listen_port]),
+         :ok <- mark(sockets, Map.get(change, :fwmark, state.fwmark)) do
+      old = allowed(state.protocol)
+
+      state = %{
+        state
+        | protocol: protocol,
+          sockets: sockets,
+          fwmark: Map.get(change, :fwmark, state.fwmark)
+      }
+
+      if state.routes, do: reroute(state, old, allowed(protocol))
+      Enum.each(actions, &carry_out(state, &1))
+      {:ok, arm_wake(state)}
+    end
+  end
+
+  defp rebind(state, port) when port in [nil, state.sockets.port], do: {:ok, state.sockets}
+
+  defp rebind(state, port) do
+    case Sockets.open(port, state.offload) do
+      {:ok, sockets} ->
+        :ok = Sockets.close(state.sockets)
+        send(self(), :read_sockets)
+        {:ok, sockets}
+
+      {:error, reason} ->
+        {:error, reason}
+    end
+  end
+
+  # SO_MARK on every socket (it needs CAP_NET_ADMIN): what wg-quick's
+  # full tunnel routes by.
+  defp mark(_sockets, 0), do: :ok
+
+  defp mark(sockets, mark) do
+    Enum.reduce_while(Sockets.all(sockets), :ok, fn socket, :ok ->
+      case :socket.setopt_native(socket, {1, 36}, <<mark::32-native>>) do
+        :ok -> {:cont, :ok}
+        {:error, reason} -> {:halt, {:error, reason}}
+      end
+    end)
+  end
+
+  defp allowed(protocol) do
+    for peer <- Protocol.configuration(protocol).peers,
+        prefix <- peer.allowed_ips,
+        elem(prefix, 1) != 0,
+        into: MapSet.new(),
+        do: prefix
+  end
+
+  # The device's routes follow the peers' allowed IPs (not default
+  # routes: see add_routes/2). Failures are logged: the routes are the
+  # host's view, the configuration took.
+  defp reroute(state, old, new) do
+    for prefix <- MapSet.difference(old, new) do
+      _ = Tundra.remove_route(state.device, prefix)
+    end
+
+    for prefix <- MapSet.difference(new, old) do
+      case Tundra.add_route(state.device, prefix) do
+        result when result in [:ok, {:error, :eexist}] ->
+          :ok
+
+        {:error, reason} ->
+          Logger.warning(
+            "WireGuard interface #{state.name}: cannot route #{inspect(prefix)}: #{inspect(reason)}"
+          )
+      end
+    end
+
+    :ok
+  end
+
   defp info(state) do
     state.protocol
     |> Protocol.info(now())
@@ -165,6 +301,7 @@ defmodule TundraWireGuard.Interface do
     do: result(from_socket(%{state | turn_handshakes: 0}, socket, @turn))
 
   def handle_info(:device_more, state), do: result(from_device(state, @turn))
+  def handle_info(:read_sockets, state), do: result(from_sockets(state))
 
   def handle_info({:socket_more, socket}, state),
     do: result(from_socket(%{state | turn_handshakes: 0}, socket, @turn))
@@ -179,6 +316,15 @@ defmodule TundraWireGuard.Interface do
     do: device_gone(state, :removed)
 
   def handle_info({:tundra_link, _device, _event}, state), do: {:noreply, state}
+
+  def handle_info({:EXIT, pid, reason}, %{uapi: pid} = state) do
+    Logger.warning(
+      "WireGuard interface #{state.name}: its UAPI socket stopped: #{inspect(reason)}"
+    )
+
+    {:noreply, %{state | uapi: nil}}
+  end
+
   def handle_info({:EXIT, _pid, reason}, state), do: {:stop, reason, state}
   def handle_info(_other, state), do: {:noreply, state}
 
@@ -347,6 +493,7 @@ defmodule TundraWireGuard.Interface do
 
   @impl true
   def terminate(_reason, state) do
+    if state.uapi, do: GenServer.stop(state.uapi, :shutdown, 5_000)
     _ = Tundra.close(state.device)
     :ok
   end

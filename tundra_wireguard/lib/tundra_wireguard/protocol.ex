@@ -20,7 +20,7 @@ defmodule TundraWireGuard.Protocol do
 
   import Bitwise
 
-  alias TundraWireGuard.{AllowedIPs, Crypto, Noise, RateLimiter, Replay}
+  alias TundraWireGuard.{AllowedIPs, Config, Crypto, Noise, RateLimiter, Replay}
 
   # Packets kept while a handshake is under way (per peer, newest kept).
   @staged_max 128
@@ -184,6 +184,215 @@ defmodule TundraWireGuard.Protocol do
     }
   end
 
+  # --- Configuration (the UAPI's get and set) --------------------------------
+
+  @typedoc """
+  A change of configuration, as a UAPI `set` says it: each key given, in
+  order. Peers: `public_key` first, then what changes for that peer.
+  """
+  @type change :: %{
+          optional(:private_key) => <<_::256>>,
+          optional(:listen_port) => :inet.port_number(),
+          optional(:fwmark) => non_neg_integer(),
+          optional(:replace_peers) => true,
+          peers: [peer_change()]
+        }
+
+  @type peer_change :: %{
+          required(:public_key) => <<_::256>>,
+          optional(:remove) => true,
+          optional(:update_only) => true,
+          optional(:preshared_key) => <<_::256>>,
+          optional(:endpoint) => {:inet.ip_address(), :inet.port_number()},
+          optional(:persistent_keepalive) => non_neg_integer(),
+          optional(:replace_allowed_ips) => true,
+          optional(:allowed_ips) => [AllowedIPs.prefix()]
+        }
+
+  @doc """
+  The configuration, as a UAPI `get` reports it: the private key, and per
+  peer its keys, endpoint, last handshake (wall clock, milliseconds),
+  transfer, persistent keepalive (seconds) and allowed IPs.
+  """
+  @spec configuration(t()) :: map()
+  def configuration(state) do
+    %{
+      private_key: state.identity.private,
+      peers:
+        for {public, p} <- Enum.sort_by(state.peers, fn {public, _} -> public end) do
+          %{
+            public_key: public,
+            preshared_key: p.psk,
+            endpoint: p.endpoint,
+            last_handshake: p.last_handshake,
+            rx_bytes: p.rx_bytes,
+            tx_bytes: p.tx_bytes,
+            persistent_keepalive: div(p.persistent_keepalive || 0, 1000),
+            allowed_ips: p.allowed
+          }
+        end
+    }
+  end
+
+  @doc """
+  Applies a configuration change at `now`, all or nothing: peers added,
+  changed or removed (the others' sessions untouched), a new private key
+  (which ends every session: they rest on the old one). `{:error,
+  :einval}` for a peer whose public key cannot be one (a small-order
+  point) or is this interface's own.
+  """
+  @spec configure(t(), change(), integer()) :: {:ok, t(), [action()]} | {:error, :einval}
+  def configure(state, change, now) do
+    with {:ok, state} <- set_private_key(state, change[:private_key]) do
+      state = if change[:replace_peers], do: remove_all_peers(state), else: state
+
+      change.peers
+      |> Enum.reduce_while({:ok, state}, fn peer_change, {:ok, state} ->
+        case change_peer(state, peer_change, now) do
+          {:ok, state} -> {:cont, {:ok, state}}
+          error -> {:halt, error}
+        end
+      end)
+      |> case do
+        {:ok, state} ->
+          {state, actions} = state |> rebuild_routes() |> done()
+          {:ok, state, actions}
+
+        error ->
+          error
+      end
+    end
+  end
+
+  defp set_private_key(state, nil), do: {:ok, state}
+  defp set_private_key(%{identity: %{private: key}} = state, key), do: {:ok, state}
+
+  defp set_private_key(state, key) do
+    identity = Noise.identity(key)
+
+    # Every peer's keys rest on ours: made again, every session ended.
+    Enum.reduce_while(state.peers, {:ok, %{state | identity: identity}}, fn {public, peer},
+                                                                            {:ok, state} ->
+      case Noise.peer_keys(identity, public) do
+        {:ok, keys} ->
+          {:cont, {:ok, put_peer(state, %{end_sessions(peer) | keys: keys})}}
+
+        :error ->
+          {:halt, {:error, :einval}}
+      end
+    end)
+  end
+
+  defp end_sessions(peer) do
+    peer = %{peer | retired: []}
+    peer = peer |> retire(:current) |> retire(:previous) |> retire(:next) |> drop_handshake()
+    %{peer | staged: [], staged_count: 0, zero_at: nil, retransmit_at: nil}
+  end
+
+  defp remove_all_peers(state),
+    do: Enum.reduce(Map.keys(state.peers), state, &remove_peer(&2, &1))
+
+  defp remove_peer(state, public) do
+    case Map.fetch(state.peers, public) do
+      {:ok, peer} ->
+        peer = end_sessions(peer)
+        state = %{state | indices: Map.drop(state.indices, peer.retired)}
+        %{state | peers: Map.delete(state.peers, public)}
+
+      :error ->
+        state
+    end
+  end
+
+  defp change_peer(state, %{public_key: public} = change, now) do
+    existing = Map.get(state.peers, public)
+
+    cond do
+      change[:remove] ->
+        {:ok, remove_peer(state, public)}
+
+      existing == nil and change[:update_only] ->
+        {:ok, state}
+
+      public == state.identity.public ->
+        {:error, :einval}
+
+      existing == nil ->
+        case Noise.peer_keys(state.identity, public) do
+          {:ok, keys} ->
+            blank = %{
+              public_key: public,
+              preshared_key: nil,
+              allowed_ips: [],
+              endpoint: nil,
+              persistent_keepalive: nil
+            }
+
+            {:ok, update_peer(state, new_peer(keys, blank), change, now)}
+
+          :error ->
+            {:error, :einval}
+        end
+
+      true ->
+        {:ok, update_peer(state, existing, change, now)}
+    end
+  end
+
+  defp update_peer(state, peer, change, now) do
+    # Replaced before added to, whatever order the keys came in.
+    peer = if change[:replace_allowed_ips], do: %{peer | allowed: []}, else: peer
+
+    peer =
+      Enum.reduce(change, peer, fn
+        {:preshared_key, psk}, peer ->
+          %{peer | psk: psk}
+
+        {:endpoint, endpoint}, peer ->
+          %{peer | endpoint: endpoint}
+
+        {:persistent_keepalive, 0}, peer ->
+          %{peer | persistent_keepalive: nil, persistent_at: nil}
+
+        {:persistent_keepalive, seconds}, peer ->
+          %{peer | persistent_keepalive: seconds * 1000}
+
+        {:allowed_ips, prefixes}, peer ->
+          %{peer | allowed: peer.allowed ++ Enum.map(prefixes, &Config.network/1)}
+
+        _other, peer ->
+          peer
+      end)
+
+    # An allowed IP belongs to one peer: given to this one, it leaves any
+    # other (as in wg).
+    taken = MapSet.new(Map.get(change, :allowed_ips, []), &Config.network/1)
+
+    state =
+      if MapSet.size(taken) == 0 do
+        state
+      else
+        Enum.reduce(state.peers, state, fn {other, p}, state ->
+          if other == peer.keys.public,
+            do: state,
+            else:
+              put_peer(state, %{p | allowed: Enum.reject(p.allowed, &MapSet.member?(taken, &1))})
+        end)
+      end
+
+    state = put_peer(state, peer)
+    # A persistent keepalive set now starts at once, as wg's does.
+    if peer.persistent_keepalive != nil and Map.has_key?(change, :persistent_keepalive),
+      do: send_keepalive(state, peer, now),
+      else: state
+  end
+
+  defp rebuild_routes(state) do
+    routes = for {public, peer} <- state.peers, prefix <- peer.allowed, do: {prefix, public}
+
+    %{state | routes: AllowedIPs.new(routes)}
+  end
+
   # The actions a step made, in order, and the state without them.
   defp done(state), do: {%{state | out: []}, Enum.reverse(state.out)}
 
@@ -206,6 +415,7 @@ defmodule TundraWireGuard.Protocol do
       keys: keys,
       retired: [],
       psk: p.preshared_key || <<0::256>>,
+      allowed: p.allowed_ips,
       endpoint: p.endpoint,
       persistent_keepalive: p.persistent_keepalive && p.persistent_keepalive * 1000,
       handshake: nil,

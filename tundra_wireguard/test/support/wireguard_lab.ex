@@ -85,7 +85,9 @@ defmodule TundraWireGuardTest.Lab do
   @doc "Starts an interface from configuration text, stopped when the test ends."
   def start_interface(text, opts) do
     {:ok, config} = WireGuard.parse_config(text)
-    {:ok, pid} = WireGuard.start_link(config, opts)
+    # No UAPI socket unless a test asks: /var/run/wireguard is the
+    # machine's, and another run's interfaces may have the same names.
+    {:ok, pid} = WireGuard.start_link(config, Keyword.put_new(opts, :uapi, false))
     # Not linked to the test's end: stop it ourselves, before the
     # namespaces go.
     Process.unlink(pid)
