@@ -381,7 +381,8 @@ defmodule TundraWireGuard.PairTest do
     seen_before = length(captured(p.relay))
     drops_before = WireGuard.info(p.b).drops |> Map.values() |> Enum.sum()
 
-    for _ <- 1..2_000, do: inject(p.relay, :to_b, hostile(real))
+    injected = for _ <- 1..2_000, do: hostile(real)
+    for datagram <- injected, do: inject(p.relay, :to_b, datagram)
     # The relay handles its messages in order: once it answers, all sent.
     _ = captured(p.relay)
 
@@ -399,7 +400,14 @@ defmodule TundraWireGuard.PairTest do
           type in [2, 3],
           do: type
 
-    assert answers == []
+    # No handshake response (a replayed initiation is old). A cookie reply
+    # only to a real handshake message replayed, whose mac1 is right,
+    # while the flood keeps B under load, as the protocol says.
+    replayed =
+      Enum.count(injected, &(match?(<<t, _::binary>> when t in [1, 2], &1) and &1 in real))
+
+    assert Enum.count(answers, &(&1 == 2)) == 0
+    assert Enum.count(answers, &(&1 == 3)) <= replayed
 
     # The real session still works.
     forward(p.relay, true)

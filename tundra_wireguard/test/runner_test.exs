@@ -96,9 +96,7 @@ defmodule TundraWireGuard.RunnerTest do
     {:ok, config} = TundraWireGuard.parse_config(text)
     name = "wgdel#{rem(System.pid() |> String.to_integer(), 10_000)}"
     child = {TundraWireGuard, config: config, name: name, netns: ns, server: :wg_deleted}
-    {:ok, sup} = Supervisor.start_link([child], strategy: :one_for_one)
-    on_exit(fn -> if Process.alive?(sup), do: Supervisor.stop(sup) end)
-    first = Process.whereis(:wg_deleted)
+    first = start_supervised!(child)
 
     log =
       capture_log(fn ->
