@@ -95,7 +95,7 @@ defmodule TundraWireGuard.MixProject do
       package: [
         licenses: ["Apache-2.0"],
         files:
-          ~w(lib native/Cargo.toml native/Cargo.lock native/tundra_wireguard_nif/src native/tundra_wireguard_nif/Cargo.toml examples mix.exs README.md CHANGELOG.md)
+          ~w(lib bin native/Cargo.toml native/Cargo.lock native/tundra_wireguard_nif/src native/tundra_wireguard_nif/Cargo.toml examples mix.exs README.md CHANGELOG.md)
       ]
     ]
   end

@@ -73,3 +73,5 @@ defmodule WireGuardRunner do
 end
 
 WireGuardRunner.serve(pid)
+# Stopped, not dropped: its UAPI socket is removed, its device closed.
+GenServer.stop(pid, :shutdown)

@@ -50,15 +50,28 @@ defmodule TundraWireGuard do
   one TCP flow as one super-packet again. `offload: false` is the plain
   path: a packet per read, a datagram per send.
 
+  ## Operated as WireGuard
+
+  Each interface has a UAPI socket (`/var/run/wireguard/NAME.sock` by
+  default, see `:uapi`), WireGuard's cross-platform userspace protocol:
+  `wg show`, `wg showconf`, `wg set`, `wg syncconf` and `wg-quick` drive
+  it as they drive wireguard-go, and `configure/2`, `put_peer/3`,
+  `remove_peer/2` and `configuration/1` do the same from Elixir. A peer
+  added, changed or removed leaves the others' sessions alone.
+  `bin/tundra-wg` runs one as a program of its own, which is what
+  `wg-quick` needs of a userspace implementation
+  (`WG_QUICK_USERSPACE_IMPLEMENTATION`); see the package's README, which
+  also says how a member of `tundra_server`'s group runs one without root.
+
   ## Not here
 
   Default routes (`AllowedIPs = 0.0.0.0/0`) are accepted for cryptokey
   routing but not installed on the device: they would route the
   tunnel's own datagrams into it, which `wg-quick` avoids with policy
-  routing (a firewall mark and its own table), the host's business. Add
-  one yourself where the endpoint has its own route. `DNS`, `Table`,
-  `FwMark`, `SaveConfig` and the hooks are ignored. There is no UAPI
-  socket (`wg show` does not see it): `info/1` says what it says.
+  routing (a firewall mark and its own table), the host's business:
+  `wg-quick` with `bin/tundra-wg` does it, the mark included (`fwmark`,
+  `SO_MARK`, which needs `CAP_NET_ADMIN`). `read_config/1` ignores `DNS`,
+  `Table`, `FwMark`, `SaveConfig` and the hooks, which are `wg-quick`'s.
   """
 
   alias TundraWireGuard.{Config, Interface}
@@ -73,7 +86,12 @@ defmodule TundraWireGuard do
       (`Tundra.create/2`'s `:netns`; the UDP sockets stay in the VM's).
     * `:uapi` - the folder of the UAPI socket (`NAME.sock`, mode 0600,
       the VM's user's), which `wg` and `wg-quick` use; `false` for none.
-      Default: `"/var/run/wireguard"`, the one folder `wg` looks in.
+      Default: `"/var/run/wireguard"`, the one folder `wg` looks in (made
+      if missing; a VM that cannot write there logs a warning and runs
+      without the socket: see the README for users without root).
+    * `:via`, `:socket_path` - where the device comes from
+      (`Tundra.create/2`'s options); the address and route changes go
+      the same way.
     * `:routes` - whether the interface routes its peers' allowed IPs to
       its device, following changes (default `true`; `wg-quick` routes
       them itself).
@@ -91,6 +109,8 @@ defmodule TundraWireGuard do
           | {:netns, String.t()}
           | {:uapi, Path.t() | false}
           | {:routes, boolean()}
+          | {:via, :auto | :direct | :server}
+          | {:socket_path, String.t()}
           | {:server, GenServer.name()}
           | {:timers, keyword() | map()}
 
@@ -129,6 +149,7 @@ defmodule TundraWireGuard do
   @type start_error ::
           {:invalid_public_key, String.t()}
           | :no_address
+          | :no_private_key
           | {:listen_port, :inet.port_number(), :inet.posix()}
           | {:device, String.t() | nil, Tundra.create_error()}
           | {:address, TundraWireGuard.Config.prefix(), Tundra.change_error()}
@@ -140,7 +161,11 @@ defmodule TundraWireGuard do
   peers that have a persistent keepalive. Fails with a `t:start_error/0`:
   `{:listen_port, port, :eaddrinuse}` when the port is taken,
   `:no_address` for a configuration without an `Address` (which wg-quick
-  allows: a Tundra device is made with one), `{:device, name, reason}`
+  allows: its userspace implementation is started so, see
+  `bin/tundra-wg`) when the device must come from `tundra_server`, which
+  makes a device only with an address delegated to its caller; as root,
+  such a device is made without one. `:no_private_key` for one with
+  peers but no private key. `{:device, name, reason}`
   when the device cannot be made (`Tundra.create/2`'s reason; through
   `tundra_server`, the warning Tundra logs says why), `{:address, ...}`
   or `{:route, ...}` for the addresses and routes after the first, or
@@ -240,8 +265,11 @@ defmodule TundraWireGuard do
 
   def format_error(:no_address),
     do:
-      "the configuration has no Address: a Tundra device is made with one " <>
-        "(wg-quick allows none; give the interface's own, as Address = 10.0.0.1/24)"
+      "the configuration has no Address: through tundra_server a device is made only " <>
+        "with an address delegated to you (give it, as Address = 10.0.0.1/24)"
+
+  def format_error(:no_private_key),
+    do: "the configuration has peers but no PrivateKey: their keys are made from it"
 
   def format_error({:device, name, reason}),
     do: "cannot make the device #{name || "(any name)"}: #{Tundra.format_error(reason)}"

@@ -1,7 +1,8 @@
 defmodule TundraWireGuard.InteropTest do
-  # The Elixir peer against boringtun (a userspace WireGuard, configured
-  # with `wg`), in a namespace of its own reached over a veth pair: the
-  # Elixir device in another namespace, its sockets in this one.
+  # The Elixir peer against implementations no one here wrote, boringtun
+  # and Debian's wireguard-go (userspace, configured with `wg`), each in a
+  # namespace of its own reached over a veth pair: the Elixir device in
+  # another namespace, its sockets in this one.
   use ExUnit.Case, async: false
 
   import TundraWireGuardTest.Lab
@@ -9,10 +10,10 @@ defmodule TundraWireGuard.InteropTest do
   alias TundraWireGuard, as: WireGuard
 
   @moduletag :privileged
-  @moduletag :boringtun
+  @moduletag :interop
   @moduletag timeout: 120_000
 
-  # Elixir: 10.92.N.1 / fd92:N::1 in ns_a. boringtun: .2 / ::2 in ns_b,
+  # Elixir: 10.92.N.1 / fd92:N::1 in ns_a. The other: .2 / ::2 in ns_b,
   # its UDP on 192.168.(100+N).2; this namespace's end of the veth .1.
   defp lab(opts) do
     n = rem(System.unique_integer([:positive]), 100) + 1
@@ -29,9 +30,10 @@ defmodule TundraWireGuard.InteropTest do
     b6 = "fd92:#{n}::2"
     a_port = free_port()
     b_port = 51_000 + n
-    # boringtun's socket, /var/run/wireguard/NAME.sock, is the machine's:
+    # The other's socket, /var/run/wireguard/NAME.sock, is the machine's:
     # the name carries this run's pid, so that two runs at once differ.
-    name = "tb#{System.pid()}n#{n}"
+    impl = Keyword.get(opts, :impl, :boringtun)
+    name = "t#{if impl == :boringtun, do: "b", else: "g"}#{System.pid()}n#{n}"
 
     {relay, a_endpoint} =
       if opts[:relay] do
@@ -41,14 +43,14 @@ defmodule TundraWireGuard.InteropTest do
         {nil, "#{there}:#{b_port}"}
       end
 
-    boringtun_peer = %{public: pa, allowed: ["#{a_addr}/32", "#{a6}/128"]}
+    other_peer = %{public: pa, allowed: ["#{a_addr}/32", "#{a6}/128"]}
 
-    boringtun_peer =
+    other_peer =
       if opts[:elixir] == :responder,
-        do: Map.put(boringtun_peer, :endpoint, "#{here}:#{a_port}"),
-        else: boringtun_peer
+        do: Map.put(other_peer, :endpoint, "#{here}:#{a_port}"),
+        else: other_peer
 
-    _ = boringtun(ns_b, name, kb, b_port, ["#{b_addr}/24", "#{b6}/64"], [boringtun_peer])
+    :ok = userspace_peer(impl, ns_b, name, kb, b_port, ["#{b_addr}/24", "#{b6}/64"], [other_peer])
 
     elixir_peer = %{public: pb, allowed: ["#{b_addr}/32", "#{b6}/128"]}
 
@@ -74,13 +76,13 @@ defmodule TundraWireGuard.InteropTest do
       b6: b6,
       relay: relay,
       n: n,
-      boringtun: name
+      other: name
     }
   end
 
-  for role <- [:initiator, :responder] do
-    test "Elixir as #{role}: ping both ways over IPv4 and IPv6, full-MTU packets, TCP both ways" do
-      l = lab(elixir: unquote(role))
+  for impl <- [:boringtun, :wireguard_go], role <- [:initiator, :responder] do
+    test "Elixir as #{role} with #{impl}: ping both ways over IPv4 and IPv6, full-MTU packets, TCP both ways" do
+      l = lab(elixir: unquote(role), impl: unquote(impl))
 
       # The initiator speaks first (the responder has no endpoint for it).
       if unquote(role) == :initiator,
@@ -98,7 +100,7 @@ defmodule TundraWireGuard.InteropTest do
     l = lab(elixir: :initiator)
     assert {0, _} = ping(l.ns_a, l.b_addr, count: 1)
     spoofed = "10.92.#{l.n}.99"
-    {_, 0} = in_ns(l.ns_b, ~w(ip addr add #{spoofed}/32 dev #{l.boringtun}))
+    {_, 0} = in_ns(l.ns_b, ~w(ip addr add #{spoofed}/32 dev #{l.other}))
 
     rx_before = rx_packets(l.ns_a, "wge")
     assert {status, _} = ping(l.ns_b, l.a_addr, count: 2, wait: 1, args: ["-I", spoofed])

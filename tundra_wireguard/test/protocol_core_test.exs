@@ -280,4 +280,110 @@ defmodule TundraWireGuard.ProtocolCoreTest do
 
     assert Sim.peer(sim, :b, :a).endpoint == moved
   end
+
+  describe "configuration changes (the UAPI's set)" do
+    alias TundraWireGuard.Protocol
+
+    defp keyless,
+      do: %{private_key: nil, listen_port: nil, addresses: [], mtu: 1420, peers: []}
+
+    defp key, do: elem(:crypto.generate_key(:ecdh, :x25519), 0)
+
+    defp allowed(state) do
+      Map.new(Protocol.configuration(state).peers, &{&1.public_key, &1.allowed_ips})
+    end
+
+    test "without a private key: no peers, no handshakes; the key comes, then the peers" do
+      {:ok, state} = Protocol.new(keyless(), now: 0)
+      assert Protocol.configuration(state).private_key == nil
+      assert {:error, :einval} = Protocol.configure(state, %{peers: [%{public_key: key()}]}, 0)
+
+      initiation = <<1, 0, 0, 0>> <> :crypto.strong_rand_bytes(144)
+      {state, []} = Protocol.from_network(state, {{10, 0, 0, 1}, 1}, [initiation], 0)
+      assert Protocol.info(state, 0).drops == %{handshake_refused: 1}
+
+      {private, _} =
+        :crypto.generate_key(:ecdh, :x25519) |> then(fn {pub, priv} -> {priv, pub} end)
+
+      peer = key()
+
+      change = %{
+        private_key: private,
+        peers: [%{public_key: peer, allowed_ips: [{{10, 1, 0, 0}, 16}]}]
+      }
+
+      assert {:ok, state, []} = Protocol.configure(state, change, 0)
+      assert Protocol.configuration(state).private_key == private
+      assert allowed(state) == %{peer => [{{10, 1, 0, 0}, 16}]}
+      # A key of zeros clears the key only while there are no peers.
+      assert {:error, :einval} =
+               Protocol.configure(state, %{private_key: <<0::256>>, peers: []}, 0)
+    end
+
+    test "an allowed IP given to a peer leaves its holder, in one change or across changes" do
+      sim = session()
+      [p1, p2, p3] = for _ <- 1..3, do: key()
+      net = fn n -> {{10, 50, n, 0}, 24} end
+
+      change = %{
+        peers: [
+          %{public_key: p1, allowed_ips: [net.(1), net.(2), net.(1)]},
+          %{public_key: p2, allowed_ips: [net.(2), net.(3)]}
+        ]
+      }
+
+      {:ok, a, _} = Protocol.configure(sim.ends[:a], change, sim.now)
+      # Given twice to p1, held once; net 2 moved to p2 within the change.
+      assert allowed(a)[p1] == [net.(1)]
+      assert allowed(a)[p2] == [net.(2), net.(3)]
+
+      {:ok, a, _} =
+        Protocol.configure(a, %{peers: [%{public_key: p3, allowed_ips: [net.(3), net.(1)]}]}, 0)
+
+      assert allowed(a)[p1] == []
+      assert allowed(a)[p2] == [net.(2)]
+      assert allowed(a)[p3] == [net.(3), net.(1)]
+      # A removed holder is no obstacle.
+      {:ok, a, _} = Protocol.configure(a, %{peers: [%{public_key: p3, remove: true}]}, 0)
+
+      {:ok, a, _} =
+        Protocol.configure(a, %{peers: [%{public_key: p1, allowed_ips: [net.(3)]}]}, 0)
+
+      assert allowed(a)[p1] == [net.(3)]
+      # The session with b, untouched by all of it, still carries packets.
+      sim = %{sim | ends: %{sim.ends | a: a}}
+      assert Sim.peer(sim, :a, :b).session
+      sim = Sim.from_device(sim, :a, [Sim.packet(sim, :a, :b, "still")])
+      assert {[_still], _} = Sim.take_delivered(sim, :b)
+      assert Sim.peer(sim, :a, :b).handshakes == 1
+    end
+
+    test "a change of many peers is work linear in their number" do
+      # Counted in reductions (the VM's count, not a clock): 4 times the
+      # peers must cost about 4 times the work; a look at every peer for
+      # each peer's allowed IPs cost about 16 times.
+      {private, _} =
+        :crypto.generate_key(:ecdh, :x25519) |> then(fn {pub, priv} -> {priv, pub} end)
+
+      {:ok, state} = Protocol.new(%{keyless() | private_key: private}, now: 0)
+
+      work =
+        for n <- [250, 1_000] do
+          peers =
+            for i <- 1..n,
+                do: %{
+                  public_key: key(),
+                  allowed_ips: [{{10, 60 + div(i, 250), rem(i, 250), 1}, 32}]
+                }
+
+          {:reductions, before} = Process.info(self(), :reductions)
+          {:ok, _, _} = Protocol.configure(state, %{peers: peers}, 0)
+          {:reductions, later} = Process.info(self(), :reductions)
+          later - before
+        end
+
+      [small, large] = work
+      assert large < 7 * small, "work #{inspect(work)}"
+    end
+  end
 end

@@ -83,8 +83,8 @@ defmodule TundraWireGuard.RunnerTest do
     assert line(runner(ns, conf), "wireguard.exs") =~
              "cannot start: UDP port 51999 is in use (ListenPort)"
 
-    no_address = write_conf("[Interface]\nPrivateKey = #{private}\n")
-    assert line(runner(ns, no_address), "wireguard.exs") =~ "the configuration has no Address"
+    no_key = write_conf("[Interface]\nAddress = 10.95.2.1/24\n")
+    assert line(runner(ns, no_key), "wireguard.exs") =~ ~r/#{no_key}:1: .*PrivateKey/
   end
 
   test "a supervised interface whose device is deleted says so, and is started again" do

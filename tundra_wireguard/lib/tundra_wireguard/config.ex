@@ -42,8 +42,10 @@ defmodule TundraWireGuard.Config do
           persistent_keepalive: pos_integer() | nil
         }
 
+  # `private_key` is nil only in a configuration made by hand for an
+  # interface whose key comes later through the UAPI (bin/tundra-wg).
   @type t :: %{
-          private_key: <<_::256>>,
+          private_key: <<_::256>> | nil,
           listen_port: :inet.port_number() | nil,
           addresses: [prefix()],
           mtu: pos_integer() | nil,

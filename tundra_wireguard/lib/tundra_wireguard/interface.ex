@@ -48,10 +48,10 @@ defmodule TundraWireGuard.Interface do
     # What can fail without touching the system first; each failure is
     # named with what it concerns (see TundraWireGuard.format_error/1).
     with {:ok, protocol} <- Protocol.new(config, protocol_opts),
-         :ok <- has_address(config),
+         :ok <- can_be_addressless(config, opts),
          {:ok, sockets} <- listen(config.listen_port || 0, offload),
          {:ok, {device, name}} <- create_device(config, opts, offload),
-         :ok <- add_routes(device, config.peers) do
+         :ok <- add_routes(device, config.peers, server_opts(opts)) do
       state = %{
         device: device,
         name: name,
@@ -64,6 +64,8 @@ defmodule TundraWireGuard.Interface do
         # Whether this interface routes peers' allowed IPs to its device
         # (wg-quick does that itself).
         routes: Keyword.get(opts, :routes, true),
+        # Where the device's changes go (its server's socket, if given).
+        server_opts: server_opts(opts),
         uapi: nil
       }
 
@@ -81,15 +83,45 @@ defmodule TundraWireGuard.Interface do
     end
   end
 
-  # wg-quick allows an interface without an address; a Tundra device is
-  # made with one (create/2 takes it), so here one is required.
-  defp has_address(%{addresses: []}), do: {:error, :no_address}
-  defp has_address(_config), do: :ok
+  # wg-quick starts its userspace implementation with no address and adds
+  # them itself. A Tundra device is made with one, so such a device is
+  # made with a placeholder that is removed at once; only directly (as
+  # root): tundra_server makes a device only with an address delegated
+  # to its caller.
+  @placeholder {{169, 254, 0, 1}, 32}
+
+  defp can_be_addressless(%{addresses: []}, opts) do
+    if opts[:via] == :server, do: {:error, :no_address}, else: :ok
+  end
+
+  defp can_be_addressless(_config, _opts), do: :ok
 
   defp listen(port, offload) do
     case Sockets.open(port, offload) do
       {:ok, sockets} -> {:ok, sockets}
       {:error, reason} -> {:error, {:listen_port, port, reason}}
+    end
+  end
+
+  defp create_device(%{addresses: []} = config, opts, offload) do
+    {ip, _length} = @placeholder
+    opts = Keyword.put(opts, :via, :direct)
+
+    with {:ok, {device, name}} <-
+           create_device(%{config | addresses: [@placeholder]}, opts, offload) do
+      case Tundra.remove_address(device, ip, server_opts(opts)) do
+        :ok ->
+          {:ok, {device, name}}
+
+        {:error, reason} ->
+          _ = Tundra.close(device)
+          {:error, {:address, @placeholder, reason}}
+      end
+    end
+    |> case do
+      # Not privileged: the server's way needs an address.
+      {:error, {:device, _name, reason}} when reason in [:eperm, :eacces] -> {:error, :no_address}
+      other -> other
     end
   end
 
@@ -99,7 +131,7 @@ defmodule TundraWireGuard.Interface do
         Keyword.take(opts, [:name, :netns, :via, :socket_path])
 
     with {:ok, {device, name}} <- device(Tundra.create(ip, device_opts), opts[:name]),
-         :ok <- add_addresses(device, more) do
+         :ok <- add_addresses(device, more, server_opts(opts)) do
       {:ok, {device, name}}
     end
   end
@@ -107,9 +139,11 @@ defmodule TundraWireGuard.Interface do
   defp device({:error, reason}, name), do: {:error, {:device, name, reason}}
   defp device(made, _name), do: made
 
-  defp add_addresses(device, addresses) do
+  defp server_opts(opts), do: Keyword.take(opts, [:socket_path])
+
+  defp add_addresses(device, addresses, server_opts) do
     Enum.reduce_while(addresses, :ok, fn {ip, length}, :ok ->
-      case Tundra.add_address(device, ip, prefix: length) do
+      case Tundra.add_address(device, ip, [prefix: length] ++ server_opts) do
         :ok -> {:cont, :ok}
         {:error, reason} -> {:halt, {:error, {:address, {ip, length}, reason}}}
       end
@@ -121,12 +155,12 @@ defmodule TundraWireGuard.Interface do
   # are there. A default route (/0) is left out: it would route the
   # tunnel's own datagrams into the tunnel (wg-quick avoids that with
   # policy routing, which is the host's business).
-  defp add_routes(device, peers) do
+  defp add_routes(device, peers, server_opts) do
     peers
     |> Enum.flat_map(& &1.allowed_ips)
     |> Enum.reject(fn {_ip, length} -> length == 0 end)
     |> Enum.reduce_while(:ok, fn prefix, :ok ->
-      case Tundra.add_route(device, prefix) do
+      case Tundra.add_route(device, prefix, server_opts) do
         :ok -> {:cont, :ok}
         {:error, :eexist} -> {:cont, :ok}
         {:error, reason} -> {:halt, {:error, {:route, prefix, reason}}}
@@ -209,17 +243,13 @@ defmodule TundraWireGuard.Interface do
   defp configure(state, change) do
     now = now()
 
-    with {:ok, protocol, actions} <- Protocol.configure(state.protocol, change, now),
-         {:ok, sockets} <- rebind(state, change[:listen_port]),
-         :ok <- mark(sockets, Map.get(change, :fwmark, state.fwmark)) do
-      old = allowed(state.protocol)
+    fwmark = Map.get(change, :fwmark, state.fwmark)
 
-      state = %{
-        state
-        | protocol: protocol,
-          sockets: sockets,
-          fwmark: Map.get(change, :fwmark, state.fwmark)
-      }
+    with {:ok, protocol, actions} <- Protocol.configure(state.protocol, change, now),
+         {:ok, sockets} <- rebind(state, change[:listen_port], fwmark),
+         :ok <- if(sockets == state.sockets, do: mark(sockets, change[:fwmark]), else: :ok) do
+      old = allowed(state.protocol)
+      state = %{state | protocol: protocol, sockets: sockets, fwmark: fwmark}
 
       if state.routes, do: reroute(state, old, allowed(protocol))
       Enum.each(actions, &carry_out(state, &1))
@@ -227,23 +257,32 @@ defmodule TundraWireGuard.Interface do
     end
   end
 
-  defp rebind(state, port) when port in [nil, state.sockets.port], do: {:ok, state.sockets}
+  # New sockets on a new port carry the mark; the old ones are closed only
+  # when the new ones are ready.
+  defp rebind(state, port, _fwmark) when port in [nil, state.sockets.port],
+    do: {:ok, state.sockets}
 
-  defp rebind(state, port) do
-    case Sockets.open(port, state.offload) do
-      {:ok, sockets} ->
-        :ok = Sockets.close(state.sockets)
-        send(self(), :read_sockets)
-        {:ok, sockets}
+  defp rebind(state, port, fwmark) do
+    with {:ok, sockets} <- Sockets.open(port, state.offload),
+         :ok <- mark_new(sockets, fwmark) do
+      :ok = Sockets.close(state.sockets)
+      send(self(), :read_sockets)
+      {:ok, sockets}
+    end
+  end
 
-      {:error, reason} ->
-        {:error, reason}
+  defp mark_new(_sockets, 0), do: :ok
+
+  defp mark_new(sockets, fwmark) do
+    with {:error, reason} <- mark(sockets, fwmark) do
+      :ok = Sockets.close(sockets)
+      {:error, reason}
     end
   end
 
   # SO_MARK on every socket (it needs CAP_NET_ADMIN): what wg-quick's
-  # full tunnel routes by.
-  defp mark(_sockets, 0), do: :ok
+  # full tunnel routes by; 0 is none.
+  defp mark(_sockets, nil), do: :ok
 
   defp mark(sockets, mark) do
     Enum.reduce_while(Sockets.all(sockets), :ok, fn socket, :ok ->
@@ -267,11 +306,11 @@ defmodule TundraWireGuard.Interface do
   # host's view, the configuration took.
   defp reroute(state, old, new) do
     for prefix <- MapSet.difference(old, new) do
-      _ = Tundra.remove_route(state.device, prefix)
+      _ = Tundra.remove_route(state.device, prefix, state.server_opts)
     end
 
     for prefix <- MapSet.difference(new, old) do
-      case Tundra.add_route(state.device, prefix) do
+      case Tundra.add_route(state.device, prefix, state.server_opts) do
         result when result in [:ok, {:error, :eexist}] ->
           :ok
 

@@ -66,7 +66,9 @@ defmodule TundraWireGuard.Protocol do
   def new(config, opts) do
     now = Keyword.fetch!(opts, :now)
     timers = Map.merge(@default_timers, Map.new(Keyword.get(opts, :timers, [])))
-    identity = Noise.identity(config.private_key)
+    # No key yet (wg-quick's userspace implementation starts without
+    # one and is given it with the peers): nothing is served until then.
+    identity = config.private_key && Noise.identity(config.private_key)
 
     with {:ok, peers} <- peers(identity, config.peers) do
       {:ok,
@@ -164,7 +166,7 @@ defmodule TundraWireGuard.Protocol do
   @spec info(t(), integer()) :: map()
   def info(state, now) do
     %{
-      public_key: state.identity.public,
+      public_key: state.identity && state.identity.public,
       drops: state.drops,
       peers:
         for {public, p} <- state.peers do
@@ -217,7 +219,7 @@ defmodule TundraWireGuard.Protocol do
   @spec configuration(t()) :: map()
   def configuration(state) do
     %{
-      private_key: state.identity.private,
+      private_key: state.identity && state.identity.private,
       peers:
         for {public, p} <- Enum.sort_by(state.peers, fn {public, _} -> public end) do
           %{
@@ -245,16 +247,22 @@ defmodule TundraWireGuard.Protocol do
   def configure(state, change, now) do
     with {:ok, state} <- set_private_key(state, change[:private_key]) do
       state = if change[:replace_peers], do: remove_all_peers(state), else: state
+      # Which peer holds each allowed IP, so that one given to a peer
+      # leaves its holder without a look at every peer (a change of
+      # thousands of peers stays linear). An entry may name a peer that
+      # no longer holds it, or is gone: taking it from that one is a no-op.
+      owners =
+        for {public, p} <- state.peers, prefix <- p.allowed, into: %{}, do: {prefix, public}
 
       change.peers
-      |> Enum.reduce_while({:ok, state}, fn peer_change, {:ok, state} ->
-        case change_peer(state, peer_change, now) do
-          {:ok, state} -> {:cont, {:ok, state}}
+      |> Enum.reduce_while({:ok, state, owners}, fn peer_change, {:ok, state, owners} ->
+        case change_peer(state, owners, peer_change, now) do
+          {:ok, state, owners} -> {:cont, {:ok, state, owners}}
           error -> {:halt, error}
         end
       end)
       |> case do
-        {:ok, state} ->
+        {:ok, state, _owners} ->
           {state, actions} = state |> rebuild_routes() |> done()
           {:ok, state, actions}
 
@@ -266,6 +274,12 @@ defmodule TundraWireGuard.Protocol do
 
   defp set_private_key(state, nil), do: {:ok, state}
   defp set_private_key(%{identity: %{private: key}} = state, key), do: {:ok, state}
+  # A key of zeros clears it (`wg set private-key /dev/null`); peers'
+  # keys rest on it, so only while there are none.
+  defp set_private_key(%{peers: peers} = state, <<0::256>>) when peers == %{},
+    do: {:ok, %{state | identity: nil}}
+
+  defp set_private_key(_state, <<0::256>>), do: {:error, :einval}
 
   defp set_private_key(state, key) do
     identity = Noise.identity(key)
@@ -304,15 +318,20 @@ defmodule TundraWireGuard.Protocol do
     end
   end
 
-  defp change_peer(state, %{public_key: public} = change, now) do
+  defp change_peer(state, owners, %{public_key: public} = change, now) do
     existing = Map.get(state.peers, public)
 
     cond do
       change[:remove] ->
-        {:ok, remove_peer(state, public)}
+        {:ok, remove_peer(state, public), owners}
 
       existing == nil and change[:update_only] ->
-        {:ok, state}
+        {:ok, state, owners}
+
+      # A peer's keys are made from ours: none yet, no peer (a UAPI
+      # `set` gives the private key before the peers).
+      state.identity == nil ->
+        {:error, :einval}
 
       public == state.identity.public ->
         {:error, :einval}
@@ -328,18 +347,18 @@ defmodule TundraWireGuard.Protocol do
               persistent_keepalive: nil
             }
 
-            {:ok, update_peer(state, new_peer(keys, blank), change, now)}
+            update_peer(state, owners, new_peer(keys, blank), change, now)
 
           :error ->
             {:error, :einval}
         end
 
       true ->
-        {:ok, update_peer(state, existing, change, now)}
+        update_peer(state, owners, existing, change, now)
     end
   end
 
-  defp update_peer(state, peer, change, now) do
+  defp update_peer(state, owners, peer, change, now) do
     # Replaced before added to, whatever order the keys came in.
     peer = if change[:replace_allowed_ips], do: %{peer | allowed: []}, else: peer
 
@@ -358,33 +377,47 @@ defmodule TundraWireGuard.Protocol do
           %{peer | persistent_keepalive: seconds * 1000}
 
         {:allowed_ips, prefixes}, peer ->
-          %{peer | allowed: peer.allowed ++ Enum.map(prefixes, &Config.network/1)}
+          %{peer | allowed: Enum.uniq(peer.allowed ++ Enum.map(prefixes, &Config.network/1))}
 
         _other, peer ->
           peer
       end)
 
-    # An allowed IP belongs to one peer: given to this one, it leaves any
-    # other (as in wg).
-    taken = MapSet.new(Map.get(change, :allowed_ips, []), &Config.network/1)
+    # An allowed IP belongs to one peer: given to this one, it leaves its
+    # holder (as in wg).
+    public = peer.keys.public
 
-    state =
-      if MapSet.size(taken) == 0 do
-        state
-      else
-        Enum.reduce(state.peers, state, fn {other, p}, state ->
-          if other == peer.keys.public,
-            do: state,
-            else:
-              put_peer(state, %{p | allowed: Enum.reject(p.allowed, &MapSet.member?(taken, &1))})
-        end)
-      end
+    {state, owners} =
+      change
+      |> Map.get(:allowed_ips, [])
+      |> Enum.reduce({state, owners}, fn prefix, {state, owners} ->
+        prefix = Config.network(prefix)
+
+        state =
+          case Map.fetch(owners, prefix) do
+            {:ok, holder} when holder != public -> take_allowed(state, holder, prefix)
+            _ -> state
+          end
+
+        {state, Map.put(owners, prefix, public)}
+      end)
 
     state = put_peer(state, peer)
+
     # A persistent keepalive set now starts at once, as wg's does.
-    if peer.persistent_keepalive != nil and Map.has_key?(change, :persistent_keepalive),
-      do: send_keepalive(state, peer, now),
-      else: state
+    state =
+      if peer.persistent_keepalive != nil and Map.has_key?(change, :persistent_keepalive),
+        do: send_keepalive(state, peer, now),
+        else: state
+
+    {:ok, state, owners}
+  end
+
+  defp take_allowed(state, holder, prefix) do
+    case Map.fetch(state.peers, holder) do
+      {:ok, p} -> put_peer(state, %{p | allowed: List.delete(p.allowed, prefix)})
+      :error -> state
+    end
   end
 
   defp rebuild_routes(state) do
@@ -397,6 +430,9 @@ defmodule TundraWireGuard.Protocol do
   defp done(state), do: {%{state | out: []}, Enum.reverse(state.out)}
 
   defp emit(state, action), do: %{state | out: [action | state.out]}
+
+  defp peers(nil, []), do: {:ok, []}
+  defp peers(nil, [_ | _]), do: {:error, :no_private_key}
 
   defp peers(identity, configured) do
     Enum.reduce_while(configured, {:ok, []}, fn p, {:ok, acc} ->
@@ -699,6 +735,9 @@ defmodule TundraWireGuard.Protocol do
 
   defp handshake_message(state, source, type, message, now) do
     cond do
+      state.identity == nil ->
+        drop(state, :handshake_refused)
+
       not Noise.mac1_valid?(message, state.identity.mac1_key) and type != 3 ->
         drop(state, :mac1)
 

@@ -136,10 +136,13 @@ defmodule TundraWireGuard.UAPI do
   end
 
   @doc "The reply to a `get`: the configuration (Protocol.configuration/1) and the port."
-  @spec format_get(map(), :inet.port_number(), non_neg_integer()) :: iodata()
+  @spec format_get(map(), :inet.port_number(), non_neg_integer()) :: iolist()
   def format_get(configuration, listen_port, fwmark) do
     interface = [
-      line("private_key", hex(configuration.private_key)),
+      if(configuration.private_key,
+        do: line("private_key", hex(configuration.private_key)),
+        else: []
+      ),
       line("listen_port", listen_port),
       if(fwmark > 0, do: line("fwmark", fwmark), else: [])
     ]
@@ -169,7 +172,7 @@ defmodule TundraWireGuard.UAPI do
   end
 
   @doc "The end of every reply: `errno=N` (0, or a positive errno) and an empty line."
-  @spec reply(non_neg_integer() | atom()) :: iodata()
+  @spec reply(0 | atom()) :: String.t() | [String.t(), ...]
   def reply(0), do: "errno=0\n\n"
   def reply(errno) when is_atom(errno), do: ["errno=", Integer.to_string(errno(errno)), "\n\n"]
 

@@ -12,13 +12,93 @@ defmodule TundraWireGuardTest.Lab do
 
   alias TundraWireGuard, as: WireGuard
 
-  @doc "A new namespace with its loopback up, removed when the test ends."
+  @doc """
+  A new namespace with its loopback up, removed when the test ends, with
+  the processes still in it (an interface `wg-quick` left running when a
+  test failed).
+  """
   def netns do
     name = "tundra-wg#{System.unique_integer([:positive])}-#{System.pid()}"
     {_, 0} = System.cmd("ip", ["netns", "add", name])
-    on_exit(fn -> System.cmd("ip", ["netns", "del", name]) end)
+
+    on_exit(fn ->
+      {pids, _} = System.cmd("ip", ["netns", "pids", name])
+
+      for pid <- String.split(pids),
+          do: System.cmd("kill", ["-KILL", pid], stderr_to_stdout: true)
+
+      System.cmd("ip", ["netns", "del", name])
+    end)
+
     {_, 0} = in_ns(name, ~w(ip link set lo up))
     name
+  end
+
+  @doc "A veth pair between two namespaces: `ip_a`/24 in `ns_a`, `ip_b`/24 in `ns_b`."
+  def link(ns_a, ip_a, ns_b, ip_b) do
+    a = "tl#{System.unique_integer([:positive])}"
+    b = a <> "p"
+    {_, 0} = in_ns(ns_a, ~w(ip link add #{a} type veth peer name #{b} netns #{ns_b}))
+    {_, 0} = in_ns(ns_a, ~w(ip addr add #{ip_a}/24 dev #{a}))
+    {_, 0} = in_ns(ns_a, ~w(ip link set #{a} up))
+    {_, 0} = in_ns(ns_b, ~w(ip addr add #{ip_b}/24 dev #{b}))
+    {_, 0} = in_ns(ns_b, ~w(ip link set #{b} up))
+    :ok
+  end
+
+  @doc """
+  `wg-quick ACTION FILE` in `ns` with this package's `bin/tundra-wg` as
+  its userspace implementation (in the test build): `{status, output}`.
+  """
+  def wg_quick(ns, action, file) do
+    launcher = Path.expand("../../bin/tundra-wg", __DIR__)
+
+    {out, status} =
+      System.cmd(
+        "ip",
+        ["netns", "exec", ns, "wg-quick", action, file],
+        stderr_to_stdout: true,
+        env: [{"WG_QUICK_USERSPACE_IMPLEMENTATION", launcher}, {"MIX_ENV", "test"}]
+      )
+
+    {status, out}
+  end
+
+  @doc "A configuration file NAME.conf (mode 0600, as wg-quick wants), removed when the test ends."
+  def conf_file(name, text) do
+    dir =
+      Path.join(
+        System.tmp_dir!(),
+        "tundra-wgq-#{System.pid()}-#{System.unique_integer([:positive])}"
+      )
+
+    File.mkdir_p!(dir)
+    on_exit(fn -> File.rm_rf(dir) end)
+    path = Path.join(dir, "#{name}.conf")
+    File.write!(path, text)
+    File.chmod!(path, 0o600)
+    path
+  end
+
+  @doc """
+  `wg show NAME dump`'s peers: public key (base64) => `%{endpoint,
+  latest_handshake, rx, tx}`.
+  """
+  def wg_dump(name) do
+    {out, 0} = System.cmd("wg", ["show", name, "dump"], stderr_to_stdout: true)
+    [_interface | peers] = String.split(out, "\n", trim: true)
+
+    Map.new(peers, fn line ->
+      [public, _psk, endpoint, _allowed, handshake, rx, tx, _keepalive] = String.split(line, "\t")
+
+      {public,
+       %{
+         endpoint: endpoint,
+         latest_handshake: String.to_integer(handshake),
+         rx: String.to_integer(rx),
+         tx: String.to_integer(tx)
+       }}
+    end)
   end
 
   @doc "A command in a namespace: `{output, status}`."
@@ -211,7 +291,7 @@ defmodule TundraWireGuardTest.Lab do
     end
   end
 
-  # --- boringtun ------------------------------------------------------------
+  # --- Other implementations ------------------------------------------------------------
 
   @doc "Where boringtun-cli is (scripts/wireguard-peer installs it), or nil."
   def boringtun_path do
@@ -227,29 +307,32 @@ defmodule TundraWireGuardTest.Lab do
   end
 
   @doc """
-  Starts boringtun in `ns` as interface `name` and configures it with
-  `wg`: `private` key, `port`, `addresses` (CIDR strings) and `peers`
-  (`%{public, allowed, endpoint}`). Stopped when the test ends (or when
-  this VM does: the wrapper kills it when its standard input closes).
+  What the interop tests need and this machine lacks (scripts/wireguard-peer
+  installs it all): boringtun-cli, wireguard-go, wg, wg-quick, nft.
   """
-  def boringtun(ns, name, private, port, addresses, peers) do
-    path = boringtun_path() || raise "boringtun-cli not found: run scripts/wireguard-peer"
-    socket = "/var/run/wireguard/#{name}.sock"
+  def missing_tools do
+    found = %{
+      "boringtun-cli" => boringtun_path(),
+      "wireguard-go" => System.find_executable("wireguard-go"),
+      "wg" => System.find_executable("wg"),
+      "wg-quick" => System.find_executable("wg-quick"),
+      "nft" => System.find_executable("nft")
+    }
 
-    wrapper =
-      "ip netns exec #{ns} #{path} #{name} --foreground --disable-drop-privileges " <>
-        "-l /dev/null & pid=$!; echo $pid; read _; kill $pid"
+    for {tool, nil} <- found, do: tool
+  end
 
-    port_ref = Port.open({:spawn_executable, "/bin/sh"}, [:binary, args: ["-c", wrapper]])
-
-    on_exit(fn ->
-      if Port.info(port_ref), do: Port.close(port_ref)
-      # The socket goes with the process; wait so names can be reused.
-      wait_gone(socket, 50)
-    end)
-
-    true = eventually(fn -> File.exists?(socket) end, 10_000)
-
+  @doc """
+  Starts a WireGuard implementation no one here wrote, `impl`
+  (`:boringtun` or `:wireguard_go`), in `ns` as interface `name`, and
+  configures it with `wg`: `private` key, `port`, `addresses` (CIDR
+  strings) and `peers` (`%{public, allowed, endpoint}`). Stopped when the
+  test ends (or when this VM does: the wrapper kills it when its standard
+  input closes). Its UAPI socket is in the machine's /var/run/wireguard:
+  `name` must be unique to the run.
+  """
+  def userspace_peer(impl, ns, name, private, port, addresses, peers) do
+    start_userspace(impl, ns, name)
     key_file = Path.join(System.tmp_dir!(), "#{name}.key")
     File.write!(key_file, private <> "\n")
     File.chmod!(key_file, 0o600)
@@ -276,6 +359,35 @@ defmodule TundraWireGuardTest.Lab do
     end
 
     {_, 0} = in_ns(ns, ~w(ip link set #{name} mtu 1420 up))
+    :ok
+  end
+
+  defp start_userspace(impl, ns, name) do
+    socket = "/var/run/wireguard/#{name}.sock"
+
+    command =
+      case impl do
+        :boringtun ->
+          path = boringtun_path() || raise "boringtun-cli not found: run scripts/wireguard-peer"
+          "#{path} #{name} --foreground --disable-drop-privileges -l /dev/null"
+
+        :wireguard_go ->
+          # Debian's refuses to run beside a kernel that has the module
+          # unless told; -f: in the foreground, for the wrapper to stop.
+          "env WG_I_PREFER_BUGGY_USERSPACE_TO_POLISHED_KMOD=1 LOG_LEVEL=error " <>
+            "wireguard-go -f #{name} >/dev/null 2>&1"
+      end
+
+    wrapper = "ip netns exec #{ns} #{command} & pid=$!; echo $pid; read _; kill $pid"
+    port_ref = Port.open({:spawn_executable, "/bin/sh"}, [:binary, args: ["-c", wrapper]])
+
+    on_exit(fn ->
+      if Port.info(port_ref), do: Port.close(port_ref)
+      # The socket goes with the process; wait so names can be reused.
+      wait_gone(socket, 50)
+    end)
+
+    true = eventually(fn -> File.exists?(socket) end, 10_000)
     port_ref
   end
 

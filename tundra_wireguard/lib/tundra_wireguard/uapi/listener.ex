@@ -72,7 +72,7 @@ defmodule TundraWireGuard.UAPI.Listener do
   defp answers?(path) do
     {:ok, probe} = :socket.open(:local, :stream, :default)
     answered = :socket.connect(probe, %{family: :local, path: path}) == :ok
-    :socket.close(probe)
+    _ = :socket.close(probe)
     answered
   end
 
