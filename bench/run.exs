@@ -6,12 +6,14 @@
 #   make bench ARGS="--only reflector --rounds 5"
 #
 # Sections: reflector (packets/s and ping latency), creation, tunnel,
-# wireguard (the WireGuard example against boringtun), scheduler (heartbeat
-# delay during the largest calls).
+# wireguard (the WireGuard package against boringtun), wireguard_peers
+# (1,000 peers: adding, listing, memory, beside wireguard-go and boringtun),
+# scheduler (heartbeat delay during the largest calls).
 usage = """
 usage: make bench ARGS="[options]"
 
-  --only SECTION        reflector, creation, tunnel, wireguard or scheduler
+  --only SECTION        reflector, creation, tunnel, wireguard, wireguard_peers
+                        or scheduler
                         (repeatable; default all)
   --rounds N            rounds per comparison, alternating sides (3)
   --seconds S           load generator run per reflector sample (2.0)
@@ -38,7 +40,7 @@ usage: make bench ARGS="[options]"
   )
 
 only = Keyword.get_values(opts, :only)
-known = ["reflector", "creation", "tunnel", "wireguard", "scheduler"]
+known = ["reflector", "creation", "tunnel", "wireguard", "wireguard_peers", "scheduler"]
 
 cond do
   opts[:help] ->
@@ -72,6 +74,7 @@ sections = [
   {"creation", &TundraBench.Creation.run/1},
   {"tunnel", &TundraBench.Tunnel.run/1},
   {"wireguard", &TundraBench.WireGuard.run/1},
+  {"wireguard_peers", &TundraBench.WireGuardPeers.run/1},
   {"scheduler", &TundraBench.Scheduler.run/1}
 ]
 

@@ -46,6 +46,7 @@ defmodule TundraBench.Report do
       creation(rows),
       tunnel(for r <- rows, r.section == :tunnel, do: r),
       wireguard(for r <- rows, r.section == :wireguard, do: r),
+      wireguard_peers(for r <- rows, r.section == :wireguard_peers, do: r),
       scheduler(for r <- rows, r.section == :scheduler, do: r),
       unmet(rows)
     ]
@@ -198,6 +199,37 @@ defmodule TundraBench.Report do
     |---|---:|---:|---:|
     #{row.(:up, "a → b (the Elixir end encrypts)")}
     #{row.(:down, "b → a (the Elixir end decrypts)")}
+    """
+  end
+
+  defp wireguard_peers([]), do: ""
+
+  defp wireguard_peers([%{stats: s, peers: peers}]) do
+    ms = fn kind, key ->
+      if s[{kind, key}], do: "#{Float.round(s[{kind, key}] * 1.0, 1)} ms", else: "–"
+    end
+
+    bytes = fn kind, key -> if s[{kind, key}], do: "#{round(s[{kind, key}])} B", else: "–" end
+
+    row = fn label, cell, key ->
+      "| #{label} | #{cell.(:wireguard_go, key)} | #{cell.(:boringtun, key)} | #{cell.(:elixir, key)} |"
+    end
+
+    """
+    ## WireGuard with #{peers} peers
+
+    One interface in a namespace of its own, given #{peers} peers (a public
+    key and a /32 each, no endpoint: nothing is sent) in one request;
+    medians per run. Memory: the process's RSS after less before, per
+    peer; for the Elixir interface also its process's own memory.
+
+    | #{peers} peers | wireguard-go (Debian) | boringtun 0.7.1 | Elixir |
+    |---|---:|---:|---:|
+    #{row.("added through the UAPI (`wg addconf`)", ms, :uapi_ms)}
+    #{row.("added through Elixir (`TundraWireGuard.configure/2`)", ms, :elixir_ms)}
+    #{row.("`wg show` of them all", ms, :show_ms)}
+    #{row.("memory per peer (RSS)", bytes, :rss_per_peer)}
+    #{row.("memory per peer (the interface process)", bytes, :state_per_peer)}
     """
   end
 
