@@ -339,7 +339,8 @@ mod tests {
         use std::os::unix::net::UnixListener;
         static N: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
         let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        let path = std::env::temp_dir().join(format!("tundra-fake-{}-{n}.sock", std::process::id()));
+        let path =
+            std::env::temp_dir().join(format!("tundra-fake-{}-{n}.sock", std::process::id()));
         let _ = std::fs::remove_file(&path);
         let listener = UnixListener::bind(&path).expect("bind");
         let thread = std::thread::spawn(move || {
@@ -384,8 +385,8 @@ mod tests {
         };
         let (path, server) = fake_server(vec![frame(&refused)], 7);
         let fd = some_fd();
-        let err = change(&path, fd.as_fd(), &a_change(), Duration::from_secs(5))
-            .expect_err("refused");
+        let err =
+            change(&path, fd.as_fd(), &a_change(), Duration::from_secs(5)).expect_err("refused");
         assert_eq!(crate::errno::errno_of(&err), Some(libc::EACCES));
         let why = crate::errno::why_of(&err).expect("why");
         assert_eq!(
@@ -404,10 +405,8 @@ mod tests {
         let busy = frame(&Reply::Failed {
             errno: libc::EAGAIN,
         });
-        let (path, server) = fake_server(
-            vec![busy.clone(), busy.clone(), frame(&Reply::Changed)],
-            3,
-        );
+        let (path, server) =
+            fake_server(vec![busy.clone(), busy.clone(), frame(&Reply::Changed)], 3);
         let fd = some_fd();
         let changed = change(&path, fd.as_fd(), &a_change(), Duration::from_secs(10));
         assert!(matches!(changed, Ok(Ok(()))), "{changed:?}");
@@ -416,8 +415,8 @@ mod tests {
         // Busy for good: EAGAIN once the deadline has passed.
         let (path2, server2) = fake_server(vec![busy; 200], 64);
         let started = std::time::Instant::now();
-        let err = change(&path2, fd.as_fd(), &a_change(), Duration::from_millis(300))
-            .expect_err("busy");
+        let err =
+            change(&path2, fd.as_fd(), &a_change(), Duration::from_millis(300)).expect_err("busy");
         assert_eq!(crate::errno::errno_of(&err), Some(libc::EAGAIN));
         assert!(started.elapsed() < Duration::from_secs(30), "gave up");
         drop(server2);
@@ -436,7 +435,12 @@ mod tests {
         let mut future = frame(&Reply::Changed);
         future[4] = protocol::VERSION + 1;
         let (path, server) = fake_server(
-            vec![frame(&option), frame(&created), future, frame(&Reply::Changed)],
+            vec![
+                frame(&option),
+                frame(&created),
+                future,
+                frame(&Reply::Changed),
+            ],
             1,
         );
         let fd = some_fd();
@@ -470,8 +474,8 @@ mod tests {
         });
         let (path, server) = fake_server(vec![plain], 64);
         let fd = some_fd();
-        let err = change(&path, fd.as_fd(), &a_change(), Duration::from_secs(5))
-            .expect_err("refused");
+        let err =
+            change(&path, fd.as_fd(), &a_change(), Duration::from_secs(5)).expect_err("refused");
         assert_eq!(err.raw_os_error(), Some(libc::EACCES));
         assert_eq!(crate::errno::why_of(&err), None);
         assert_eq!(server.join().expect("server"), 1);
@@ -486,8 +490,8 @@ mod tests {
         let listener = UnixListener::bind(&path).expect("bind");
         let holder = std::thread::spawn(move || listener.accept().map(|(s, _)| s));
         let fd = some_fd();
-        let err = change(&path, fd.as_fd(), &a_change(), Duration::from_millis(200))
-            .expect_err("silent");
+        let err =
+            change(&path, fd.as_fd(), &a_change(), Duration::from_millis(200)).expect_err("silent");
         assert_eq!(crate::errno::errno_of(&err), Some(libc::ETIMEDOUT));
         drop(holder.join());
         let _ = std::fs::remove_file(&path);

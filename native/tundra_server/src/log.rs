@@ -59,16 +59,7 @@ fn global() -> &'static Log {
         let _ = std::thread::Builder::new()
             .name("tundra_log".into())
             .spawn(move || write_lines(lines));
-        Log {
-            queue,
-            bucket: Mutex::new(Bucket {
-                tokens: BURST,
-                refilled: Instant::now(),
-            }),
-            left_out: AtomicU64::new(0),
-            queued: AtomicU64::new(0),
-            written: AtomicU64::new(0),
-        }
+        Log::new(queue)
     })
 }
 
@@ -86,30 +77,51 @@ fn write_lines(lines: Receiver<String>) {
 /// Logs one line (prefixed with the server's name). Never blocks and never
 /// fails; rate-limited.
 pub fn line(args: fmt::Arguments) {
-    let log = global();
-    let admitted = log
-        .bucket
-        .lock()
-        .map(|mut bucket| bucket.take(Instant::now()))
-        .unwrap_or(false);
-    if !admitted {
-        log.left_out.fetch_add(1, Relaxed);
-        return;
-    }
-    let left_out = log.left_out.swap(0, Relaxed);
-    let mut text = String::new();
-    if left_out > 0 {
-        text.push_str(&format!(
-            "tundra_server: ({left_out} log lines left out: too many)\n"
-        ));
-    }
-    text.push_str(&format!("tundra_server: {args}\n"));
-    match log.queue.try_send(text) {
-        Ok(()) => {
-            log.queued.fetch_add(1, Relaxed);
+    global().line(args, Instant::now());
+}
+
+impl Log {
+    fn new(queue: SyncSender<String>) -> Log {
+        Log {
+            queue,
+            bucket: Mutex::new(Bucket {
+                tokens: BURST,
+                refilled: Instant::now(),
+            }),
+            left_out: AtomicU64::new(0),
+            queued: AtomicU64::new(0),
+            written: AtomicU64::new(0),
         }
-        Err(TrySendError::Full(_) | TrySendError::Disconnected(_)) => {
-            log.left_out.fetch_add(1 + left_out, Relaxed);
+    }
+
+    /// One line at `now`: queued for the writer with a note of the lines
+    /// left out before it, or counted as left out (past the rate, or the
+    /// queue full: then with the ones it was to report).
+    fn line(&self, args: fmt::Arguments, now: Instant) {
+        let admitted = self
+            .bucket
+            .lock()
+            .map(|mut bucket| bucket.take(now))
+            .unwrap_or(false);
+        if !admitted {
+            self.left_out.fetch_add(1, Relaxed);
+            return;
+        }
+        let left_out = self.left_out.swap(0, Relaxed);
+        let mut text = String::new();
+        if left_out > 0 {
+            text.push_str(&format!(
+                "tundra_server: ({left_out} log lines left out: too many)\n"
+            ));
+        }
+        text.push_str(&format!("tundra_server: {args}\n"));
+        match self.queue.try_send(text) {
+            Ok(()) => {
+                self.queued.fetch_add(1, Relaxed);
+            }
+            Err(TrySendError::Full(_) | TrySendError::Disconnected(_)) => {
+                self.left_out.fetch_add(1 + left_out, Relaxed);
+            }
         }
     }
 }
@@ -180,5 +192,53 @@ mod tests {
         let later = start + Duration::from_secs(2);
         let refilled = (0..1000).filter(|_| bucket.take(later)).count();
         assert_eq!(refilled, (2.0 * PER_SECOND) as usize);
+    }
+
+    #[test]
+    fn lines_left_out_are_counted_and_reported_with_the_next_that_goes_out() {
+        let (queue, written) = mpsc::sync_channel(2);
+        let log = Log::new(queue);
+        let now = Instant::now();
+        log.line(format_args!("one"), now);
+        assert_eq!(
+            written.try_recv().unwrap(),
+            "tundra_server: one\n",
+            "no note"
+        );
+        // The queue full: the third line and nothing else left out.
+        log.line(format_args!("two"), now);
+        log.line(format_args!("three"), now);
+        log.line(format_args!("four"), now);
+        assert_eq!(log.left_out.load(Relaxed), 1);
+        assert_eq!(log.queued.load(Relaxed), 3);
+        // Each of a flood is left out, past the queue's room or the rate.
+        for _ in 0..BURST as usize {
+            log.line(format_args!("flood"), now);
+        }
+        let flooded = log.left_out.load(Relaxed);
+        assert_eq!(flooded, 1 + BURST as u64);
+        // Room again: a line that cannot be queued gives back its note's count
+        // with its own.
+        written.try_recv().unwrap();
+        written.try_recv().unwrap();
+        let later = now + Duration::from_secs(1);
+        log.line(format_args!("five"), later);
+        assert_eq!(
+            written.try_recv().unwrap(),
+            format!(
+                "tundra_server: ({flooded} log lines left out: too many)\ntundra_server: five\n"
+            )
+        );
+        log.line(format_args!("six"), later);
+        log.line(format_args!("seven"), later);
+        log.line(format_args!("eight"), later);
+        assert_eq!(log.left_out.load(Relaxed), 1);
+        log.left_out.store(5, Relaxed);
+        log.line(format_args!("nine"), later);
+        assert_eq!(
+            log.left_out.load(Relaxed),
+            6,
+            "its own and the five it carried"
+        );
     }
 }

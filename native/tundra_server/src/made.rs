@@ -460,4 +460,95 @@ mod tests {
         );
         std::fs::remove_dir_all(&dir).unwrap();
     }
+
+    #[test]
+    fn a_replay_applies_gone_lines_and_counts_what_is_no_record() {
+        let text = "made 1 10 tun0 -\n\
+                    made 1 11 tun1 10.0.0.0/8\n\
+                    made 2 12 tun2 10.1.0.0/16,fd00::/8\n\
+                    gone 11 tun1\n\
+                    gone 12 other\n\
+                    gone 10 tun9\n\
+                    gone x tun2\n\
+                    made 3 13 a%d -\n\
+                    made 3 14 tun4 10.0.0.1/8\n\
+                    made 3 15 tun5 nonsense\n";
+        let (by_uid, unreadable) = replay(text);
+        // tun1 gone; a gone line names a device by index and name both.
+        assert_eq!(by_uid[&1], vec![made_with(10, "tun0", &[])]);
+        assert_eq!(
+            by_uid[&2],
+            vec![made_with(12, "tun2", &["10.1.0.0/16", "fd00::/8"])]
+        );
+        assert!(!by_uid.contains_key(&3), "a%d, host bits, junk: no record");
+        assert_eq!(unreadable, 4);
+        assert_eq!(
+            replay("gone 1 tun0\n").1,
+            0,
+            "a gone line of nothing is no error"
+        );
+    }
+
+    fn made_with(index: u32, name: &str, claims: &[&str]) -> Made {
+        Made {
+            index,
+            name: name.into(),
+            claims: claims.iter().map(|c| c.parse().unwrap()).collect(),
+        }
+    }
+
+    #[test]
+    fn the_journal_is_compacted_once_mostly_gone_lines_and_not_before() {
+        let dir = std::env::temp_dir().join(format!("tundra-compact-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join(JOURNAL);
+        let live: HashMap<u32, Vec<Made>> = [(1000, vec![made(10, "tun0")])].into();
+        let mut journal = Journal::rewrite(path.clone(), &live).unwrap();
+        let lines = |path: &Path| std::fs::read_to_string(path).unwrap().lines().count();
+        assert_eq!(lines(&path), 1);
+        // One live record: compacted past 2 * 1 + 1024 lines, not at them.
+        let gone: Vec<String> = (0..1025)
+            .map(|i| gone_line(&made_with(100 + i, "tunx", &[])))
+            .collect();
+        journal.forget(&gone, &live).unwrap();
+        assert_eq!(lines(&path), 1026, "at the bound, kept");
+        assert_eq!(
+            std::fs::read_to_string(&path).unwrap().lines().nth(1),
+            Some("gone 100 tunx")
+        );
+        journal.forget(&gone[..1], &live).unwrap();
+        assert_eq!(
+            std::fs::read_to_string(&path).unwrap(),
+            "made 1000 10 tun0 10.0.0.10/32\n",
+            "past it, rewritten"
+        );
+        // And counting again from there.
+        journal.forget(&gone[..10], &live).unwrap();
+        assert_eq!(lines(&path), 11);
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn a_journal_that_cannot_be_read_is_an_error_not_an_empty_one() {
+        let dir = std::env::temp_dir().join(format!("tundra-unreadable-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(dir.join(JOURNAL)).unwrap();
+        assert!(
+            Records::open(&dir, &[]).is_err(),
+            "a folder where the journal should be"
+        );
+        std::fs::remove_dir_all(&dir).unwrap();
+        // No journal yet is an empty one.
+        std::fs::create_dir_all(&dir).unwrap();
+        let records = Records::open(&dir, &[]).unwrap();
+        assert!(records.is_empty());
+        records.add(7, made(3, "tun3")).unwrap();
+        records.add(8, made(4, "tun4")).unwrap();
+        assert!(!records.is_empty());
+        let mut names = records.names();
+        names.sort();
+        assert_eq!(names, ["tun3", "tun4"]);
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
 }

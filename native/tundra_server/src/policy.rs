@@ -251,6 +251,24 @@ mod tests {
         }
     }
 
+    #[test]
+    fn the_system_names_are_the_user_databases() {
+        let root = nix::unistd::User::from_uid(0.into()).ok().flatten();
+        let nobody = nix::unistd::User::from_name("nobody").ok().flatten();
+        for user in [root, nobody].into_iter().flatten() {
+            assert_eq!(SystemNames.uid(&user.name), Some(user.uid.as_raw()));
+            assert_eq!(
+                SystemNames.gid(&user.name).is_some(),
+                nix::unistd::Group::from_name(&user.name)
+                    .ok()
+                    .flatten()
+                    .is_some()
+            );
+        }
+        assert_eq!(SystemNames.uid("no-such-user-tundra"), None);
+        assert_eq!(SystemNames.gid("no-such-group-tundra"), None);
+    }
+
     fn cidrs(list: &[&str]) -> Vec<Cidr> {
         list.iter().map(|c| c.parse().unwrap()).collect()
     }

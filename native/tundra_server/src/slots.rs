@@ -140,6 +140,17 @@ mod tests {
     }
 
     #[test]
+    fn a_slot_given_back_leaves_the_users_others_counted() {
+        let slots = Slots::new(8, 3);
+        let held: Vec<_> = (0..3).map(|_| slots.take(5).expect("share")).collect();
+        let mut held = held.into_iter();
+        drop(held.next());
+        let _again = slots.take(5).expect("the one given back");
+        assert_eq!(slots.take(5).err(), Some(Full::User), "two still held");
+        drop(held);
+    }
+
+    #[test]
     fn a_panicking_holder_gives_its_slot_back() {
         let slots = Slots::new(1, 1);
         let slot = slots.take(7).expect("slot");

@@ -172,6 +172,127 @@ fn fit_for(what: &str) -> &'static str {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::os::unix::fs::{symlink, PermissionsExt};
+
+    /// Files root owns are what these tests walk: as another user they say
+    /// why they did not run (under `CI=true` that is a failure).
+    fn as_root() -> bool {
+        if nix::unistd::geteuid().is_root() {
+            return true;
+        }
+        assert!(
+            std::env::var("CI").as_deref() != Ok("true"),
+            "the trusted-path tests need root under CI"
+        );
+        eprintln!("NOTICE: skipping a trusted-path test: not root");
+        false
+    }
+
+    /// A folder of root's under /run (only root writes /run), removed on drop.
+    struct Folder(PathBuf);
+
+    impl Folder {
+        fn new(test: &str) -> Folder {
+            let path = PathBuf::from(format!("/run/tundra-trusted-{test}-{}", std::process::id()));
+            let _ = std::fs::remove_dir_all(&path);
+            std::fs::create_dir(&path).unwrap();
+            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
+            Folder(path)
+        }
+
+        fn file(&self, name: &str, mode: u32) -> PathBuf {
+            let path = self.0.join(name);
+            std::fs::write(&path, b"allow user:1000 10.0.0.0/8\n").unwrap();
+            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(mode)).unwrap();
+            path
+        }
+    }
+
+    impl Drop for Folder {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+
+    #[test]
+    fn a_root_only_file_is_read_through_relative_and_absolute_links() {
+        if !as_root() {
+            return;
+        }
+        let folder = Folder::new("links");
+        let conf = folder.file("server.conf", 0o644);
+        symlink("server.conf", folder.0.join("relative")).unwrap();
+        symlink(&conf, folder.0.join("absolute")).unwrap();
+        for path in [
+            &conf,
+            &folder.0.join("relative"),
+            &folder.0.join("absolute"),
+        ] {
+            let bytes = read_root_only(path, "the configuration").unwrap();
+            assert_eq!(bytes, b"allow user:1000 10.0.0.0/8\n");
+        }
+        assert!(open_root_only(&folder.0, Kind::Folder, "the state folder").is_ok());
+    }
+
+    #[test]
+    fn a_walk_ends_only_at_what_it_was_asked_for() {
+        if !as_root() {
+            return;
+        }
+        let folder = Folder::new("kinds");
+        let conf = folder.file("server.conf", 0o644);
+        let err = |path: &Path, kind| open_root_only(path, kind, "the configuration").unwrap_err();
+        assert!(
+            err(&conf.join("x"), Kind::File).contains("ENOTDIR"),
+            "a file is no folder"
+        );
+        assert!(err(&conf, Kind::Folder).ends_with("not a folder"));
+        assert!(err(&folder.0, Kind::File).ends_with("not a file"));
+        assert!(err(Path::new("/dev/null"), Kind::File).ends_with("not a file"));
+        assert!(err(&folder.0.join("missing"), Kind::File).contains("ENOENT"));
+    }
+
+    #[test]
+    fn a_loop_of_links_ends_the_walk() {
+        if !as_root() {
+            return;
+        }
+        let folder = Folder::new("loop");
+        symlink("b", folder.0.join("a")).unwrap();
+        symlink("a", folder.0.join("b")).unwrap();
+        let err = open_root_only(&folder.0.join("a"), Kind::File, "the configuration").unwrap_err();
+        assert!(err.contains("ELOOP"), "{err}");
+    }
+
+    #[test]
+    fn what_others_may_write_is_refused_and_the_message_says_where_it_belongs() {
+        if !as_root() {
+            return;
+        }
+        let folder = Folder::new("writable");
+        let group_writable = folder.file("group.conf", 0o664);
+        let err = open_root_only(&group_writable, Kind::File, "the configuration").unwrap_err();
+        assert!(
+            err.contains("may be written by users other than root"),
+            "{err}"
+        );
+        assert!(err.contains("such as /etc/tundra"), "{err}");
+
+        let open = folder.0.join("open");
+        std::fs::create_dir(&open).unwrap();
+        std::fs::set_permissions(&open, std::fs::Permissions::from_mode(0o777)).unwrap();
+        let err = open_root_only(&open, Kind::Folder, "the state folder").unwrap_err();
+        assert!(
+            err.contains("such as /run/tundra or /var/lib/tundra"),
+            "{err}"
+        );
+        // A link through the writable folder is refused for the folder.
+        symlink("open/../group.conf", folder.0.join("through")).unwrap();
+        let err =
+            open_root_only(&folder.0.join("through"), Kind::File, "the socket folder").unwrap_err();
+        assert!(err.contains("/open:") || err.contains("/open "), "{err}");
+        assert!(err.contains("such as /run)"), "{err}");
+    }
 
     #[test]
     fn paths_are_walked_name_by_name_with_parents_kept() {

@@ -295,6 +295,28 @@ fn refuses_to_start_without_its_group_or_a_safe_folder_or_beside_a_live_server()
     assert!(why.contains("line 1"), "{why}");
     let why = refusal_as_root(other, "/nonexistent/tundra.conf");
     assert!(why.contains("cannot read"), "{why}");
+    // A state folder that cannot be made (its parent is missing).
+    let missing = server.dir.join("missing/state");
+    let why = refusal(&[
+        "--socket",
+        other,
+        "--group",
+        "root",
+        "--config",
+        config,
+        "--state-dir",
+        missing.to_str().expect("path"),
+    ]);
+    assert!(why.contains("cannot make"), "{why}");
+    // Without root or CAP_NET_ADMIN it could make no device.
+    let out = Command::new("setpriv")
+        .args(["--reuid=61001", "--regid=61000", "--clear-groups", bin])
+        .args(["--socket", other, "--group", "61000"])
+        .output()
+        .expect("setpriv (util-linux)");
+    assert!(!out.status.success());
+    let why = String::from_utf8_lossy(&out.stderr);
+    assert!(why.contains("needs root or CAP_NET_ADMIN"), "{why}");
     assert!(server.stop().success());
 
     // A socket file nobody listens on is stale: replaced.
@@ -337,6 +359,43 @@ fn refuses_to_start_without_its_group_or_a_safe_folder_or_beside_a_live_server()
         std::os::unix::fs::PermissionsExt::mode(&mode.permissions()) & 0o777,
         0o660
     );
+    assert!(server.stop().success());
+}
+
+#[test]
+fn without_its_default_configuration_it_serves_root_alone() {
+    if !privileged_netns() {
+        return;
+    }
+    // /etc/tundra/server.conf missing (an empty /etc, in a mount namespace
+    // of the server's own), and no --config: nothing is delegated.
+    let server = Server::start("defaults", "", &[]);
+    let socket = server.dir.join("defaults.sock");
+    let log = server.dir.join("defaults.log");
+    let mut child = Command::new("unshare")
+        .args(["--mount", "--propagation", "private", "sh", "-c"])
+        .arg("mount -t tmpfs tundra-test /etc && exec \"$@\"")
+        .arg("sh")
+        .arg(env!("CARGO_BIN_EXE_tundra_server"))
+        .arg("--socket")
+        .arg(&socket)
+        .args(["--group", "61000", "--state-dir"])
+        .arg(server.dir.join("defaults-state"))
+        .stderr(std::fs::File::create(&log).expect("log"))
+        .spawn()
+        .expect("start");
+    wait_listening(&socket);
+    assert!(matches!(
+        create(&socket, &config(41)),
+        Ok(CreateReply::Created(_))
+    ));
+    let said = std::fs::read_to_string(&log).expect("log");
+    assert!(
+        said.contains("/etc/tundra/server.conf does not exist: nothing is delegated"),
+        "{said}"
+    );
+    let _ = child.kill();
+    let _ = child.wait();
     assert!(server.stop().success());
 }
 

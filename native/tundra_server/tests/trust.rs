@@ -482,10 +482,20 @@ fn remove_leftover_copies() {
 /// Starts the unprivileged client as `uid`, a member of the server's
 /// group, performing `action` (fields separated by `|`).
 fn as_member(uid: u32, action: &str) -> Member {
+    as_user(uid, MEMBER_GID, None, action)
+}
+
+/// The test client as `uid` with primary group `gid` and, if given, one
+/// supplementary group.
+fn as_user(uid: u32, gid: u32, supplementary: Option<u32>, action: &str) -> Member {
+    let groups = match supplementary {
+        Some(group) => format!("--groups={group}"),
+        None => "--clear-groups".to_string(),
+    };
     let mut child = Command::new("setpriv")
         .arg(format!("--reuid={uid}"))
-        .arg(format!("--regid={MEMBER_GID}"))
-        .arg("--clear-groups")
+        .arg(format!("--regid={gid}"))
+        .arg(groups)
         .arg(client_binary())
         .args(["--ignored", "--exact", "unprivileged_client", "--nocapture"])
         .env("TUNDRA_TEST_CLIENT", action)
@@ -935,6 +945,162 @@ fn unread_replies_cannot_stop_the_server_handing_devices_to_others() {
 }
 
 #[test]
+fn a_group_the_user_database_does_not_give_the_user_admits_nothing() {
+    if !privileged_netns() {
+        return;
+    }
+    // nobody (in the user database, not in the group) with the group as a
+    // supplementary group of its process: it passes the socket's mode,
+    // but the server goes by the database (a member removed from the
+    // group keeps it in sessions started before).
+    let Some(nobody) = nix::unistd::User::from_name("nobody").ok().flatten() else {
+        eprintln!("NOTICE: no user nobody here: test skipped");
+        return;
+    };
+    let config = format!("allow gid:{MEMBER_GID} 10.66.0.0/16\n");
+    let server = Server::start("database", &config, &[]);
+    let socket = server.socket.display();
+    let mut client = as_user(
+        nobody.uid.as_raw(),
+        nobody.gid.as_raw(),
+        Some(MEMBER_GID),
+        &format!("create|{socket}|10.66.0.2||24|"),
+    );
+    assert_eq!(client.result(), "errno eacces");
+    client.finish();
+    assert!(
+        server.logged("not root and not in the group"),
+        "{}",
+        server.log()
+    );
+}
+
+/// A group and a user of the user database, made for one test (the user
+/// in the group as a supplementary group, as `usermod -aG` makes it) and
+/// removed when dropped.
+struct DatabaseMember {
+    user: String,
+    group: String,
+}
+
+impl DatabaseMember {
+    fn new() -> DatabaseMember {
+        let n = std::process::id();
+        let member = DatabaseMember {
+            user: format!("tundrau{n}"),
+            group: format!("tundrag{n}"),
+        };
+        member.remove();
+        run("groupadd", &[&member.group]);
+        run(
+            "useradd",
+            &[
+                "--no-create-home",
+                "--shell",
+                "/usr/sbin/nologin",
+                "-G",
+                &member.group,
+                &member.user,
+            ],
+        );
+        member
+    }
+
+    fn ids(&self) -> (u32, u32, u32) {
+        let id = |args: &[&str]| run("id", args).trim().parse::<u32>().expect("id");
+        let group = nix::unistd::Group::from_name(&self.group)
+            .ok()
+            .flatten()
+            .expect("group");
+        (
+            id(&["-u", &self.user]),
+            id(&["-g", &self.user]),
+            group.gid.as_raw(),
+        )
+    }
+
+    fn remove(&self) {
+        let _ = Command::new("userdel")
+            .arg(&self.user)
+            .stderr(Stdio::null())
+            .status();
+        let _ = Command::new("groupdel")
+            .arg(&self.group)
+            .stderr(Stdio::null())
+            .status();
+    }
+}
+
+impl Drop for DatabaseMember {
+    fn drop(&mut self) {
+        self.remove();
+    }
+}
+
+#[test]
+fn a_member_by_a_supplementary_group_of_the_user_database_is_served() {
+    if !privileged_netns() {
+        return;
+    }
+    // The usual member: added to the server's group with usermod -aG, its
+    // own primary group apart.
+    let member = DatabaseMember::new();
+    let (uid, primary, group) = member.ids();
+    assert_ne!(primary, group);
+    let config = format!("allow group:{} 10.67.0.0/16\n", member.group);
+    let server = Server::start("supplementary", &config, &["--group", &member.group]);
+    let socket = server.socket.display();
+    let mut client = as_user(
+        uid,
+        primary,
+        Some(group),
+        &format!("create|{socket}|10.67.0.2||24|"),
+    );
+    let result = client.result();
+    assert!(result.starts_with("created"), "{result}\n{}", server.log());
+    client.finish();
+}
+
+#[test]
+fn members_together_hold_at_most_half_of_what_may_be_in_flight() {
+    if !privileged_netns() {
+        return;
+    }
+    // Confined as the unit (1024 open files here): members may hold 512
+    // device fds unread, all together. Eight users hold 64 each.
+    let config = format!("allow gid:{MEMBER_GID} 10.88.0.0/13\n");
+    let server = Server::start_as_unit("budget", &config, &[]);
+    let socket = server.socket.display().to_string();
+    let first = 61030;
+    let members: Vec<Member> = (0..8u8)
+        .map(|i| {
+            let mut member = as_member(
+                first + u32::from(i),
+                &format!("unread|{socket}|1|{}", 88 + i),
+            );
+            assert_eq!(member.result(), "sent 1");
+            member
+        })
+        .collect();
+    assert!(eventually(|| server.log().matches(" created").count() >= 8));
+    // A ninth user, within its own share, finds the members' half used.
+    assert_eq!(
+        create_as(first + 8, &server, "10.95.9.2", "", "", ""),
+        "errno eagain"
+    );
+    assert!(
+        server.logged("512 device fds of replies to members are unread"),
+        "{}",
+        server.log()
+    );
+    // The other half is root's.
+    assert_served_as_root(&server, 61);
+    for member in members {
+        member.finish();
+    }
+}
+
+#[test]
 fn members_unread_replies_neither_lock_root_out_nor_keep_their_slots() {
     if !privileged_netns() {
         return;
@@ -1026,6 +1192,12 @@ fn a_default_route_is_granted_only_where_it_was_delegated() {
     let defaults = run("ip", &["route", "show", "default"]);
     assert!(defaults.contains(&format!("dev {name} ")), "{defaults}");
     bob.finish();
+    // What was changed, in the log line of the request.
+    assert!(
+        eventually(|| server.logged(&format!("device={name} changed: route added"))),
+        "{}",
+        server.log()
+    );
 }
 
 #[test]

@@ -35,10 +35,12 @@ pub fn user_groups(user: &User) -> Vec<Gid> {
 /// Root, or CAP_NET_ADMIN (bit 12) in the effective capability set, as
 /// /proc/self/status lists it.
 pub fn privileged() -> bool {
-    if nix::unistd::Uid::effective().is_root() {
-        return true;
-    }
-    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    nix::unistd::Uid::effective().is_root()
+        || has_net_admin(&std::fs::read_to_string("/proc/self/status").unwrap_or_default())
+}
+
+/// Whether a /proc/PID/status text has CAP_NET_ADMIN (bit 12) in `CapEff:`.
+fn has_net_admin(status: &str) -> bool {
     status
         .lines()
         .find_map(|l| l.strip_prefix("CapEff:"))
@@ -57,4 +59,25 @@ pub fn unread_bytes(stream: &UnixStream) -> io::Result<usize> {
     // at `unread`; the fd is the stream's, open while it is borrowed.
     unsafe { siocoutq(stream.as_raw_fd(), &mut unread) }?;
     Ok(usize::try_from(unread).unwrap_or(0))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::has_net_admin;
+
+    #[test]
+    fn cap_net_admin_is_read_from_the_effective_set() {
+        let status =
+            |eff: &str| format!("Name:\ttundra\nCapInh:\t0000000000001000\nCapEff:\t{eff}\n");
+        assert!(has_net_admin(&status("0000000000001000")));
+        assert!(has_net_admin(&status("000001ffffffffff")));
+        assert!(!has_net_admin(&status("0000000000000800")), "bit 11");
+        assert!(!has_net_admin(&status("0000000000002000")), "bit 13");
+        assert!(!has_net_admin(&status("0000000000000000")));
+        assert!(
+            !has_net_admin("CapInh:\t0000000000001000\n"),
+            "only the effective set"
+        );
+        assert!(!has_net_admin("CapEff:\tnot hex\n"));
+    }
 }
