@@ -1,11 +1,11 @@
 defmodule TundraWireGuard.UnprivilegedTest do
-  # WireGuard without root, for real: the test (root) starts tundra_server
-  # with a delegation to a group of its own, makes a member, and runs the
-  # launcher (TundraWireGuard.Launcher, what bin/tundra-wg runs) as that
-  # member in a second VM: its device comes from the server, its UAPI
-  # socket is in a folder of the member's, linked into /var/run/wireguard
-  # as the README's recipe says; `wg` (the member's and root's) drives it
-  # and wireguard-go is its peer. Everything made is removed after.
+  # WireGuard without root, as the README's recipe says, for real: the
+  # test (root) starts tundra_server with a delegation to a group of its
+  # own, makes a member, and the member runs bin/tundra-wg from a checkout
+  # of its own: its device comes from the server, its UAPI socket is in a
+  # folder of the member's, linked into /var/run/wireguard; `wg` (the
+  # member's and root's) drives it and wireguard-go is its peer.
+  # Everything made is removed after.
   use ExUnit.Case, async: false
 
   import TundraWireGuardTest.Lab
@@ -55,7 +55,7 @@ defmodule TundraWireGuard.UnprivilegedTest do
       ns_b: ns_b,
       socket: socket,
       uapi: uapi,
-      code: code_path(dir)
+      launcher: checkout(dir, member)
     }
   end
 
@@ -94,30 +94,47 @@ defmodule TundraWireGuard.UnprivilegedTest do
     socket
   end
 
-  # The compiled apps, where the member can read them (the checkout may be
-  # under /root).
-  defp code_path(dir) do
-    lib = Path.join(dir, "lib")
+  # The member's own checkout, built (a copy of this one's sources and
+  # test build, the member's: the checkout may be under /root). Built, it
+  # needs no cargo: the member's PATH has none.
+  defp checkout(dir, member) do
+    repo = Path.expand("../..", __DIR__)
+    copy = Path.join(dir, "checkout")
+    File.mkdir_p!(Path.join(copy, "tundra_wireguard/_build"))
 
-    for app <- [:tundra, :tundra_wireguard] do
-      from = Path.dirname(:code.priv_dir(app))
-      to = Path.join(lib, "#{app}")
-      File.mkdir_p!(to)
-      File.cp_r!(Path.join(from, "ebin"), Path.join(to, "ebin"))
-      File.cp_r!(Path.join(from, "priv"), Path.join(to, "priv"))
-    end
+    sources =
+      ~w(mix.exs lib native tundra_wireguard/mix.exs tundra_wireguard/lib tundra_wireguard/bin
+         tundra_wireguard/native tundra_wireguard/test/support)
 
-    {_, 0} = System.cmd("chmod", ["-R", "a+rX", lib])
-    for app <- ["tundra", "tundra_wireguard"], do: Path.join([lib, app, "ebin"])
+    {_, 0} =
+      System.cmd("bash", [
+        "-c",
+        "set -o pipefail; tar -c --exclude=target -C \"$1\" \"${@:3}\" | tar -x -C \"$2\"",
+        "bash",
+        repo,
+        copy | sources
+      ])
+
+    {_, 0} =
+      System.cmd("cp", [
+        "-a",
+        Path.join(repo, "tundra_wireguard/_build/test"),
+        Path.join(copy, "tundra_wireguard/_build/")
+      ])
+
+    {_, 0} = System.cmd("chown", ["-R", "#{member}:", copy])
+    Path.join(copy, "tundra_wireguard/bin/tundra-wg")
   end
 
-  # The launcher as the member, in `ns`; returns its port.
+  # bin/tundra-wg as the member (in the foreground, so that the test
+  # holds it), in the namespace; returns its port.
   defp launcher(ctx, args) do
-    pa = Enum.flat_map(ctx.code, &["-pa", &1])
+    path =
+      Enum.join(Enum.uniq([Path.dirname(System.find_executable("mix")), "/usr/bin", "/bin"]), ":")
 
     argv =
-      ["netns", "exec", ctx.ns_a, "runuser", "-u", ctx.member, "--", "env", "HOME=/tmp"] ++
-        ["elixir"] ++ pa ++ ["-e", "TundraWireGuard.Launcher.main(System.argv())", "--"] ++ args
+      ["netns", "exec", ctx.ns_a, "runuser", "-u", ctx.member, "--"] ++
+        ["env", "HOME=/tmp", "MIX_ENV=test", "PATH=#{path}", ctx.launcher, "-f"] ++ args
 
     Port.open({:spawn_executable, System.find_executable("ip")}, [
       :binary,
