@@ -177,28 +177,35 @@ defmodule TundraBench.Report do
 
   defp wireguard([%{stats: s}]) do
     cell = fn kind, way ->
-      "#{Float.round(s[{kind, way}], 1)} Mbit/s (#{Float.round(s[{kind, cpu_key(way)}], 2)} s, " <>
-        "#{round(s[{kind, rtx_key(way)}])} rtx)"
+      if s[{kind, way}] do
+        "#{Float.round(s[{kind, way}], 1)} Mbit/s (#{Float.round(s[{kind, cpu_key(way)}], 2)} s, " <>
+          "#{round(s[{kind, rtx_key(way)}])} rtx)"
+      else
+        "–"
+      end
     end
 
-    row = fn way, label ->
-      "| #{label} | #{cell.(:boringtun, way)} | #{cell.(:elixir, way)} | " <>
-        "#{ratio(Stats.ratio(s[{:elixir, way}], s[{:boringtun, way}]), 1.0)} |"
+    row = fn way, label, ours, reference, target ->
+      "| #{label} | #{cell.(reference, way)} | #{cell.(ours, way)} | " <>
+        "#{ratio(Stats.ratio(s[{ours, way}], s[{reference, way}]), target)} |"
     end
 
     """
     ## WireGuard, iperf3 TCP through it
 
-    Two namespaces joined by a veth pair, a WireGuard interface in each:
-    boringtun 0.7.1 in both, against the Elixir peer
-    (`tundra_wireguard/examples/wireguard.exs`, offload path) in namespace a with boringtun
-    in b. In brackets: both ends' CPU time per GB moved, and the TCP
-    retransmits iperf3 counted; medians per run.
+    Two namespaces joined by a veth pair, a WireGuard interface in each.
+    Pairs: boringtun 0.7.1 in both; the Elixir peer
+    (`tundra_wireguard/examples/wireguard.exs`, offload path) in namespace a
+    with boringtun in b; Debian's wireguard-go (0.0.20220316) in both; the
+    Elixir peer in both. In brackets: both ends' CPU time per GB moved, and
+    the TCP retransmits iperf3 counted; medians per run.
 
-    | direction | boringtun ↔ boringtun | Elixir ↔ boringtun | ratio |
+    | direction | reference | Elixir | ratio |
     |---|---:|---:|---:|
-    #{row.(:up, "a → b (the Elixir end encrypts)")}
-    #{row.(:down, "b → a (the Elixir end decrypts)")}
+    #{row.(:up, "a → b, Elixir ↔ boringtun over boringtun ↔ boringtun (the Elixir end encrypts)", :elixir, :boringtun, 1.0)}
+    #{row.(:down, "b → a, the same (the Elixir end decrypts)", :elixir, :boringtun, 1.0)}
+    #{row.(:up, "a → b, Elixir ↔ Elixir over wireguard-go ↔ wireguard-go", :elixir_pair, :wireguard_go, 5.5)}
+    #{row.(:down, "b → a, the same", :elixir_pair, :wireguard_go, 5.5)}
     """
   end
 

@@ -2,15 +2,24 @@ defmodule TundraBench.WireGuard do
   @moduledoc false
   # WireGuard through a real "internet": two namespaces joined by a veth
   # pair, a WireGuard interface in each, iperf3 TCP through them, both
-  # ways. boringtun in both (the reference) against the Elixir peer
-  # (tundra_wireguard/examples/wireguard.exs, its own VM) in namespace a
-  # with boringtun in b. Both ends' CPU time per GB moved beside each.
+  # ways. Pairs of ends: boringtun in both (the reference) against the
+  # Elixir peer (tundra_wireguard/examples/wireguard.exs, its own VM) in
+  # namespace a with boringtun in b; and Elixir in both against Debian's
+  # wireguard-go in both. Both ends' CPU time per GB moved beside each.
 
   alias TundraBench.{Lab, Native, Stats}
 
   @underlay {"192.168.252.1", "192.168.252.2"}
   @overlay {"10.252.0.1", "10.252.0.2"}
   @port 51_820
+  # Each pair: {what runs in a, what runs in b}.
+  @pairs %{
+    boringtun: {:boringtun, :boringtun},
+    elixir: {:elixir, :boringtun},
+    elixir_pair: {:elixir, :elixir},
+    wireguard_go: {:wireguard_go, :wireguard_go}
+  }
+  @kinds [:boringtun, :elixir, :wireguard_go, :elixir_pair]
 
   def run(opts) do
     suffix = System.unique_integer([:positive])
@@ -24,12 +33,12 @@ defmodule TundraBench.WireGuard do
     try do
       :ok = Lab.make_namespaces(ns, @underlay)
       keys = {keypair(), keypair()}
-      kinds = [:boringtun, :elixir]
+      kinds = @kinds
 
       samples =
         for round <- 1..opts[:rounds] do
           sides = if rem(round, 2) == 1, do: kinds, else: Enum.reverse(kinds)
-          Map.new(sides, &{&1, measure(&1, ns, keys, dir, opts[:tunnel_seconds])})
+          Map.new(sides, &{&1, measure(@pairs[&1], ns, keys, dir, opts[:tunnel_seconds], suffix)})
         end
 
       median = fn kind, key -> Stats.median(Enum.map(samples, &get_in(&1, [kind, key]))) end
@@ -62,13 +71,16 @@ defmodule TundraBench.WireGuard do
   end
 
   # One pair of ends up, iperf3 both ways, both ends down.
-  defp measure(kind, {a, b}, {ka, kb}, dir, seconds) do
+  defp measure({kind_a, kind_b}, {a, b}, {ka, kb}, dir, seconds, suffix) do
     {_ua, ub} = @underlay
     {oa, ob} = @overlay
+    # The UAPI sockets in /var/run/wireguard are the machine's: names of
+    # this run's own.
+    id = rem(suffix, 100_000)
 
     ends = [
-      start_end(kind, a, "wga", ka, kb, oa, ob, "#{ub}:#{@port}", dir),
-      start_end(:boringtun, b, "wgb", kb, ka, ob, oa, nil, dir)
+      start_end(kind_a, a, "wga#{id}", ka, kb, oa, ob, "#{ub}:#{@port}", dir),
+      start_end(kind_b, b, "wgb#{id}", kb, ka, ob, oa, nil, dir)
     ]
 
     try do
@@ -103,25 +115,28 @@ defmodule TundraBench.WireGuard do
     }
   end
 
-  # boringtun as interface `name`, configured with wg: its peer is the
-  # other key, allowed `peer/32`, at `endpoint` (if given).
-  defp start_end(
-         :boringtun,
-         ns,
-         name,
-         {private, _},
-         {_, peer_public},
-         address,
-         peer,
-         endpoint,
-         dir
-       ) do
-    # scripts/wireguard-peer (run by scripts/bench) builds the pinned version there.
-    path = Path.expand("_build/tools/bin/boringtun-cli")
+  # boringtun or wireguard-go as interface `name`, configured with wg: its
+  # peer is the other key, allowed `peer/32`, at `endpoint` (if given).
+  defp start_end(kind, ns, name, {private, _}, {_, peer_public}, address, peer, endpoint, dir)
+       when kind in [:boringtun, :wireguard_go] do
     socket = "/var/run/wireguard/#{name}.sock"
 
+    command =
+      case kind do
+        # scripts/wireguard-peer (run by scripts/bench) builds the pinned version there.
+        :boringtun ->
+          "#{Path.expand("_build/tools/bin/boringtun-cli")} #{name} --foreground " <>
+            "--disable-drop-privileges -l /dev/null"
+
+        # Debian's, from apt; it refuses to run beside a kernel with the
+        # module unless told.
+        :wireguard_go ->
+          "env WG_I_PREFER_BUGGY_USERSPACE_TO_POLISHED_KMOD=1 LOG_LEVEL=error " <>
+            "wireguard-go -f #{name} >/dev/null 2>&1"
+      end
+
     script = """
-    ip netns exec #{ns} #{path} #{name} --foreground --disable-drop-privileges -l /dev/null & pid=$!
+    ip netns exec #{ns} #{command} & pid=$!
     for i in $(seq 200); do [ -S #{socket} ] && break; sleep 0.05; done
     echo "ready $pid"
     read _
@@ -158,7 +173,7 @@ defmodule TundraBench.WireGuard do
     [Peer]
     PublicKey = #{peer_public}
     AllowedIPs = #{peer}/32
-    Endpoint = #{endpoint}
+    #{if endpoint, do: "Endpoint = #{endpoint}"}
     """)
 
     # The package's runner, from its folder, built by scripts/bench.
