@@ -86,6 +86,20 @@ defmodule TundraWireGuard.OperateTest do
     assert first.rx > 0 and first.tx > 0
     assert first.endpoint == "10.98.#{n}.2:51820"
 
+    # Bad requests on its socket change nothing, and the tunnel carries on.
+    for request <- [
+          "set=1\ncolour=blue\n\n",
+          "set=1\npublic_key=#{String.duplicate("0", 63)}\n\n"
+        ] do
+      {:ok, s} = :socket.open(:local, :stream, :default)
+      :ok = :socket.connect(s, %{family: :local, path: socket})
+      :ok = :socket.send(s, request)
+      assert {:ok, "errno=" <> _} = :socket.recv(s, 0, 5_000)
+      :socket.close(s)
+    end
+
+    assert {0, _} = ping(l.ns_a, "10.97.#{n}.2")
+
     # A TCP stream to B, held in its middle while a peer C (boringtun) is
     # added with `wg set` and carries a ping.
     ns_c = netns()
