@@ -287,6 +287,12 @@ fn read_reply(stream: &mut UnixStream, deadline: Deadline) -> io::Result<(Reply,
     Ok((reply, fds))
 }
 
+// Whether tests that make devices may run here (shared with the
+// integration tests).
+#[cfg(all(test, target_os = "linux"))]
+#[path = "../tests/support/guard.rs"]
+mod test_guard;
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -495,6 +501,87 @@ mod tests {
         assert_eq!(crate::errno::errno_of(&err), Some(libc::ETIMEDOUT));
         drop(holder.join());
         let _ = std::fs::remove_file(&path);
+    }
+
+    #[test]
+    fn a_bare_eacces_is_explained_for_a_socket_of_a_group_this_process_lacks() {
+        if !nix::unistd::geteuid().is_root() {
+            assert!(
+                std::env::var("CI").as_deref() != Ok("true"),
+                "needs root under CI"
+            );
+            eprintln!("NOTICE: skipping a client test: not root (it gives a socket to a group)");
+            return;
+        }
+        let plain = frame(&Reply::Failed {
+            errno: libc::EACCES,
+        });
+        let (path, server) = fake_server(vec![plain], 64);
+        // A group no process of the test is in (nor, in the database, root).
+        nix::unistd::chown(&path, None, Some(nix::unistd::Gid::from_raw(61_999))).expect("chgrp");
+        let fd = some_fd();
+        let err =
+            change(&path, fd.as_fd(), &a_change(), Duration::from_secs(5)).expect_err("refused");
+        assert_eq!(crate::errno::errno_of(&err), Some(libc::EACCES));
+        let why = crate::errno::why_of(&err).expect("explained");
+        assert!(why.contains("is not in group 61999"), "{why}");
+        assert_eq!(server.join().expect("server"), 1);
+        let _ = std::fs::remove_file(&path);
+    }
+
+    #[test]
+    fn a_socket_nobody_listens_on_or_refused_by_its_mode_is_said_so() {
+        use std::os::unix::net::UnixListener;
+        let path = std::env::temp_dir().join(format!("tundra-stale-{}.sock", std::process::id()));
+        let _ = std::fs::remove_file(&path);
+        drop(UnixListener::bind(&path).expect("bind"));
+        // The socket file stays; nothing listens.
+        let err = connect(&path, soon()).expect_err("refused");
+        assert_eq!(crate::errno::errno_of(&err), Some(libc::ECONNREFUSED));
+        let why = crate::errno::why_of(&err).expect("why");
+        assert!(why.contains("nothing listens at"), "{why}");
+        // What its mode refuses is explained from the socket's group.
+        let denied = not_connected(&path, libc::EACCES);
+        assert_eq!(crate::errno::errno_of(&denied), Some(libc::EACCES));
+        assert!(crate::errno::why_of(&denied).is_some());
+        // Anything else is the bare errno.
+        let other = not_connected(&path, libc::EIO);
+        assert_eq!(other.raw_os_error(), Some(libc::EIO));
+        let _ = std::fs::remove_file(&path);
+    }
+
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn the_fds_of_a_created_reply_must_be_the_named_devices_queues() {
+        if !super::test_guard::privileged_netns() {
+            return;
+        }
+        let mut config = DeviceConfig::new("10.76.0.2".parse().expect("address"));
+        config.queues = 2;
+        config.name = Some("tclient%d".into());
+        let device = crate::platform::create(&config).expect("a two-queue device");
+        let dup = |fd: &OwnedFd| fd.try_clone().expect("dup");
+        let both = || vec![dup(&device.fd), dup(&device.queues[0])];
+        let errno = |made: io::Result<Device>| crate::errno::errno_of(&made.expect_err("refused"));
+
+        let made = created(device.name.clone(), both(), 2).expect("its name, its queues");
+        assert_eq!(made.name, device.name);
+        assert_eq!(made.queues.len(), 1);
+        assert_eq!(made.framing, device.framing);
+        assert_eq!(
+            errno(created("tother0".into(), both(), 2)),
+            Some(libc::EPROTO)
+        );
+        assert_eq!(
+            errno(created(device.name.clone(), vec![dup(&device.fd)], 2)),
+            Some(libc::EPROTO),
+            "a queue short"
+        );
+        assert_eq!(
+            errno(created(device.name.clone(), both(), 1)),
+            Some(libc::EPROTO),
+            "a queue more than asked for"
+        );
     }
 
     #[test]

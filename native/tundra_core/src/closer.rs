@@ -241,8 +241,50 @@ fn run_closer() {
 mod tests {
     use super::*;
 
-    use std::os::fd::AsFd;
+    use std::os::fd::{AsFd, AsRawFd};
     use std::sync::mpsc::channel;
+
+    /// The pool is one per process: its tests take turns, and each starts
+    /// once the pool has emptied.
+    fn alone() -> std::sync::MutexGuard<'static, ()> {
+        static SERIAL: Mutex<()> = Mutex::new(());
+        let turn = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while closer().threads.load(SeqCst) > 0 && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        turn
+    }
+
+    #[test]
+    fn a_deferred_fd_lends_its_fd_until_dropped_and_says_what_it_holds() {
+        let (_r, w) = nix::unistd::pipe().expect("pipe");
+        let raw = w.as_raw_fd();
+        let deferred = DeferredFd::new(w);
+        assert_eq!(deferred.as_fd().map(|fd| fd.as_raw_fd()), Some(raw));
+        let shown = format!("{deferred:?}");
+        assert!(shown.starts_with("DeferredFd(Some("), "{shown}");
+        assert!(shown.contains(&raw.to_string()), "{shown}");
+    }
+
+    #[test]
+    fn closes_one_at_a_time_need_one_thread() {
+        let _turn = alone();
+        let (seen, threads) = channel();
+        for _ in 0..50 {
+            let (r, w) = nix::unistd::pipe().expect("pipe");
+            let seen = seen.clone();
+            drop(DeferredFd::with_after_close(
+                w,
+                Box::new(move || {
+                    let _ = seen.send(closer().threads.load(SeqCst));
+                }),
+            ));
+            assert!(closed_soon(&r));
+            let during = threads.recv_timeout(Duration::from_secs(10));
+            assert_eq!(during, Ok(1), "no backlog, no second thread");
+        }
+    }
 
     /// Whether `reader` reaches end of file (its write end closed) within
     /// a generous bound: a test that fails, never one that hangs.
@@ -258,6 +300,7 @@ mod tests {
 
     #[test]
     fn closes_every_fd_handed_to_it() {
+        let _turn = alone();
         let mut readers = Vec::new();
         for _ in 0..200 {
             let (r, w) = nix::unistd::pipe().expect("pipe");
@@ -288,9 +331,10 @@ mod tests {
     #[test]
     fn a_backlog_grows_the_pool_and_idleness_empties_it() {
         use std::sync::{Arc, Condvar};
-        // Eight closes whose follow-ups wait until all eight have begun:
-        // only a pool grown to eight threads at once gets there.
-        const CLOSES: usize = 8;
+        let _turn = alone();
+        // 64 closes whose follow-ups wait until all have begun: only a pool
+        // grown to 64 threads at once gets there.
+        const CLOSES: usize = 64;
         let gate = Arc::new((Mutex::new(0usize), Condvar::new()));
         let (done, finished) = channel();
         for _ in 0..CLOSES {
@@ -318,10 +362,16 @@ mod tests {
             let together = finished.recv_timeout(Duration::from_secs(30));
             assert_eq!(together, Ok(true), "the pool did not grow to {CLOSES}");
         }
-        // Idle, the pool goes (others' closes may come and go meanwhile).
-        let deadline = Instant::now() + Duration::from_secs(20);
+        // Idle, the pool goes, all at once: in about one IDLE_TIMEOUT
+        // (200 ms), since the threads share how long the pool has been
+        // idle. Were each to wait out its own in turn, 64 would take 12.8 s;
+        // the bound is 6 s, 30 times the expected time.
+        let idle_from = Instant::now();
         while closer().threads.load(SeqCst) > 0 {
-            assert!(Instant::now() < deadline, "closer threads stayed idle");
+            assert!(
+                idle_from.elapsed() < Duration::from_secs(6),
+                "closer threads stayed idle"
+            );
             std::thread::sleep(Duration::from_millis(20));
         }
     }
