@@ -274,6 +274,20 @@ mod tests {
     }
 
     #[test]
+    fn an_invalid_option_is_named_by_its_elixir_key() {
+        use ConfigError::*;
+        let all = [
+            Address, Dstaddr, Netmask, Prefix, Mtu, Name, Queues, Mode, Mac, Ipv6, Offload, Route,
+            Metric,
+        ];
+        for error in all {
+            // The Elixir API's keys are the variants' names, in lower case.
+            assert_eq!(error.option_name(), format!("{error:?}").to_lowercase());
+        }
+        assert_eq!(Mtu.to_string(), "invalid option mtu");
+    }
+
+    #[test]
     fn defaults_are_valid_for_both_families() {
         assert_eq!(DeviceConfig::new(v4("10.0.0.1")).validate(), Ok(()));
         assert_eq!(DeviceConfig::new(v4("10.0.0.1")).prefix, 32);
