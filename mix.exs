@@ -110,7 +110,9 @@ defmodule Mix.Tasks.Compile.TundraNative do
 
       File.mkdir_p!(Path.dirname(dest))
       # Replace, never overwrite in place: a running VM may have it mapped.
-      tmp = dest <> ".tmp"
+      # Named for this OS process: two builds at once (two `mix run`s of
+      # one project) must not share it.
+      tmp = "#{dest}.#{System.pid()}.tmp"
       File.cp!(built, tmp)
       File.rename!(tmp, dest)
       {:ok, []}

@@ -70,7 +70,8 @@ defmodule Mix.Tasks.Compile.TundraWireguardNative do
   defp install(built, dest) do
     File.mkdir_p!(Path.dirname(dest))
     # Replace, never overwrite in place: a running VM may have it mapped.
-    tmp = dest <> ".tmp"
+    # Named for this OS process: two builds at once must not share it.
+    tmp = "#{dest}.#{System.pid()}.tmp"
     File.cp!(built, tmp)
     File.rename!(tmp, dest)
     {:ok, []}
