@@ -55,6 +55,18 @@ mod tests {
     use super::*;
 
     #[test]
+    fn no_deadline_is_a_year_away() {
+        let left = Deadline::after_ms(None)
+            .instant()
+            .saturating_duration_since(Instant::now());
+        assert!(left > Duration::from_secs(364 * 24 * 3600), "{left:?}");
+        assert!(left <= FOREVER);
+        // A longer timeout is cut to it, not an overflow.
+        let far = Deadline::after(Duration::MAX).instant();
+        assert!(far.saturating_duration_since(Instant::now()) <= FOREVER);
+    }
+
+    #[test]
     fn what_is_left_runs_out() {
         assert!(Deadline::after(Duration::from_secs(5)).left().is_some());
         let past = Deadline::after(Duration::ZERO);

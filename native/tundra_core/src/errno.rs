@@ -165,6 +165,23 @@ mod tests {
     use super::*;
 
     #[test]
+    fn errors_without_an_errno_are_named_by_their_kind() {
+        let named = |kind: io::ErrorKind| io_error_name(&io::Error::new(kind, "test"));
+        assert_eq!(named(io::ErrorKind::TimedOut), "etimedout");
+        assert_eq!(named(io::ErrorKind::NotFound), "enoent");
+        assert_eq!(named(io::ErrorKind::PermissionDenied), "eacces");
+        assert_eq!(named(io::ErrorKind::InvalidInput), "einval");
+        assert_eq!(named(io::ErrorKind::InvalidData), "einval");
+        assert_eq!(named(io::ErrorKind::UnexpectedEof), "econnreset");
+        assert_eq!(named(io::ErrorKind::OutOfMemory), "enomem");
+        assert_eq!(named(io::ErrorKind::Other), "eio");
+        assert_eq!(
+            io_error_name(&io::Error::from_raw_os_error(libc::EPIPE)),
+            "epipe"
+        );
+    }
+
+    #[test]
     fn common_errnos_have_posix_names() {
         assert_eq!(name(libc::EPERM), "eperm");
         assert_eq!(name(libc::EACCES), "eacces");
