@@ -55,9 +55,7 @@ pub fn why_refused_by_mode(path: &Path) -> String {
 pub fn missing_group(path: &Path) -> Option<String> {
     let at = path.display();
     let gid = Gid::from_raw(std::fs::metadata(path).ok()?.gid());
-    let has_now = nix::unistd::getegid() == gid
-        || nix::unistd::getgroups().is_ok_and(|groups| groups.contains(&gid));
-    if has_now {
+    if process_in(gid) {
         return None;
     }
     let group = Group::from_gid(gid)
@@ -69,13 +67,7 @@ pub fn missing_group(path: &Path) -> Option<String> {
     let name = user
         .as_ref()
         .map_or_else(|| euid.to_string(), |u| u.name.clone());
-    let in_database = user.as_ref().is_some_and(|u| {
-        u.gid == gid
-            || std::ffi::CString::new(u.name.as_str())
-                .ok()
-                .and_then(|c| nix::unistd::getgrouplist(&c, u.gid).ok())
-                .is_some_and(|groups| groups.contains(&gid))
-    });
+    let in_database = user.as_ref().is_some_and(|u| database_in(u, gid));
     Some(if in_database {
         format!(
             "user {name} is in group {group}, which may use tundra_server at {at}, but this process is not: it started before {name} was added; log in again (or start it under `sg {group}`)"
@@ -85,6 +77,36 @@ pub fn missing_group(path: &Path) -> Option<String> {
             "user {name} is not in group {group}, whose members may use tundra_server at {at}: an administrator adds it (usermod -aG {group} {name}), then {name} logs in again"
         )
     })
+}
+
+/// Whether this process has group `gid`, primary or supplementary.
+#[cfg(not(target_vendor = "apple"))]
+fn process_in(gid: Gid) -> bool {
+    nix::unistd::getegid() == gid
+        || nix::unistd::getgroups().is_ok_and(|groups| groups.contains(&gid))
+}
+
+/// Whether the user database gives `user` group `gid`.
+#[cfg(not(target_vendor = "apple"))]
+fn database_in(user: &User, gid: Gid) -> bool {
+    user.gid == gid
+        || std::ffi::CString::new(user.name.as_str())
+            .ok()
+            .and_then(|c| nix::unistd::getgrouplist(&c, user.gid).ok())
+            .is_some_and(|groups| groups.contains(&gid))
+}
+
+// nix offers neither getgroups nor getgrouplist on macOS: the primary
+// group only there, as tundra_server's own check (which serves only root
+// on macOS for now).
+#[cfg(target_vendor = "apple")]
+fn process_in(gid: Gid) -> bool {
+    nix::unistd::getegid() == gid
+}
+
+#[cfg(target_vendor = "apple")]
+fn database_in(user: &User, gid: Gid) -> bool {
+    user.gid == gid
 }
 
 #[cfg(test)]
