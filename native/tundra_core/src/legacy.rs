@@ -111,6 +111,18 @@ pub fn encode_reply(name: &str) -> [u8; REPLY_LEN] {
 mod tests {
     use super::*;
 
+    #[test]
+    fn a_long_name_is_cut_and_terminated_in_the_reply() {
+        let reply = encode_reply("tun_with_a_very_long_name");
+        let field = &reply[16..16 + NAME_LEN];
+        assert_eq!(
+            &field[..NAME_LEN - 1],
+            &b"tun_with_a_very_long_name"[..NAME_LEN - 1]
+        );
+        assert_eq!(field[NAME_LEN - 1], 0, "NUL-terminated");
+        assert_eq!(&encode_reply("tun3")[16..21], b"tun3\0");
+    }
+
     /// A request as a 0.x client lays it out.
     fn request(addr: &str, dstaddr: &str, netmask: &str, mtu: i32) -> [u8; REQUEST_LEN] {
         let mut r = [0u8; REQUEST_LEN];

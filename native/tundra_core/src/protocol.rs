@@ -173,6 +173,37 @@ pub fn decode<T: DeserializeOwned>(payload: &[u8]) -> Result<T, FrameError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_long_reason_is_cut_back_to_a_character_boundary() {
+        // One byte, then two-byte characters: the bound (even) falls
+        // inside one.
+        let why = format!("a{}", "é".repeat(MAX_WHY));
+        let Reply::Refused { why: sent, .. } = Reply::refusal(libc::EACCES, &why, 3) else {
+            panic!("a version-3 refusal");
+        };
+        assert_eq!(sent.len(), MAX_WHY - 1);
+        assert_eq!(
+            Reply::refusal(libc::EACCES, "why", 2),
+            Reply::Failed {
+                errno: libc::EACCES
+            }
+        );
+    }
+
+    #[test]
+    fn a_frame_of_the_largest_payload_is_taken() {
+        let mut header = [0u8; HEADER_LEN];
+        header[..4].copy_from_slice(&MAGIC);
+        header[4] = VERSION;
+        header[5..7].copy_from_slice(&(MAX_PAYLOAD as u16).to_be_bytes());
+        assert!(matches!(parse_header(&header), Ok((VERSION, MAX_PAYLOAD))));
+        header[5..7].copy_from_slice(&(MAX_PAYLOAD as u16 + 1).to_be_bytes());
+        assert!(matches!(
+            parse_header(&header),
+            Err(FrameError::TooLarge(len)) if len == MAX_PAYLOAD + 1
+        ));
+    }
     use std::net::IpAddr;
 
     fn config() -> DeviceConfig {

@@ -113,6 +113,98 @@ fn database_in(user: &User, gid: Gid) -> bool {
 mod tests {
     use super::*;
 
+    /// A socket file (nobody listens) of group `gid`, removed on drop.
+    struct SocketOf(std::path::PathBuf);
+
+    impl SocketOf {
+        fn new(name: &str, gid: u32) -> SocketOf {
+            let path =
+                std::env::temp_dir().join(format!("tundra-{name}-{}.sock", std::process::id()));
+            let _ = std::fs::remove_file(&path);
+            drop(std::os::unix::net::UnixListener::bind(&path).expect("bind"));
+            nix::unistd::chown(&path, None, Some(Gid::from_raw(gid))).expect("chgrp");
+            SocketOf(path)
+        }
+    }
+
+    impl Drop for SocketOf {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_file(&self.0);
+        }
+    }
+
+    fn as_root() -> bool {
+        if nix::unistd::geteuid().is_root() {
+            return true;
+        }
+        assert!(
+            std::env::var("CI").as_deref() != Ok("true"),
+            "needs root under CI"
+        );
+        eprintln!("NOTICE: skipping a users test: not root (it gives sockets to groups)");
+        false
+    }
+
+    #[test]
+    fn a_group_this_process_lacks_is_named_with_what_to_do() {
+        if !as_root() {
+            return;
+        }
+        let theirs = SocketOf::new("theirs", 61_998);
+        let why = missing_group(&theirs.0).expect("a group this process lacks");
+        assert!(why.contains("is not in group 61998"), "{why}");
+        assert!(why.contains("usermod -aG 61998"), "{why}");
+        assert_eq!(why_refused_by_mode(&theirs.0), why);
+        // Its own group: nothing missing; the mode is then to blame.
+        let own = SocketOf::new("own", nix::unistd::getegid().as_raw());
+        assert_eq!(missing_group(&own.0), None);
+        assert!(why_refused_by_mode(&own.0).contains("the socket's mode should be 0660"));
+        let nowhere = std::path::Path::new("/nonexistent-tundra/s.sock");
+        assert!(why_refused_by_mode(nowhere).contains("cannot be reached"));
+    }
+
+    /// Run by the next test in a process of its own, whose groups are cut
+    /// to none but 65534 (`setpriv`): what it says of a socket of root's
+    /// group, which the user database gives root.
+    #[test]
+    #[ignore]
+    fn in_a_process_without_its_groups() {
+        let Ok(path) = std::env::var("TUNDRA_TEST_SOCKET") else {
+            return;
+        };
+        println!(
+            "WHY {}",
+            missing_group(std::path::Path::new(&path)).unwrap_or_default()
+        );
+    }
+
+    #[test]
+    fn a_group_the_database_gives_but_this_process_lacks_says_log_in_again() {
+        if !as_root() {
+            return;
+        }
+        let roots = SocketOf::new("roots", 0);
+        let out = std::process::Command::new("setpriv")
+            .args(["--regid=65534", "--clear-groups"])
+            .arg(std::env::current_exe().expect("test binary"))
+            .args([
+                "--ignored",
+                "--exact",
+                "users::tests::in_a_process_without_its_groups",
+                "--nocapture",
+            ])
+            .env("TUNDRA_TEST_SOCKET", &roots.0)
+            .output()
+            .expect("setpriv (util-linux)");
+        let said = String::from_utf8_lossy(&out.stdout);
+        let why = said
+            .lines()
+            .find_map(|l| l.strip_prefix("WHY "))
+            .unwrap_or_default();
+        assert!(why.contains("is in group root"), "{said}");
+        assert!(why.contains("log in again"), "{why}");
+    }
+
     #[test]
     fn numbers_and_names() {
         assert_eq!(uid("0"), Some(0));

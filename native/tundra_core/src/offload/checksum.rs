@@ -146,4 +146,71 @@ mod tests {
             );
         }
     }
+
+    /// The pseudo-header written out as RFC 768 and RFC 8200 lay it out,
+    /// summed by the plain definition.
+    fn written_out(src: &[u8], dst: &[u8], proto: u8, len: usize) -> u16 {
+        let mut bytes = [src, dst].concat();
+        if src.len() == 4 {
+            bytes.extend_from_slice(&[0, proto]);
+            bytes.extend_from_slice(&u16::try_from(len).expect("IPv4 length").to_be_bytes());
+        } else {
+            bytes.extend_from_slice(&u32::try_from(len).expect("IPv6 length").to_be_bytes());
+            bytes.extend_from_slice(&[0, 0, 0, proto]);
+        }
+        fold(sum_scalar(&bytes, 0))
+    }
+
+    #[test]
+    fn the_pseudo_header_sums_as_written_out() {
+        let v4 = ([192, 0, 2, 1], [198, 51, 100, 254]);
+        for (proto, len) in [(6, 20), (17, 1480), (6, 65_535)] {
+            assert_eq!(
+                fold(pseudo_sum(&v4.0, &v4.1, proto, len)),
+                written_out(&v4.0, &v4.1, proto, len),
+                "IPv4 {proto} {len}"
+            );
+        }
+        let src: Vec<u8> = (1..=16).collect();
+        let dst: Vec<u8> = (0xF0..=0xFF).collect();
+        // IPv6's length is 32 bits: past 65,535 (a super-packet) too.
+        for (proto, len) in [(6, 40), (17, 1452), (6, 70_000), (6, 0x1_FFFF)] {
+            assert_eq!(
+                fold(pseudo_sum(&src, &dst, proto, len)),
+                written_out(&src, &dst, proto, len),
+                "IPv6 {proto} {len}"
+            );
+        }
+    }
+
+    fn needs_csum(start: u16, offset: u16) -> VnetHdr {
+        VnetHdr {
+            flags: F_NEEDS_CSUM,
+            gso_type: 0,
+            hdr_len: 0,
+            gso_size: 0,
+            csum_start: start,
+            csum_offset: offset,
+        }
+    }
+
+    #[test]
+    fn a_checksum_field_must_lie_within_the_packet_up_to_its_last_byte() {
+        // The field as the packet's last two bytes: completed.
+        let mut packet = vec![0x11u8, 0x22, 0x33, 0x44, 0, 0];
+        complete_checksum(&needs_csum(0, 4), &mut packet).expect("in the packet");
+        let expected = !fold(sum_scalar(&[0x11, 0x22, 0x33, 0x44], 0));
+        assert_eq!(get16(&packet, 4), expected);
+        // One byte past the end, or far past it: malformed, nothing written.
+        let mut short = vec![0x11u8, 0x22, 0x33, 0x44, 0];
+        assert!(complete_checksum(&needs_csum(0, 4), &mut short).is_err());
+        assert!(complete_checksum(&needs_csum(2, 60), &mut short).is_err());
+        assert_eq!(short, [0x11, 0x22, 0x33, 0x44, 0]);
+        // Without F_NEEDS_CSUM nothing is done.
+        let mut untouched = vec![1u8, 2, 3, 4, 5, 6];
+        let mut hdr = needs_csum(0, 4);
+        hdr.flags = 0;
+        complete_checksum(&hdr, &mut untouched).expect("nothing to do");
+        assert_eq!(untouched, [1, 2, 3, 4, 5, 6]);
+    }
 }

@@ -176,6 +176,30 @@ fn what_may_not_coalesce_stays_apart() {
     assert!(Segment::parse(&tcp4(1, 0, TCP_ACK, &[], false)).is_none());
 }
 
+#[test]
+fn a_run_stops_short_of_64_kilobytes_and_fragments_never_join() {
+    // 1448-byte payloads: 45 fit under 65,535 bytes with the headers, 46
+    // would not.
+    let segments: Vec<Vec<u8>> = (0..50u32)
+        .map(|i| tcp4(i as u16, i * 1448, TCP_ACK, &data(1448, i as u8), false))
+        .collect();
+    let run = run_from(&segments[0], segments[1..].iter().map(Vec::as_slice)).expect("a run");
+    assert_eq!(run.len(), 45);
+    let (_, headers) = coalesced_headers(run.segments());
+    assert!(headers.len() + 45 * 1448 <= 65_535);
+
+    // A fragment (more fragments, offset 0) of the right length: never a
+    // segment of a run.
+    let mut fragment = tcp4(1, 0, TCP_ACK, &data(100, 1), false);
+    put16(&mut fragment, 6, 0x2000);
+    refresh(&mut fragment);
+    assert!(Segment::parse(&fragment).is_none());
+    let mut offset = tcp4(1, 0, TCP_ACK, &data(100, 1), false);
+    put16(&mut offset, 6, 0x0001);
+    refresh(&mut offset);
+    assert!(Segment::parse(&offset).is_none());
+}
+
 /// Puts right the IPv4 header checksum and the TCP checksum of `p` (a
 /// segment from `tcp4`/`tcp6` that a test changed).
 fn refresh(p: &mut [u8]) {

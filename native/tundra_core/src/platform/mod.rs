@@ -70,6 +70,29 @@ mod tests {
     use super::Persist;
 
     #[test]
+    fn nonblocking_is_set_and_cleared_leaving_the_other_flags() {
+        use super::set_nonblocking;
+        use nix::fcntl::{fcntl, FcntlArg, OFlag};
+        use std::os::fd::AsFd;
+        let path = std::env::temp_dir().join(format!("tundra-flags-{}", std::process::id()));
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&path)
+            .expect("file");
+        let flags =
+            || OFlag::from_bits_retain(fcntl(file.as_fd(), FcntlArg::F_GETFL).expect("getfl"));
+        for _ in 0..2 {
+            set_nonblocking(file.as_fd(), true).expect("set");
+            assert!(flags().contains(OFlag::O_NONBLOCK | OFlag::O_APPEND));
+        }
+        set_nonblocking(file.as_fd(), false).expect("clear");
+        assert!(!flags().contains(OFlag::O_NONBLOCK));
+        assert!(flags().contains(OFlag::O_APPEND));
+        let _ = std::fs::remove_file(&path);
+    }
+
+    #[test]
     fn a_persistent_device_is_never_left_open_to_all() {
         let none = Persist::default();
         assert_eq!(none.or_creator(0).owner, Some(0));
