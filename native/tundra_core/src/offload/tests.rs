@@ -200,6 +200,69 @@ fn a_run_stops_short_of_64_kilobytes_and_fragments_never_join() {
     assert!(Segment::parse(&offset).is_none());
 }
 
+#[test]
+fn a_superpackets_own_headers_say_its_length_and_sum_as_the_kernel_reads_them() {
+    // The kernel takes the super-packet as a packet: its IPv4 total length
+    // and header checksum, or its IPv6 payload length, must be its own,
+    // and the TCP checksum field the pseudo-header's sum over all of it.
+    let v4: Vec<Vec<u8>> = (0..3u32)
+        .map(|i| tcp4(i as u16, i * 500, TCP_ACK, &data(500, i as u8), true))
+        .collect();
+    let v6: Vec<Vec<u8>> = (0..3u32)
+        .map(|i| tcp6(i * 500, TCP_ACK, &data(500, i as u8)))
+        .collect();
+    for segments in [v4, v6] {
+        let run = run_from(&segments[0], segments[1..].iter().map(Vec::as_slice)).expect("a run");
+        assert!(!run.is_empty());
+        let (hdr, headers) = coalesced_headers(run.segments());
+        let total = headers.len() + 3 * 500;
+        let (l4, src, dst) = if headers[0] >> 4 == 4 {
+            assert_eq!(usize::from(get16(&headers, 2)), total);
+            assert_eq!(fold(sum(&headers[..20], 0)), 0xFFFF, "IPv4 header checksum");
+            (20, 12..16, 16..20)
+        } else {
+            assert_eq!(usize::from(get16(&headers, 4)), total - 40);
+            (40, 8..24, 24..40)
+        };
+        let pseudo = fold(pseudo_sum(
+            &headers[src],
+            &headers[dst],
+            PROTO_TCP,
+            total - l4,
+        ));
+        assert_eq!(get16(&headers, l4 + 16), pseudo);
+        assert_eq!(usize::from(hdr.hdr_len), headers.len());
+        assert_eq!(hdr.gso_size, 500);
+    }
+}
+
+#[test]
+fn a_segment_that_does_not_continue_a_run_ends_it_even_if_a_later_one_would() {
+    let a = tcp4(1, 0, TCP_ACK, &data(100, 1), false);
+    let gap = tcp4(2, 150, TCP_ACK, &data(100, 2), false);
+    let after_a = tcp4(3, 100, TCP_ACK, &data(100, 3), false);
+    assert!(run_from(&a, [gap.as_slice(), after_a.as_slice()].into_iter()).is_none());
+}
+
+#[test]
+fn offloads_are_named_and_taken_by_name() {
+    let named = Offloads::from_names(&["csum", "tso6"]).expect("known names");
+    assert_eq!(named.names(), ["csum", "tso6"]);
+    assert!(named.contains(Offloads::CSUM | Offloads::TSO6));
+    assert!(!named.contains(Offloads::TSO4));
+    assert_eq!(Offloads::from_names(&[]), Some(Offloads::default()));
+    assert_eq!(Offloads::from_names(&["csum", "gro"]), None);
+}
+
+#[test]
+fn a_batch_takes_segments_up_to_its_byte_bound_exactly() {
+    assert_eq!(
+        batch_extent([MAX_BATCH_BYTES - 100, 100, 1].into_iter()),
+        (2, MAX_BATCH_BYTES)
+    );
+    assert!(Pending::default().is_empty());
+}
+
 /// Puts right the IPv4 header checksum and the TCP checksum of `p` (a
 /// segment from `tcp4`/`tcp6` that a test changed).
 fn refresh(p: &mut [u8]) {
