@@ -31,7 +31,40 @@ defmodule TundraBench.Reflector do
   @window 64
 
   def run(opts) do
-    single_queue(opts) ++ multi_queue(opts) ++ gen_udp(opts)
+    pinned(fn -> single_queue(opts) end) ++ multi_queue(opts) ++ pinned(fn -> gen_udp(opts) end)
+  end
+
+  # Where the machine has two CPUs or more, the reflecting side (this VM,
+  # one scheduler online, or the raw reflector) runs on CPU 0 and the load
+  # generator on CPU 1, so that they do not take each other's time: on two
+  # shared cores that blurred every ratio by ±0.1 between runs. The VM's
+  # threads and schedulers are given back afterwards.
+  defp pinned(fun) do
+    if cpus() >= 2 do
+      vm = System.pid()
+      schedulers = :erlang.system_info(:schedulers_online)
+      _ = :erlang.system_flag(:schedulers_online, 1)
+      {_, 0} = System.cmd("taskset", ["-a", "-p", "-c", "0", vm])
+
+      try do
+        fun.()
+      after
+        {_, 0} = System.cmd("taskset", ["-a", "-p", "-c", "0-#{cpus() - 1}", vm])
+        _ = :erlang.system_flag(:schedulers_online, schedulers)
+      end
+    else
+      fun.()
+    end
+  end
+
+  defp cpus, do: :erlang.system_info(:logical_processors_available) |> max_known()
+
+  defp max_known(n) when is_integer(n), do: n
+  defp max_known(_unknown), do: 1
+
+  # The generator's CPU: CPU 1 where the reflecting side is pinned.
+  defp on_generator_cpu(command) do
+    if cpus() >= 2, do: ["taskset", "-c", "1" | command], else: command
   end
 
   defp single_queue(opts) do
@@ -146,16 +179,22 @@ defmodule TundraBench.Reflector do
   end
 
   defp start_raw({address, peer}, prefix) do
-    Native.start([
-      Native.path("tundra_bench"),
-      "reflect",
-      "--address",
-      address,
-      "--dstaddr",
-      peer,
-      "--prefix",
-      "#{prefix}"
-    ])
+    # On the reflecting side's CPU, as the VM's reflectors (see pinned/1).
+    pin = if cpus() >= 2, do: ["taskset", "-c", "0"], else: []
+
+    Native.start(
+      pin ++
+        [
+          Native.path("tundra_bench"),
+          "reflect",
+          "--address",
+          address,
+          "--dstaddr",
+          peer,
+          "--prefix",
+          "#{prefix}"
+        ]
+    )
   end
 
   # The serving process creates and owns the device; stopping it removes
@@ -215,22 +254,24 @@ defmodule TundraBench.Reflector do
     cpu_before = Stats.cpu_seconds(os_pid)
 
     result =
-      Native.run([
-        Native.path("tundra_bench"),
-        "loadgen",
-        "--from",
-        address,
-        "--to",
-        peer,
-        "--payload",
-        "#{payload}",
-        "--window",
-        "#{@window * flows}",
-        "--flows",
-        "#{flows}",
-        "--seconds",
-        "#{opts[:seconds]}"
-      ])
+      Native.run(
+        on_generator_cpu([
+          Native.path("tundra_bench"),
+          "loadgen",
+          "--from",
+          address,
+          "--to",
+          peer,
+          "--payload",
+          "#{payload}",
+          "--window",
+          "#{@window * flows}",
+          "--flows",
+          "#{flows}",
+          "--seconds",
+          "#{opts[:seconds]}"
+        ])
+      )
 
     cpu = Stats.cpu_seconds(os_pid) - cpu_before
     %{pps: result["pps"], cpu_us: Float.round(cpu * 1.0e6 / max(result["all_received"], 1), 2)}
