@@ -498,6 +498,11 @@ defmodule Tundra do
       a kernel whose offload misbehaves. The device keeps its vnet header
       and works as before, with smaller packets from the kernel.
       `:einval` on another device, or for a set the kernel refuses.
+    * `:busy_poll` (see [Busy polling](io.md#busy-polling)): microseconds,
+      0 to 200, that a read which finds the device empty keeps looking
+      before it arms a select (`recv/3`, `recv_many/3`, active mode).
+      Packets that arrive meanwhile cost no wakeup; the time is the
+      scheduler's. Default `0`.
 
   Returns `:ok`, or `{:error, reason}`: `{:invalid_option, {key, value}}`,
   `{:unknown_option, key}`, `:not_owner`, `:closed`, or a POSIX atom when
@@ -507,14 +512,23 @@ defmodule Tundra do
           active: active(),
           active_batch: boolean(),
           link_events: boolean(),
-          offload: [offload()]
+          offload: [offload()],
+          busy_poll: 0..200
         ) ::
           :ok | {:error, setopts_error()}
   def setopts({:"$tundra", ref} = device, opts) when is_reference(ref) and is_list(opts) do
-    with {:ok, %{active: active, active_batch: batch, link_events: link_events, offload: offload}} <-
+    with {:ok,
+          %{
+            active: active,
+            active_batch: batch,
+            link_events: link_events,
+            offload: offload,
+            busy_poll: busy_poll
+          }} <-
            Options.setopts_args(opts),
          :ok <- set_offload(ref, offload, opts),
          :ok <- if(batch == nil, do: :ok, else: Nif.set_active_batch(ref, batch)),
+         :ok <- if(busy_poll == nil, do: :ok, else: Nif.set_busy_poll(ref, busy_poll)),
          :ok <- if(link_events == nil, do: :ok, else: Owner.link_events(ref, link_events)) do
       if active == nil, do: :ok, else: Owner.set_active(device, active)
     end
@@ -1029,7 +1043,7 @@ defmodule Tundra do
   end
 
   @typedoc "An option `getopts/2` reports."
-  @type option_name :: :active | :active_batch | :offload | :link_events
+  @type option_name :: :active | :active_batch | :offload | :link_events | :busy_poll
 
   @typedoc "An option's value as `getopts/2` reports it."
   @type option_value ::
@@ -1037,15 +1051,16 @@ defmodule Tundra do
           | {:active_batch, boolean()}
           | {:offload, false | [offload()]}
           | {:link_events, boolean()}
+          | {:busy_poll, 0..200}
 
   @doc """
   The current values of the device's options, as `:inet.getopts/2`
   reports a socket's: `names` is a list of `:active` (`false`, `true`,
   `:once`, or the packets still to deliver before going passive),
   `:active_batch`,
-  `:offload` (the offloads in effect on an offload device, else `false`)
-  and `:link_events`. Any process may ask; nothing is asked of the
-  kernel.
+  `:offload` (the offloads in effect on an offload device, else `false`),
+  `:link_events` and `:busy_poll`. Any process may ask; nothing is asked
+  of the kernel.
 
       {:ok, [active: 62, link_events: false]} = Tundra.getopts(dev, [:active, :link_events])
 
@@ -1055,14 +1070,18 @@ defmodule Tundra do
   @spec getopts(device(), [option_name()]) ::
           {:ok, [option_value()]} | {:error, :closed | {:unknown_option, atom()}}
   def getopts({:"$tundra", ref}, names) when is_reference(ref) and is_list(names) do
-    case Enum.find(names, &(&1 not in [:active, :active_batch, :offload, :link_events])) do
+    case Enum.find(
+           names,
+           &(&1 not in [:active, :active_batch, :offload, :link_events, :busy_poll])
+         ) do
       nil ->
-        with {:ok, {active, batch, offload, link_events}} <- Nif.getopts(ref) do
+        with {:ok, {active, batch, offload, link_events, busy_poll}} <- Nif.getopts(ref) do
           values = %{
             active: active_option(active),
             active_batch: batch,
             offload: offload,
-            link_events: link_events
+            link_events: link_events,
+            busy_poll: busy_poll
           }
 
           {:ok, for(name <- names, do: {name, Map.fetch!(values, name)})}

@@ -119,6 +119,10 @@ defmodule Tundra.Nif do
   def info(_ref), do: :erlang.nif_error(:nif_not_loaded)
 
   @spec getopts(reference()) ::
-          {:ok, {mode(), boolean(), false | [atom()], boolean()}} | {:error, :closed}
+          {:ok, {mode(), boolean(), false | [atom()], boolean(), non_neg_integer()}}
+          | {:error, :closed}
   def getopts(_ref), do: :erlang.nif_error(:nif_not_loaded)
+
+  @spec set_busy_poll(reference(), 0..200) :: :ok | {:error, refused()}
+  def set_busy_poll(_ref, _micros), do: :erlang.nif_error(:nif_not_loaded)
 end

@@ -144,13 +144,21 @@ defmodule Tundra.Options do
   @spec setopts_args(keyword()) :: {:ok, setopts()} | {:error, Tundra.option_error()}
   def setopts_args(opts) do
     with :ok <- keyword!(opts),
-         :ok <- known_keys(opts, [:active, :active_batch, :link_events, :offload]),
+         :ok <- known_keys(opts, [:active, :active_batch, :link_events, :offload, :busy_poll]),
          :ok <- no_duplicates(opts),
          {:ok, link_events} <- optional(opts, :link_events, &is_boolean/1),
          {:ok, batch} <- optional(opts, :active_batch, &is_boolean/1),
          {:ok, offload} <- optional(opts, :offload, &offload_names?/1),
+         {:ok, busy_poll} <- optional(opts, :busy_poll, &(is_integer(&1) and &1 in 0..200)),
          {:ok, active} <- if(Keyword.has_key?(opts, :active), do: active(opts), else: {:ok, nil}) do
-      {:ok, %{active: active, active_batch: batch, link_events: link_events, offload: offload}}
+      {:ok,
+       %{
+         active: active,
+         active_batch: batch,
+         link_events: link_events,
+         offload: offload,
+         busy_poll: busy_poll
+       }}
     end
   end
 

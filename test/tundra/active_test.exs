@@ -169,6 +169,31 @@ defmodule Tundra.ActiveTest do
     assert Tundra.getopts(dev, [:active]) == {:error, :closed}
   end
 
+  test "busy_poll: set, reported, checked; reads find what waits and arm a select when nothing does" do
+    {dev, _} = device(34, [])
+    assert {:ok, [busy_poll: 0]} = Tundra.getopts(dev, [:busy_poll])
+    :ok = Tundra.setopts(dev, busy_poll: 200)
+    assert {:ok, [busy_poll: 200]} = Tundra.getopts(dev, [:busy_poll])
+
+    for bad <- [-1, 201, 1.5, :fast] do
+      assert Tundra.setopts(dev, busy_poll: bad) == {:error, {:invalid_option, {:busy_poll, bad}}}
+    end
+
+    # Nothing waiting: it looks for up to 200 µs, then arms a select.
+    assert {:select, _} = Tundra.recv_many(dev, 16, :nowait)
+    send = sender(34)
+    send.(payloads(1..3))
+    assert_receive {:"$socket", {:"$tundra", _}, :select, _}, 5_000
+    assert {:ok, packets} = Tundra.recv_many(dev, 16, :nowait)
+    assert length(packets) == 3
+    assert {:select, _} = Tundra.recv(dev, 0, :nowait)
+    # Active mode reads with it too.
+    :ok = Tundra.setopts(dev, active: true)
+    send.(payloads(4..5))
+    assert_receive {:tundra, ^dev, _}, 5_000
+    assert_receive {:tundra, ^dev, _}, 5_000
+  end
+
   test "active: 0 (or less) on create says passive at once, as gen_udp and setopts do" do
     for {n, count} <- [{30, 0}, {31, -3}] do
       {dev, _} = device(n, active: count)

@@ -15,7 +15,8 @@ defmodule TundraBench.Reflector do
        elixir: {"10.61.1.1", "10.61.1.2"},
        echo: {"10.61.2.1", "10.61.2.2"},
        drain: {"10.61.3.1", "10.61.3.2"},
-       batch: {"10.61.4.1", "10.61.4.2"}
+       batch: {"10.61.4.1", "10.61.4.2"},
+       busy: {"10.61.5.1", "10.61.5.2"}
      }, 32},
     {"IPv6",
      %{
@@ -23,12 +24,15 @@ defmodule TundraBench.Reflector do
        elixir: {"fd00:61:1::1", "fd00:61:1::2"},
        echo: {"fd00:61:2::1", "fd00:61:2::2"},
        drain: {"fd00:61:3::1", "fd00:61:3::2"},
-       batch: {"fd00:61:4::1", "fd00:61:4::2"}
+       batch: {"fd00:61:4::1", "fd00:61:4::2"},
+       busy: {"fd00:61:5::1", "fd00:61:5::2"}
      }, 128}
   ]
 
   @payloads [64, 1400]
   @window 64
+  # The busy_poll of the drain loop's second row (µs).
+  @busy_poll 50
 
   def run(opts) do
     pinned(fn -> single_queue(opts) end) ++ multi_queue(opts) ++ pinned(fn -> gen_udp(opts) end)
@@ -73,6 +77,8 @@ defmodule TundraBench.Reflector do
       elixir = start_elixir(UdpReflector, addrs.elixir, prefix, mode: :active)
       drain = start_elixir(UdpReflector, addrs.drain, prefix, mode: :drain)
       batch = start_elixir(UdpReflector, addrs.batch, prefix, mode: :active_batch)
+      # The drain loop again, its reads looking 50 µs before a select.
+      busy = start_elixir(UdpReflector, addrs.busy, prefix, mode: :drain, busy_poll: @busy_poll)
       echo = start_elixir(EchoResponder, addrs.echo, prefix, [])
       # Whose CPU time a side's packets cost: the raw reflector process, or
       # this whole VM (its schedulers, poller, reader thread and any
@@ -81,7 +87,8 @@ defmodule TundraBench.Reflector do
         raw: raw |> elem(0) |> Port.info(:os_pid) |> elem(1),
         elixir: System.pid(),
         drain: System.pid(),
-        batch: System.pid()
+        batch: System.pid(),
+        busy: System.pid()
       }
 
       try do
@@ -93,7 +100,7 @@ defmodule TundraBench.Reflector do
         pps ++ [latency_row(family, addrs, opts)]
       after
         Native.stop(raw)
-        Enum.each([elixir, drain, batch, echo], &GenServer.stop/1)
+        Enum.each([elixir, drain, batch, busy, echo], &GenServer.stop/1)
       end
     end
     |> List.flatten()
@@ -208,7 +215,9 @@ defmodule TundraBench.Reflector do
     samples =
       for round <- 1..opts[:rounds] do
         # Each side goes first in turn.
-        sides = Enum.take(Stream.drop(Stream.cycle([:raw, :elixir, :drain, :batch]), round), 4)
+        sides =
+          Enum.take(Stream.drop(Stream.cycle([:raw, :elixir, :drain, :batch, :busy]), round), 5)
+
         Map.new(sides, fn side -> {side, loadgen(addrs[side], payload, os_pids[side], opts)} end)
       end
 
@@ -221,12 +230,15 @@ defmodule TundraBench.Reflector do
     drain_cpu = median.(:drain, :cpu_us)
     batch = median.(:batch, :pps)
     batch_cpu = median.(:batch, :cpu_us)
+    busy = median.(:busy, :pps)
+    busy_cpu = median.(:busy, :cpu_us)
 
     IO.puts(
       "  reflector #{family} #{payload} B: raw #{round(raw)} pps (#{raw_cpu} µs CPU/packet), " <>
         "Elixir active #{round(elixir)} pps (#{elixir_cpu} µs), " <>
         "drain loop #{round(drain)} pps (#{drain_cpu} µs), " <>
-        "active by batch #{round(batch)} pps (#{batch_cpu} µs)"
+        "active by batch #{round(batch)} pps (#{batch_cpu} µs), " <>
+        "drain loop with busy_poll #{@busy_poll} µs #{round(busy)} pps (#{busy_cpu} µs)"
     )
 
     %{
@@ -244,6 +256,10 @@ defmodule TundraBench.Reflector do
       batch: batch,
       batch_over_drain: Stats.ratio(batch, drain),
       batch_cpu_us: batch_cpu,
+      busy: busy,
+      busy_over_drain: Stats.ratio(busy, drain),
+      busy_cpu_us: busy_cpu,
+      busy_poll: @busy_poll,
       samples: samples
     }
   end

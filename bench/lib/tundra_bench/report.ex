@@ -72,8 +72,16 @@ defmodule TundraBench.Report do
 
     CPU µs/packet: CPU time (user + system) of the reflecting process per
     packet reflected: the raw reflector's process, or the whole Elixir VM.
-    The load generator shares the machine's cores with the reflector, so
-    packets/s is capped by whichever of the two saturates first.
+    On a machine of two CPUs or more the reflecting side (the raw
+    reflector, or the VM with one scheduler online) runs on CPU 0 and the
+    load generator on CPU 1.
+
+    The drain loop with `busy_poll` (`Tundra.setopts/2`: a read that finds
+    nothing keeps looking before it arms a select):
+
+    | family | payload | drain loop pps | with busy_poll | pps ×drain | CPU µs/packet, drain → busy_poll |
+    |---|---:|---:|---:|---:|---|
+    #{Enum.map_join(rows, "\n", &"| #{&1.family} | #{&1.payload} B | #{int(&1.drain)} | #{int(&1.busy)} (#{&1.busy_poll} µs) | #{two(&1.busy_over_drain)} | #{&1.drain_cpu_us} → #{&1.busy_cpu_us} |")}
     """
   end
 

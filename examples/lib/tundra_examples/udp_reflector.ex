@@ -29,12 +29,14 @@ defmodule TundraExamples.UdpReflector do
   @doc """
   Starts a reflector on the device `spec` names (see
   `TundraExamples.device_spec/0`). Options: `mode: :drain` (the default),
-  `:active` or `:active_batch`, and GenServer options.
+  `:active` or `:active_batch`; `busy_poll:` microseconds (see
+  `Tundra.setopts/2`); and GenServer options.
   """
   @spec start_link(TundraExamples.device_spec(), keyword()) :: GenServer.on_start()
   def start_link(spec, opts \\ []) do
     {mode, opts} = Keyword.pop(opts, :mode, :drain)
-    GenServer.start_link(__MODULE__, {spec, mode}, opts)
+    {busy_poll, opts} = Keyword.pop(opts, :busy_poll, 0)
+    GenServer.start_link(__MODULE__, {spec, mode, busy_poll}, opts)
   end
 
   @doc "The interface name of the reflector's device."
@@ -71,10 +73,10 @@ defmodule TundraExamples.UdpReflector do
   def turn_around(_packet), do: :ignore
 
   @impl true
-  def init({spec, mode}) do
+  def init({spec, mode, busy_poll}) do
     case TundraExamples.open(spec, []) do
       {:ok, {device, name}} ->
-        state = %{flow: Flow.new(device, @count), name: name, mode: mode}
+        state = %{flow: Flow.new(device, @count), name: name, mode: mode, busy_poll: busy_poll}
         # A given device is read once it is ours (:owned).
         if match?({:given, _}, spec), do: {:ok, state}, else: started(state, :ok)
 
@@ -84,6 +86,13 @@ defmodule TundraExamples.UdpReflector do
   end
 
   # Starts reading, in the drain loop or by asking for the first count.
+  defp started(%{busy_poll: busy_poll} = state, ok) when busy_poll > 0 do
+    case Tundra.setopts(state.flow.device, busy_poll: busy_poll) do
+      :ok -> started(%{state | busy_poll: 0}, ok)
+      {:error, reason} -> result(state, {:error, reason}, ok)
+    end
+  end
+
   defp started(%{mode: :drain} = state, ok),
     do: result(state, Flow.drain(state.flow, &reflect/1), ok)
 

@@ -60,6 +60,20 @@ fn set_active_batch<'a>(env: Env<'a>, dev: Term<'a>, on: bool) -> NifResult<Term
     })
 }
 
+/// How long reads keep looking for packets before they arm a select, in
+/// microseconds (0 to `io::MAX_BUSY_POLL`; Elixir checks the range).
+#[rustler::nif]
+fn set_busy_poll<'a>(env: Env<'a>, dev: Term<'a>, micros: u64) -> NifResult<Term<'a>> {
+    let busy_poll = std::time::Duration::from_micros(micros);
+    if busy_poll > crate::io::MAX_BUSY_POLL {
+        return Err(rustler::Error::BadArg);
+    }
+    with_owned(env, dev, |mut owned| {
+        owned.set_busy_poll(busy_poll);
+        Ok(ok(env))
+    })
+}
+
 /// The device's reader process: `{:ok, pid}` or `{:ok, nil}`.
 #[rustler::nif]
 fn reader<'a>(env: Env<'a>, dev: Term<'a>) -> NifResult<Term<'a>> {

@@ -30,6 +30,34 @@ pub const CLOCK_EVERY: usize = 8;
 /// Most packets one `recv_many` call reads.
 const MAX_BATCH: usize = 1024;
 
+/// The longest `busy_poll` a device may have: with a call's own budget it
+/// stays within about a millisecond of a scheduler's time.
+pub const MAX_BUSY_POLL: Duration = Duration::from_micros(200);
+
+/// Runs `read` and, while it finds nothing (`WouldBlock`), again until
+/// `busy_poll` has passed: packets that come meanwhile are read without
+/// arming a select, and without the wakeups a select costs (the VM's poll
+/// thread, then a scheduler). The time is the scheduler's, spent looking.
+pub fn polling<T>(busy_poll: Duration, mut read: impl FnMut() -> io::Result<T>) -> io::Result<T> {
+    let would_block =
+        |result: &io::Result<T>| matches!(result, Err(e) if e.kind() == io::ErrorKind::WouldBlock);
+    let first = read();
+    if busy_poll.is_zero() || !would_block(&first) {
+        return first;
+    }
+    let until = Instant::now() + busy_poll.min(MAX_BUSY_POLL);
+    loop {
+        // A few hundred nanoseconds between looks: the look is a system call.
+        for _ in 0..64 {
+            std::hint::spin_loop();
+        }
+        let again = read();
+        if !would_block(&again) || Instant::now() >= until {
+            return again;
+        }
+    }
+}
+
 /// How one I/O call on a device ended, before it is rendered.
 pub enum Done<'a> {
     /// Finished: this term is the reply.
@@ -152,12 +180,16 @@ fn recv<'a>(env: Env<'a>, dev: Term<'a>, max_len: usize) -> NifResult<Term<'a>> 
         if let Some(refused) = refuse_if_active(owned) {
             return refused;
         }
+        let busy_poll = owned.busy_poll();
         let packet = match owned.framing() {
             Framing::VirtioNet => {
                 let (fd, pending) = owned.fd_and_pending();
-                vnet::read(env, fd, pending, max_len)
+                polling(busy_poll, || vnet::read(env, fd, pending, max_len))
             }
-            framing => packet::read(env, owned.fd(), framing, max_len),
+            framing => {
+                let fd = owned.fd();
+                polling(busy_poll, || packet::read(env, fd, framing, max_len))
+            }
         };
         Done::from_io(packet.map(|bin| (atoms::ok(), bin).encode(env)))
     })
@@ -175,9 +207,12 @@ fn recv_many<'a>(env: Env<'a>, dev: Term<'a>, count: usize) -> NifResult<Term<'a
             return refused;
         }
         let framing = owned.framing();
+        let busy_poll = owned.busy_poll();
         let (fd, pending) = owned.fd_and_pending();
         let until = started + CALL_BUDGET;
-        let batch = read_batch(env, fd, framing, pending, count.min(MAX_BATCH), until);
+        let batch = polling(busy_poll, || {
+            read_batch(env, fd, framing, pending, count.min(MAX_BATCH), until)
+        });
         Done::from_io(batch.map(|packets| (atoms::ok(), packets).encode(env)))
     });
     report_time(env, started);

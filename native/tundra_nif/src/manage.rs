@@ -82,8 +82,9 @@ fn encode_offload<'a>(env: Env<'a>, found: &Described) -> NifResult<Term<'a>> {
 }
 
 /// The options `Tundra.getopts/2` reports, from the resource alone (no
-/// system call): `{:ok, {active, active_batch, offload, link_events}}`, active as
-/// `set_active` returns it.
+/// system call): `{:ok, {active, active_batch, offload, link_events,
+/// busy_poll}}`, active as `set_active` returns it, busy_poll in
+/// microseconds.
 #[rustler::nif]
 fn getopts<'a>(env: Env<'a>, dev: Term<'a>) -> NifResult<Term<'a>> {
     let dev = resource::get(env, dev).ok_or(rustler::Error::BadArg)?;
@@ -95,6 +96,7 @@ fn getopts<'a>(env: Env<'a>, dev: Term<'a>) -> NifResult<Term<'a>> {
                 found.batch,
                 encode_offload(env, &found)?,
                 found.link_events,
+                u64::try_from(found.busy_poll.as_micros()).unwrap_or(u64::MAX),
             ),
         )),
         Err(why) => Failure::from(why).render(env),

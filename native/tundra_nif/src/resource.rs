@@ -153,6 +153,9 @@ struct State {
     /// Active delivery as one message per read batch (`{:tundra_batch,
     /// dev, packets}`) rather than one per packet.
     batch: bool,
+    /// How long a read that finds nothing keeps looking before it arms a
+    /// select (`busy_poll`, see io::polling).
+    busy_poll: std::time::Duration,
     /// The process that reads the device for its owner in active mode
     /// (and passes link events on), once there is one.
     reader: Option<ErlNifPid>,
@@ -299,6 +302,7 @@ pub fn new_device<'a>(
                     self_ref: true,
                     active: Active::Off,
                     batch: false,
+                    busy_poll: std::time::Duration::ZERO,
                     reader: None,
                     netns,
                     link_events: None,
@@ -375,6 +379,7 @@ pub struct Described {
     pub link_events: bool,
     pub active: Active,
     pub batch: bool,
+    pub busy_poll: std::time::Duration,
 }
 
 /// The device locked for its owner, open. Dropping it unlocks.
@@ -426,6 +431,7 @@ impl<'a> DeviceRef<'a> {
                 link_events: state.link_events.is_some(),
                 active: state.active,
                 batch: state.batch,
+                busy_poll: state.busy_poll,
             }),
             None => Err(Refused::Closed),
         }
@@ -575,6 +581,15 @@ impl<'a> Owned<'_, 'a> {
         self.state.batch = batch;
     }
 
+    /// How long reads keep looking before they arm a select.
+    pub fn busy_poll(&self) -> std::time::Duration {
+        self.state.busy_poll
+    }
+
+    pub fn set_busy_poll(&mut self, busy_poll: std::time::Duration) {
+        self.state.busy_poll = busy_poll;
+    }
+
     /// The device's reader process, if it has one.
     pub fn reader(&self) -> Option<LocalPid> {
         self.state.reader.map(LocalPid::from_c_arg)
@@ -710,7 +725,9 @@ impl<'a> Reading<'_, 'a> {
         // One batch read, as recv_many's: the packets are parts of one
         // binary, which their messages share.
         let until = std::time::Instant::now() + io::CALL_BUDGET;
-        let batch = io::read_batch(env, fd, framing, &mut state.pending, wanted, until);
+        let batch = io::polling(state.busy_poll, || {
+            io::read_batch(env, fd, framing, &mut state.pending, wanted, until)
+        });
         match batch {
             Ok(packets) => {
                 let delivered = packets.len();
