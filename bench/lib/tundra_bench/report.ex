@@ -278,10 +278,13 @@ defmodule TundraBench.Report do
             the poll thread's `epoll_wait` return, a futex wake of a
             scheduler, a last `read` that finds nothing and the re-arming
             `epoll_ctl`; with 64 packets in flight a batch holds only a
-            few packets. Reaching 0.95 (and 1.1× CPU) needs fewer wakeups
-            per packet: batches that grow with load (a deeper window
-            does), or polling the device a few microseconds before arming
-            the select, which trades CPU for wakeups.
+            few packets. Polling the device before arming the select
+            (`busy_poll`, the second table) did not move it: with 64
+            packets in flight the next ones come later than 50 µs, and
+            pinned (the reflecting side alone on its CPU) the raw
+            reflector gains more from a core of its own than the VM does.
+            Reaching 0.95 (and 1.1× CPU) needs fewer wakeups per packet:
+            batches that grow with load (a deeper window does).
           """,
         Enum.any?(
           reflector,
@@ -312,6 +315,22 @@ defmodule TundraBench.Report do
             awake when the packet comes (busy-waiting, at the cost of a
             core) or the reading done on the poll thread's wakeup itself,
             which OTP does not offer NIFs.
+          """,
+        Enum.any?(
+          for(r <- rows, r.section == :wireguard, do: r),
+          &below?(Stats.ratio(&1.stats[{:elixir_pair, :up}], &1.stats[{:wireguard_go, :up}]), 5.5)
+        ) &&
+          """
+          - **WireGuard Elixir ↔ Elixir against wireguard-go.** `perf` of an
+            Elixir end sending: one scheduler busy (the interface is one
+            process), 27% OpenSSL (the AEAD, and per call its context
+            set-up and clean-up: `:crypto` has no reusable AEAD context),
+            23% kernel, 38% the BEAM and JITted Elixir, 7% libc (half of it
+            copies). Both ends, iperf3 and the kernel already use the two
+            cores, so an end spread over more schedulers cannot move this
+            machine's number; what would is less CPU per packet: AEAD over
+            a whole batch in one native call (as wireguard-go and the
+            kernel do), which is not `:crypto`'s, and fewer copies.
           """,
         Enum.any?(tunnel, &below?(&1.offload_ratio, 0.9)) &&
           """
