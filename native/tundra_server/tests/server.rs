@@ -372,18 +372,28 @@ fn without_its_default_configuration_it_serves_root_alone() {
     let server = Server::start("defaults", "", &[]);
     let socket = server.dir.join("defaults.sock");
     let log = server.dir.join("defaults.log");
-    let mut child = Command::new("unshare")
-        .args(["--mount", "--propagation", "private", "sh", "-c"])
-        .arg("mount -t tmpfs tundra-test /etc && exec \"$@\"")
-        .arg("sh")
-        .arg(env!("CARGO_BIN_EXE_tundra_server"))
-        .arg("--socket")
-        .arg(&socket)
-        .args(["--group", "61000", "--state-dir"])
-        .arg(server.dir.join("defaults-state"))
-        .stderr(std::fs::File::create(&log).expect("log"))
-        .spawn()
-        .expect("start");
+    // Killed when the test ends, also when it fails half-way.
+    struct Killed(std::process::Child);
+    impl Drop for Killed {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+    let _child = Killed(
+        Command::new("unshare")
+            .args(["--mount", "--propagation", "private", "sh", "-c"])
+            .arg("mount -t tmpfs tundra-test /etc && exec \"$@\"")
+            .arg("sh")
+            .arg(env!("CARGO_BIN_EXE_tundra_server"))
+            .arg("--socket")
+            .arg(&socket)
+            .args(["--group", "61000", "--state-dir"])
+            .arg(server.dir.join("defaults-state"))
+            .stderr(std::fs::File::create(&log).expect("log"))
+            .spawn()
+            .expect("start"),
+    );
     wait_listening(&socket);
     assert!(matches!(
         create(&socket, &config(41)),
@@ -394,8 +404,6 @@ fn without_its_default_configuration_it_serves_root_alone() {
         said.contains("/etc/tundra/server.conf does not exist: nothing is delegated"),
         "{said}"
     );
-    let _ = child.kill();
-    let _ = child.wait();
     assert!(server.stop().success());
 }
 
