@@ -176,6 +176,30 @@ defmodule TundraExamples.UdpTunnelTest do
     Port.close(port)
   end
 
+  test "examples/wireguard.exs runs the WireGuard package from the repository's root" do
+    private = Base.encode64(elem(:crypto.generate_key(:ecdh, :x25519), 1))
+    # The interface is named after the file, as wg-quick names it.
+    name = "wgx#{System.pid()}"
+    conf = Path.join(System.tmp_dir!(), "#{name}.conf")
+    File.write!(conf, "[Interface]\nPrivateKey = #{private}\nAddress = 10.99.66.1/24\n")
+    on_exit(fn -> File.rm(conf) end)
+
+    port =
+      Port.open({:spawn_executable, System.find_executable("mix")}, [
+        :binary,
+        :exit_status,
+        :stderr_to_stdout,
+        {:line, 4096},
+        args: ["run", "examples/wireguard.exs", conf]
+      ])
+
+    assert await_line(port, "ready ") == "ready #{name}"
+    assert File.exists?("/var/run/wireguard/#{name}.sock")
+    # Its input closed, it stops: the socket and the device go.
+    Port.close(port)
+    assert eventually(fn -> not File.exists?("/var/run/wireguard/#{name}.sock") end)
+  end
+
   defp await_line(port, prefix) do
     receive do
       {^port, {:data, {:eol, line}}} ->
