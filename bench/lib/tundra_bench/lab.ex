@@ -94,4 +94,38 @@ defmodule TundraBench.Lab do
         0
     end
   end
+
+  @doc """
+  Starts a userspace WireGuard no one here wrote, `kind` (`:boringtun` or
+  Debian's `:wireguard_go`), as interface `name` in namespace `ns`, and
+  waits for its UAPI socket: `{port, os_pid}` (`Native.stop/1` ends it).
+  """
+  def start_userspace_wireguard(kind, ns, name) do
+    socket = "/var/run/wireguard/#{name}.sock"
+
+    command =
+      case kind do
+        # scripts/wireguard-peer (run by scripts/bench) builds the pinned version there.
+        :boringtun ->
+          "#{Path.expand("_build/tools/bin/boringtun-cli")} #{name} --foreground " <>
+            "--disable-drop-privileges -l /dev/null"
+
+        # Debian's, from apt; it refuses to run beside a kernel with the
+        # module unless told.
+        :wireguard_go ->
+          "env WG_I_PREFER_BUGGY_USERSPACE_TO_POLISHED_KMOD=1 LOG_LEVEL=error " <>
+            "wireguard-go -f #{name} >/dev/null 2>&1"
+      end
+
+    script = """
+    ip netns exec #{ns} #{command} & pid=$!
+    for i in $(seq 200); do [ -S #{socket} ] && break; sleep 0.05; done
+    echo "ready $pid"
+    read _
+    kill $pid
+    wait $pid
+    """
+
+    TundraBench.Native.start(["sh", "-c", script])
+  end
 end

@@ -119,32 +119,7 @@ defmodule TundraBench.WireGuard do
   # peer is the other key, allowed `peer/32`, at `endpoint` (if given).
   defp start_end(kind, ns, name, {private, _}, {_, peer_public}, address, peer, endpoint, dir)
        when kind in [:boringtun, :wireguard_go] do
-    socket = "/var/run/wireguard/#{name}.sock"
-
-    command =
-      case kind do
-        # scripts/wireguard-peer (run by scripts/bench) builds the pinned version there.
-        :boringtun ->
-          "#{Path.expand("_build/tools/bin/boringtun-cli")} #{name} --foreground " <>
-            "--disable-drop-privileges -l /dev/null"
-
-        # Debian's, from apt; it refuses to run beside a kernel with the
-        # module unless told.
-        :wireguard_go ->
-          "env WG_I_PREFER_BUGGY_USERSPACE_TO_POLISHED_KMOD=1 LOG_LEVEL=error " <>
-            "wireguard-go -f #{name} >/dev/null 2>&1"
-      end
-
-    script = """
-    ip netns exec #{ns} #{command} & pid=$!
-    for i in $(seq 200); do [ -S #{socket} ] && break; sleep 0.05; done
-    echo "ready $pid"
-    read _
-    kill $pid
-    wait $pid
-    """
-
-    {port, os_pid} = Native.start(["sh", "-c", script])
+    {port, os_pid} = Lab.start_userspace_wireguard(kind, ns, name)
     key = Path.join(dir, "#{name}.key")
     File.write!(key, private <> "\n")
     File.chmod!(key, 0o600)

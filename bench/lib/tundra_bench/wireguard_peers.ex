@@ -8,7 +8,7 @@ defmodule TundraBench.WireGuardPeers do
   # Debian's wireguard-go and boringtun beside it, the same peers. The
   # peers have no endpoints: nothing is sent.
 
-  alias TundraBench.{Native, Stats}
+  alias TundraBench.{Lab, Native, Stats}
 
   @peers 1000
   @kinds [:wireguard_go, :boringtun, :elixir]
@@ -79,29 +79,7 @@ defmodule TundraBench.WireGuardPeers do
 
   defp measure(kind, ns, dir, peer_file, name) do
     name = name <> if(kind == :boringtun, do: "b", else: "g")
-    socket = "/var/run/wireguard/#{name}.sock"
-
-    command =
-      case kind do
-        :boringtun ->
-          "#{Path.expand("_build/tools/bin/boringtun-cli")} #{name} --foreground " <>
-            "--disable-drop-privileges -l /dev/null"
-
-        :wireguard_go ->
-          "env WG_I_PREFER_BUGGY_USERSPACE_TO_POLISHED_KMOD=1 LOG_LEVEL=error " <>
-            "wireguard-go -f #{name} >/dev/null 2>&1"
-      end
-
-    script = """
-    ip netns exec #{ns} #{command} & pid=$!
-    for i in $(seq 200); do [ -S #{socket} ] && break; sleep 0.05; done
-    echo "ready $pid"
-    read _
-    kill $pid
-    wait $pid
-    """
-
-    {port, os_pid} = started = Native.start(["sh", "-c", script])
+    {port, os_pid} = started = Lab.start_userspace_wireguard(kind, ns, name)
     # The program itself: wireguard-go under `env`, boringtun directly.
     pid = program_pid(String.to_integer(os_pid))
 
