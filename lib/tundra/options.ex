@@ -137,7 +137,8 @@ defmodule Tundra.Options do
           active: active_change() | nil,
           active_batch: boolean() | nil,
           link_events: boolean() | nil,
-          offload: [atom()] | nil
+          offload: [atom()] | nil,
+          busy_poll: 0..200 | nil
         }
 
   @doc "The options of `Tundra.setopts/2`."
