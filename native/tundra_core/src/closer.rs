@@ -374,5 +374,11 @@ mod tests {
             );
             std::thread::sleep(Duration::from_millis(20));
         }
+        // And it stays gone: the last thread to leave must not take itself
+        // back without a queued fd (it would spin, counted, for ever).
+        for _ in 0..100 {
+            assert_eq!(closer().threads.load(SeqCst), 0, "an idle closer came back");
+            std::thread::sleep(Duration::from_millis(2));
+        }
     }
 }
