@@ -149,12 +149,11 @@ impl<'a> Run<'a> {
         true
     }
 
+    /// Segments in the run; never 0 (a run starts with one), so there is
+    /// no `is_empty`.
+    #[allow(clippy::len_without_is_empty)]
     pub fn len(&self) -> usize {
         self.segments.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.segments.is_empty()
     }
 
     pub fn segments(&self) -> &[Segment<'a>] {
@@ -170,8 +169,8 @@ impl<'a> Run<'a> {
 pub fn run_from<'a>(first: &'a [u8], next: impl Iterator<Item = &'a [u8]>) -> Option<Run<'a>> {
     let mut run = Run::start(Segment::parse(first)?);
     for packet in next {
-        let grown = Segment::parse(packet).is_some_and(|segment| run.extend(segment));
-        if !grown || run.len() == MAX_SEGMENTS {
+        // `extend` refuses a segment past MAX_SEGMENTS, as any other.
+        if !Segment::parse(packet).is_some_and(|segment| run.extend(segment)) {
             break;
         }
     }

@@ -177,6 +177,20 @@ fn what_may_not_coalesce_stays_apart() {
 }
 
 #[test]
+fn a_run_holds_at_most_max_segments() {
+    // 100-byte payloads: 140 would fit in 64 KB, the segment bound stops
+    // the run first, and what is left starts a run of its own.
+    let segments: Vec<Vec<u8>> = (0..140u32)
+        .map(|i| tcp4(i as u16, i * 100, TCP_ACK, &data(100, i as u8), false))
+        .collect();
+    let run = run_from(&segments[0], segments[1..].iter().map(Vec::as_slice)).expect("a run");
+    assert_eq!(run.len(), MAX_SEGMENTS);
+    let rest = &segments[MAX_SEGMENTS..];
+    let next = run_from(&rest[0], rest[1..].iter().map(Vec::as_slice)).expect("a second run");
+    assert_eq!(next.len(), 140 - MAX_SEGMENTS);
+}
+
+#[test]
 fn a_run_stops_short_of_64_kilobytes_and_fragments_never_join() {
     // 1448-byte payloads: 45 fit under 65,535 bytes with the headers, 46
     // would not.
@@ -213,7 +227,7 @@ fn a_superpackets_own_headers_say_its_length_and_sum_as_the_kernel_reads_them() 
         .collect();
     for segments in [v4, v6] {
         let run = run_from(&segments[0], segments[1..].iter().map(Vec::as_slice)).expect("a run");
-        assert!(!run.is_empty());
+        assert_eq!(run.len(), 3);
         let (hdr, headers) = coalesced_headers(run.segments());
         let total = headers.len() + 3 * 500;
         let (l4, src, dst) = if headers[0] >> 4 == 4 {

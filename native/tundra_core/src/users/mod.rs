@@ -96,18 +96,11 @@ fn database_in(user: &User, gid: Gid) -> bool {
             .is_some_and(|groups| groups.contains(&gid))
 }
 
-// nix offers neither getgroups nor getgrouplist on macOS: the primary
-// group only there, as tundra_server's own check (which serves only root
-// on macOS for now).
+// nix offers neither getgroups nor getgrouplist on macOS.
 #[cfg(target_vendor = "apple")]
-fn process_in(gid: Gid) -> bool {
-    nix::unistd::getegid() == gid
-}
-
+mod apple;
 #[cfg(target_vendor = "apple")]
-fn database_in(user: &User, gid: Gid) -> bool {
-    user.gid == gid
-}
+use apple::{database_in, process_in};
 
 #[cfg(test)]
 mod tests {
