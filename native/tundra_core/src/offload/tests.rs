@@ -620,11 +620,13 @@ fn pending_segments_come_out_in_order_and_batches_keep_their_bounds() {
     assert_eq!(sp.count(), 101);
     let mut pending = Pending::default();
     pending.keep(&sp, 1);
+    assert!(!pending.is_empty());
     // The first batch: at most MAX_BATCH_SEGMENTS and MAX_BATCH_BYTES.
     let (bytes, size) = pending.take_batch(|b, size| (b.to_vec(), size)).unwrap();
     assert_eq!(size, 640);
     assert_eq!(bytes.len(), 64 * 640);
     let mut seen = vec![bytes[..640].to_vec()];
+    assert!(!pending.is_empty(), "36 left after one batch");
     while let Some(segment) = pending.pop(<[u8]>::to_vec) {
         seen.push(segment);
     }
