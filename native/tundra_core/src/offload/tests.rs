@@ -266,6 +266,11 @@ fn offloads_are_named_and_taken_by_name() {
     assert!(!named.contains(Offloads::TSO4));
     assert_eq!(Offloads::from_names(&[]), Some(Offloads::default()));
     assert_eq!(Offloads::from_names(&["csum", "gro"]), None);
+    // A name given twice is still that offload.
+    assert_eq!(
+        Offloads::from_names(&["csum", "csum"]),
+        Offloads::from_names(&["csum"])
+    );
 }
 
 #[test]

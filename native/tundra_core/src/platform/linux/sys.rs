@@ -94,4 +94,20 @@ mod tests {
         let long = TunIfReq::new(&"x".repeat(40), IFF_TUN);
         assert_eq!(long.name().len(), IFNAMSIZ - 1);
     }
+
+    #[test]
+    fn a_deprioritized_thread_is_sched_idle_and_only_it() {
+        // SAFETY: sched_getscheduler reads the calling thread's policy
+        // (pid 0) and touches no memory of ours.
+        let policy = || unsafe { libc::sched_getscheduler(0) };
+        let before = policy();
+        let set = std::thread::spawn(move || (set_thread_sched_idle().is_ok(), policy()));
+        assert_eq!(set.join().ok(), Some((true, libc::SCHED_IDLE)));
+        let deprioritized = std::thread::spawn(move || {
+            crate::platform::deprioritize_thread();
+            policy()
+        });
+        assert_eq!(deprioritized.join().ok(), Some(libc::SCHED_IDLE));
+        assert_eq!(policy(), before, "only the calling thread changes");
+    }
 }
