@@ -352,6 +352,7 @@ fn refuses_to_start_without_its_group_or_a_safe_folder_or_beside_a_live_server()
         dir,
         socket: path,
         command: Vec::new(),
+        turn: None,
     };
     wait_listening(&server.socket);
     let mode = std::fs::metadata(&server.socket).expect("meta");

@@ -28,6 +28,8 @@ pub struct Server {
     pub socket: PathBuf,
     /// The command line it was started with, for `restart`.
     pub command: Vec<String>,
+    /// Its turn among servers confined as the unit (see `in_flight_turn`).
+    pub turn: Option<File>,
 }
 
 /// How a test server's stderr is wired.
@@ -52,6 +54,7 @@ impl Server {
     /// the unit's `LimitNOFILE=`, so that the kernel's limit on fds in
     /// flight, which applies without CAP_SYS_RESOURCE, is reached soon).
     pub fn start_as_unit(name: &str, config: &str, extra: &[&str]) -> Server {
+        let turn = in_flight_turn();
         let unit = Unit::shipped();
         let mut mounts = String::from("mount --bind /proc/sys /proc/sys");
         for path in &unit.writable_proc_sys {
@@ -79,7 +82,9 @@ impl Server {
             "--inh-caps=-all",
             "--",
         ];
-        Self::spawn(name, config, extra, Stderr::File, &wrapper)
+        let mut server = Self::spawn(name, config, extra, Stderr::File, &wrapper);
+        server.turn = Some(turn);
+        server
     }
 
     /// Starts a server whose /proc/sys is read-only, as under the unit's
@@ -139,6 +144,7 @@ impl Server {
             dir,
             socket,
             command,
+            turn: None,
         };
         wait_listening(&server.socket);
         server
@@ -240,6 +246,25 @@ fn run_server(command: &[String], stderr: Stdio) -> Child {
 /// Removes the folders (and kills the servers) of earlier test processes
 /// that were killed before cleaning up: `/run/tundra-test-PID-NAME` whose
 /// PID is gone.
+/// A turn, held until dropped, for a test whose fds in flight matter.
+///
+/// The kernel counts fds in flight (sent, not yet received) per user,
+/// across the machine, and refuses a sender without CAP_SYS_RESOURCE once
+/// its user has more than the sender's RLIMIT_NOFILE of them. A server
+/// confined as the unit (1024 files, no CAP_SYS_RESOURCE) is root's, as is
+/// every test server, on this run and on any other: tests that start one,
+/// or that leave many replies unread, take turns, machine-wide (a lock on
+/// a file in /run, seen from every namespace the tests run in).
+pub fn in_flight_turn() -> File {
+    let file = File::options()
+        .create(true)
+        .append(true)
+        .open("/run/tundra-tests-in-flight.lock")
+        .expect("the in-flight lock file");
+    file.lock().expect("a turn");
+    file
+}
+
 fn remove_leftovers() {
     static ONCE: std::sync::Once = std::sync::Once::new();
     ONCE.call_once(|| {
