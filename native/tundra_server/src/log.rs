@@ -94,6 +94,14 @@ impl Log {
         }
     }
 
+    /// Waits up to `limit` until every line queued so far is written.
+    fn wait_written(&self, limit: Duration) {
+        let deadline = Instant::now() + limit;
+        while self.written.load(Relaxed) < self.queued.load(Relaxed) && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    }
+
     /// One line at `now`: queued for the writer with a note of the lines
     /// left out before it, or counted as left out (past the rate, or the
     /// queue full: then with the ones it was to report).
@@ -128,12 +136,8 @@ impl Log {
 
 /// Waits up to `limit` for queued lines to be written (before exiting).
 pub fn flush(limit: Duration) {
-    let Some(log) = LOG.get() else {
-        return;
-    };
-    let deadline = Instant::now() + limit;
-    while log.written.load(Relaxed) < log.queued.load(Relaxed) && Instant::now() < deadline {
-        std::thread::sleep(Duration::from_millis(5));
+    if let Some(log) = LOG.get() {
+        log.wait_written(limit);
     }
 }
 
@@ -192,6 +196,30 @@ mod tests {
         let later = start + Duration::from_secs(2);
         let refilled = (0..1000).filter(|_| bucket.take(later)).count();
         assert_eq!(refilled, (2.0 * PER_SECOND) as usize);
+    }
+
+    #[test]
+    fn flushing_waits_for_the_writer_to_write_what_was_queued() {
+        let (queue, lines) = mpsc::sync_channel(8);
+        let log = std::sync::Arc::new(Log::new(queue));
+        let now = Instant::now();
+        for text in ["one", "two", "three"] {
+            log.line(format_args!("{text}"), now);
+        }
+        // A slow writer: flushing must wait for it, however slow.
+        let writer = {
+            let log = std::sync::Arc::clone(&log);
+            std::thread::spawn(move || {
+                for _ in 0..3 {
+                    let _ = lines.recv();
+                    std::thread::sleep(Duration::from_millis(30));
+                    log.written.fetch_add(1, Relaxed);
+                }
+            })
+        };
+        log.wait_written(Duration::from_secs(60));
+        assert_eq!(log.written.load(Relaxed), 3);
+        let _ = writer.join();
     }
 
     #[test]

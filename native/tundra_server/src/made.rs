@@ -530,6 +530,28 @@ mod tests {
     }
 
     #[test]
+    fn at_start_a_record_keeps_only_the_link_of_its_index_and_name() {
+        let dir = std::env::temp_dir().join(format!("tundra-journal-ids-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(
+            dir.join(JOURNAL),
+            "made 1000 13 tun3 -\nmade 1000 14 tun4 -\nmade 1000 15 tun5 -\n",
+        )
+        .unwrap();
+        // Index 13 is another device now; tun4's name is on index 99.
+        let links = [
+            link(13, "other", 1),
+            link(99, "tun4", 0),
+            link(15, "tun5", 0),
+        ];
+        let records = Records::open(&dir, &links).unwrap();
+        assert_eq!(records.count(1000), 1, "tun5 only");
+        assert!(records.holds(1000, 15, "tun5"));
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
     fn a_journal_that_cannot_be_read_is_an_error_not_an_empty_one() {
         let dir = std::env::temp_dir().join(format!("tundra-unreadable-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
@@ -538,6 +560,11 @@ mod tests {
             Records::open(&dir, &[]).is_err(),
             "a folder where the journal should be"
         );
+        std::fs::remove_dir_all(&dir).unwrap();
+        // Nor is one that is not text (and that could be rewritten).
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join(JOURNAL), b"made 1000 13 tun\xff -\n").unwrap();
+        assert!(Records::open(&dir, &[]).is_err(), "not UTF-8");
         std::fs::remove_dir_all(&dir).unwrap();
         // No journal yet is an empty one.
         std::fs::create_dir_all(&dir).unwrap();

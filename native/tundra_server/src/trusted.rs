@@ -262,6 +262,16 @@ mod tests {
         symlink("a", folder.0.join("b")).unwrap();
         let err = open_root_only(&folder.0.join("a"), Kind::File, "the configuration").unwrap_err();
         assert!(err.contains("ELOOP"), "{err}");
+        // A chain of MAX_LINKS links is followed; one more is a loop.
+        folder.file("end", 0o644);
+        symlink("end", folder.0.join("l0")).unwrap();
+        for i in 1..=MAX_LINKS {
+            symlink(format!("l{}", i - 1), folder.0.join(format!("l{i}"))).unwrap();
+        }
+        let last = |i: usize| folder.0.join(format!("l{i}"));
+        assert!(open_root_only(&last(MAX_LINKS - 1), Kind::File, "the configuration").is_ok());
+        let err = open_root_only(&last(MAX_LINKS), Kind::File, "the configuration").unwrap_err();
+        assert!(err.contains("ELOOP"), "{err}");
     }
 
     #[test]

@@ -838,6 +838,7 @@ fn changes_stay_inside_the_delegation_on_the_members_own_devices() {
         "peer 10.68.3.2 10.50.0.9",
         "addr 10.50.0.9/32",
         "route 10.68.9.0/25",
+        "addr 10.68.9.1/32",
     ];
     let mut alice = as_member(
         ALICE,
@@ -846,7 +847,13 @@ fn changes_stay_inside_the_delegation_on_the_members_own_devices() {
     assert_eq!(
         alice.result(),
         "ok,ok,ok,ok,errno eacces,errno eacces,errno eacces,\
-         errno eaddrinuse,errno eaddrinuse,errno eaddrinuse,errno eaddrinuse"
+         errno eaddrinuse,errno eaddrinuse,errno eaddrinuse,errno eaddrinuse,errno eaddrinuse"
+    );
+    // Root's address itself is named as taken, not only the route it makes.
+    assert!(
+        server.logged("10.68.9.1 is already assigned to an interface"),
+        "{}",
+        server.log()
     );
     assert_eq!(host.route_to("10.50.0.9"), host.link);
     assert_eq!(host.route_to("10.68.9.7"), root.name);
