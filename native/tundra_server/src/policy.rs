@@ -337,6 +337,11 @@ mod tests {
             ("name-prefix a%d", "name-prefix: not something"),
             ("name-prefix", "name-prefix: not something"),
             ("name-prefix tun extra", "takes one value"),
+            ("name-prefix abcdefghijklm", "name-prefix: not something"),
+            (
+                "tap-name-prefix abcdefghijklmnop",
+                "tap-name-prefix: not something",
+            ),
         ] {
             let err = Policy::parse(text, &FakeNames).expect_err(text);
             assert!(err.contains(wanted), "{text:?}: {err}");
@@ -372,6 +377,8 @@ mod tests {
             assert!(p.device_name(Some(bad), Mode::Tun).is_err(), "{bad}");
         }
         assert!(p.device_name(Some("tun0"), Mode::Tap).is_err());
+        // Twelve characters leave room for a number.
+        assert!(Policy::parse("name-prefix abcdefghijkl", &FakeNames).is_ok());
         let p = Policy::parse("name-prefix vpn\ntap-name-prefix br", &FakeNames).unwrap();
         assert_eq!(p.device_name(None, Mode::Tap), Ok("br%d".into()));
         assert_eq!(p.device_name(None, Mode::Tun), Ok("vpn%d".into()));

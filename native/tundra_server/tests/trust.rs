@@ -949,7 +949,21 @@ fn unread_replies_cannot_stop_the_server_handing_devices_to_others() {
             .any(|l| l.contains("dropped") && !l.contains("closed before a whole request")),
         "{log}"
     );
+    // Past the deadline her unread reply is watched apart from its slot;
+    // once she is gone, what it held is hers again.
+    assert!(
+        server.logged("reply not read by the deadline"),
+        "{}",
+        server.log()
+    );
     alice.finish();
+    assert!(
+        eventually(
+            || create_as(ALICE, &server, "10.72.9.2", "10.72.9.1", "", "").starts_with("created")
+        ),
+        "{}",
+        server.log()
+    );
 }
 
 #[test]
