@@ -144,7 +144,10 @@ defmodule Tundra.ServerTest do
 
   # Runs in the member's VM: a device made through the server, without a
   # name, by an owner that is killed (or closes it) and at once made again
-  # with the same address, as a supervised child that restarts.
+  # with the same address, as a supervised child that restarts. Closes
+  # run at the lowest priority, so on a saturated machine the old device
+  # may take seconds to go: create/2 waits for it within its timeout,
+  # which is given room here (what is tested is that it gets it back).
   @recreate_code ~S"""
   [socket] = System.argv()
   parent = self()
@@ -153,7 +156,13 @@ defmodule Tundra.ServerTest do
     for i <- 1..20 do
       owner =
         spawn(fn ->
-          made = Tundra.create("10.93.70.2", dstaddr: "10.93.70.1", socket_path: socket)
+          made =
+            Tundra.create("10.93.70.2",
+              dstaddr: "10.93.70.1",
+              socket_path: socket,
+              timeout: 60_000
+            )
+
           if rem(i, 2) == 1, do: with({:ok, {dev, _}} <- made, do: Tundra.close(dev))
           send(parent, {:made, made})
           Process.sleep(:infinity)
