@@ -822,6 +822,8 @@ fn changes_stay_inside_the_delegation_on_the_members_own_devices() {
     let mut root = DeviceConfig::new("10.68.9.1".parse().expect("address"));
     root.prefix = 24;
     let root = tundra_core::platform::create(&root).expect("root's device");
+    // A route of the host's through a gateway, which no address claims.
+    run("ip", &["route", "add", "10.68.40.0/24", "via", "10.50.0.9"]);
 
     let changes = [
         // Hers to make.
@@ -839,6 +841,7 @@ fn changes_stay_inside_the_delegation_on_the_members_own_devices() {
         "addr 10.50.0.9/32",
         "route 10.68.9.0/25",
         "addr 10.68.9.1/32",
+        "route 10.68.40.0/25",
     ];
     let mut alice = as_member(
         ALICE,
@@ -847,7 +850,8 @@ fn changes_stay_inside_the_delegation_on_the_members_own_devices() {
     assert_eq!(
         alice.result(),
         "ok,ok,ok,ok,errno eacces,errno eacces,errno eacces,\
-         errno eaddrinuse,errno eaddrinuse,errno eaddrinuse,errno eaddrinuse,errno eaddrinuse"
+         errno eaddrinuse,errno eaddrinuse,errno eaddrinuse,errno eaddrinuse,errno eaddrinuse,\
+         errno eaddrinuse"
     );
     // Root's address itself is named as taken, not only the route it makes.
     assert!(
