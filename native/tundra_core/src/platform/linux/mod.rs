@@ -162,6 +162,21 @@ fn configure(name: &str, config: &DeviceConfig, isolation: Isolation) -> io::Res
     if let (Some(peer @ IpAddr::V6(_)), true) = (config.dstaddr, config.up) {
         rtnl.add_ipv6_peer_route(index, &peer)?;
     }
+    if config.address.is_ipv6() && config.up {
+        await_local_route(&mut rtnl, index, &config.address)?;
+    }
+    Ok(())
+}
+
+/// Waits (up to a second) until the kernel delivers packets to `address`
+/// of interface `index`: a reply to the device's own IPv6 address, written
+/// right after `create` returns, is dropped until then. The kernel does it
+/// soon, from a workqueue; a busy machine may take a while.
+fn await_local_route(rtnl: &mut Rtnl, index: u32, address: &IpAddr) -> io::Result<()> {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(1);
+    while !rtnl.has_local_route(index, address)? && std::time::Instant::now() < deadline {
+        std::thread::sleep(std::time::Duration::from_millis(1));
+    }
     Ok(())
 }
 

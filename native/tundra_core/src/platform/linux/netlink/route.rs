@@ -53,6 +53,22 @@ impl Rtnl {
         self.change(Rtm::Delroute, NlmF::empty(), msg)
     }
 
+    /// Whether the kernel has put `address` of interface `index` in its
+    /// local table: until it has, a packet to that address arriving on
+    /// the interface is not delivered to this host (the kernel adds the
+    /// route from a workqueue, as the IPv6 peer route above).
+    pub fn has_local_route(&mut self, index: u32, address: &IpAddr) -> io::Result<bool> {
+        let host = Cidr::host(*address);
+        let mut found = false;
+        self.dump(Rtm::Getroute, dump_request()?, |r: &Rtmsg| {
+            found |= *r.rtm_table() == RtTable::Local
+                && *r.rtm_type() == Rtn::Local
+                && out_interface(r) == Some(index)
+                && route_destination(r) == Some(host);
+        })?;
+        Ok(found)
+    }
+
     /// The main table's routes through interface `index`.
     pub fn routes_via(&mut self, index: u32) -> io::Result<Vec<RouteInfo>> {
         let mut routes = Vec::new();
