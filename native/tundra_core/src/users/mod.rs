@@ -160,7 +160,7 @@ mod tests {
     /// to none but 65534 (`setpriv`): what it says of a socket of root's
     /// group, which the user database gives root.
     #[test]
-    #[ignore]
+    #[ignore = "run by the next test in a process of its own; not a test by itself"]
     fn in_a_process_without_its_groups() {
         let Ok(path) = std::env::var("TUNDRA_TEST_SOCKET") else {
             return;
