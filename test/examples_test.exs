@@ -162,15 +162,7 @@ defmodule TundraExamples.UdpTunnelTest do
       ~w(run examples/udp_tunnel.exs --address 10.99.65.1 --peer 10.99.65.2) ++
         ~w(--local 127.0.0.1:17003 --remote 127.0.0.1:17004)
 
-    port =
-      Port.open({:spawn_executable, System.find_executable("mix")}, [
-        :binary,
-        :exit_status,
-        :stderr_to_stdout,
-        {:line, 4096},
-        args: args,
-        env: [{~c"MIX_ENV", ~c"dev"}]
-      ])
+    port = mix_port(args, [{~c"MIX_ENV", ~c"dev"}])
 
     assert await_line(port, "ready ") =~ ~r/^ready tun\d+$/
     Port.close(port)
@@ -184,20 +176,25 @@ defmodule TundraExamples.UdpTunnelTest do
     File.write!(conf, "[Interface]\nPrivateKey = #{private}\nAddress = 10.99.66.1/24\n")
     on_exit(fn -> File.rm(conf) end)
 
-    port =
-      Port.open({:spawn_executable, System.find_executable("mix")}, [
-        :binary,
-        :exit_status,
-        :stderr_to_stdout,
-        {:line, 4096},
-        args: ["run", "examples/wireguard.exs", conf]
-      ])
+    port = mix_port(["run", "examples/wireguard.exs", conf])
 
     assert await_line(port, "ready ") == "ready #{name}"
     assert File.exists?("/var/run/wireguard/#{name}.sock")
     # Its input closed, it stops: the socket and the device go.
     Port.close(port)
     assert eventually(fn -> not File.exists?("/var/run/wireguard/#{name}.sock") end)
+  end
+
+  # `mix ARGS` with its output (stderr too) coming as lines.
+  defp mix_port(args, env \\ []) do
+    Port.open({:spawn_executable, System.find_executable("mix")}, [
+      :binary,
+      :exit_status,
+      :stderr_to_stdout,
+      {:line, 4096},
+      args: args,
+      env: env
+    ])
   end
 
   defp await_line(port, prefix) do
