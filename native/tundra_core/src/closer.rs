@@ -220,21 +220,30 @@ fn run_closer() {
         if take_and_close(closer, IDLE_TIMEOUT) {
             continue;
         }
-        // Idle for a while: leave. An fd queued just as the last thread
-        // leaves is not stranded: its sender either saw no thread and
-        // started one, or queued it before this check and so is seen here.
+        // Idle for a while: leave, unless fds wait and every thread left is
+        // busy. An fd queued as this thread leaves is then not stranded
+        // behind long closes: its sender either saw no thread and started
+        // one, or a closer that took an fd while this one still counted as
+        // free (and so added no thread) is seen busy here. Both sides use
+        // SeqCst, so at least one of them sees the other.
         let left = closer.threads.fetch_sub(1, SeqCst) - 1;
-        if left == 0
-            && closer.queued.load(SeqCst) > 0
+        if must_stay(closer.queued.load(SeqCst), closer.busy.load(SeqCst), left)
             && closer
                 .threads
-                .compare_exchange(0, 1, SeqCst, SeqCst)
+                .compare_exchange(left, left + 1, SeqCst, SeqCst)
                 .is_ok()
         {
             continue;
         }
         return;
     }
+}
+
+/// Whether an idle closer about to leave must stay: fds wait (`queued`)
+/// and each of the `left` other threads is closing one (`busy`), so none
+/// would take them before a close ends.
+fn must_stay(queued: usize, busy: usize, left: usize) -> bool {
+    queued > 0 && busy >= left
 }
 
 #[cfg(test)]
@@ -265,6 +274,15 @@ mod tests {
         let shown = format!("{deferred:?}");
         assert!(shown.starts_with("DeferredFd(Some("), "{shown}");
         assert!(shown.contains(&raw.to_string()), "{shown}");
+    }
+
+    #[test]
+    fn an_idle_closer_stays_only_for_fds_no_other_thread_is_free_to_take() {
+        assert!(must_stay(1, 0, 0), "the last thread leaves fds behind");
+        assert!(must_stay(3, 2, 2), "the others are all closing");
+        assert!(!must_stay(3, 1, 2), "another thread is free to take them");
+        assert!(!must_stay(0, 2, 2), "nothing waits");
+        assert!(!must_stay(0, 0, 0), "nothing waits and nothing runs");
     }
 
     #[test]
@@ -315,6 +333,7 @@ mod tests {
 
     #[test]
     fn runs_what_follows_after_the_close() {
+        let _turn = alone();
         let (r, w) = nix::unistd::pipe().expect("pipe");
         let (done, after) = channel();
         let fd = DeferredFd::with_after_close(
@@ -333,10 +352,14 @@ mod tests {
         use std::sync::{Arc, Condvar};
         let _turn = alone();
         // 64 closes whose follow-ups wait until all have begun: only a pool
-        // grown to 64 threads at once gets there.
+        // grown to 64 threads at once gets there. All are queued before a
+        // closer may take one (it waits for the receiver meanwhile): the
+        // pool grows from a backlog its threads meet, and a closer that
+        // caught up with this loop would see none.
         const CLOSES: usize = 64;
         let gate = Arc::new((Mutex::new(0usize), Condvar::new()));
         let (done, finished) = channel();
+        let queuing = closer().receiver.lock().unwrap_or_else(|p| p.into_inner());
         for _ in 0..CLOSES {
             let (_r, w) = nix::unistd::pipe().expect("pipe");
             let (gate, done) = (Arc::clone(&gate), done.clone());
@@ -347,10 +370,13 @@ mod tests {
                     let mut begun = begun.lock().unwrap_or_else(|p| p.into_inner());
                     *begun += 1;
                     all.notify_all();
-                    let deadline = Instant::now() + Duration::from_secs(20);
-                    while *begun < CLOSES && Instant::now() < deadline {
+                    let deadline = Instant::now() + Duration::from_secs(60);
+                    while *begun < CLOSES {
+                        let Some(left) = deadline.checked_duration_since(Instant::now()) else {
+                            break;
+                        };
                         begun = all
-                            .wait_timeout(begun, Duration::from_millis(50))
+                            .wait_timeout(begun, left)
                             .map(|(g, _)| g)
                             .unwrap_or_else(|p| p.into_inner().0);
                     }
@@ -358,8 +384,9 @@ mod tests {
                 }),
             ));
         }
+        drop(queuing);
         for _ in 0..CLOSES {
-            let together = finished.recv_timeout(Duration::from_secs(30));
+            let together = finished.recv_timeout(Duration::from_secs(90));
             assert_eq!(together, Ok(true), "the pool did not grow to {CLOSES}");
         }
         // Idle, the pool goes, all at once: in about one IDLE_TIMEOUT
