@@ -342,7 +342,7 @@ defmodule Tundra.ActiveTest do
     assert_receive {:name, name}, 5_000
     ref = Process.monitor(owner)
     send(owner, :exit)
-    assert_receive {:DOWN, ^ref, :process, ^owner, :normal}
+    assert_receive {:DOWN, ^ref, :process, ^owner, :normal}, 5_000
     assert eventually(fn -> not interface_exists?(name) end)
     assert eventually(fn -> open_fds() <= fds_before end)
   end

@@ -375,7 +375,7 @@ defmodule Tundra.DeviceTest do
       :ok = Tundra.controlling_process(dev, new_owner)
       ref = Process.monitor(new_owner)
       Process.exit(new_owner, :kill)
-      assert_receive {:DOWN, ^ref, _, _, _}
+      assert_receive {:DOWN, ^ref, _, _, _}, 5_000
       assert eventually(fn -> Tundra.info(dev) == {:error, :closed} end)
       assert Tundra.close(dev) == {:error, :closed}
       assert Tundra.recv(dev, 0, :nowait) == {:error, :closed}
@@ -386,7 +386,7 @@ defmodule Tundra.DeviceTest do
       {dev, _} = v4_device(22)
       dead = spawn(fn -> :ok end)
       ref = Process.monitor(dead)
-      assert_receive {:DOWN, ^ref, _, _, _}
+      assert_receive {:DOWN, ^ref, _, _, _}, 5_000
       assert Tundra.controlling_process(dev, dead) == {:error, :esrch}
       assert {:ok, %{owner: owner}} = Tundra.info(dev)
       assert owner == self()
