@@ -520,8 +520,8 @@ defmodule Tundra.DeviceTest do
       |> Task.async_stream(cycle, max_concurrency: 8, timeout: 30_000)
       |> Stream.run()
 
-      # Closes run on idle-priority threads (they yield to the VM): on a
-      # machine with no idle CPU they crawl, so the wait is long; it ends as
+      # Closes run on low-priority threads (they yield to the VM): on a
+      # machine with no idle CPU they slow down, so the wait is long; it ends as
       # soon as they are done.
       assert eventually(fn -> tun_interfaces() == [] end, 240_000), "interfaces left behind"
       assert eventually(fn -> open_fds() == before end, 60_000), "fds: #{before} -> #{open_fds()}"

@@ -145,7 +145,7 @@ defmodule Tundra.ServerTest do
   # Runs in the member's VM: a device made through the server, without a
   # name, by an owner that is killed (or closes it) and at once made again
   # with the same address, as a supervised child that restarts. Closes
-  # run at the lowest priority, so on a saturated machine the old device
+  # run at a low priority, so on a saturated machine the old device
   # may take seconds to go: create/2 waits for it within its timeout,
   # which is given room here (what is tested is that it gets it back).
   @recreate_code ~S"""

@@ -7,10 +7,10 @@
 //! kernel lets unregistrations that overlap share their waits (its RCU
 //! barriers), so closes are handed to a pool of threads that grows with
 //! the backlog (up to `MAX_CLOSERS`), from its own threads, and shrinks
-//! again when idle. Closer threads run at the lowest priority where the OS
-//! allows one thread's to be lowered (SCHED_IDLE on Linux), so their
-//! kernel work yields to the VM's schedulers; under a load that leaves no
-//! CPU idle, closing slows down rather than the VM.
+//! again when idle. Closer threads run at a lower priority where the OS
+//! allows one thread's to be lowered (nice 10 on Linux), so their kernel
+//! work yields to the VM's schedulers; under a load that leaves no CPU
+//! idle, closing slows down (but goes on) rather than the VM.
 
 use std::os::fd::OwnedFd;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering::SeqCst};

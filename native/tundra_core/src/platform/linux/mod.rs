@@ -249,11 +249,16 @@ pub fn set_offload(fd: BorrowedFd<'_>, offloads: crate::offload::Offloads) -> io
     tun::set_offload(fd, offloads.0)
 }
 
-/// Makes the calling thread yield to the VM's own threads (SCHED_IDLE):
-/// the closer threads' kernel work must not delay the schedulers.
+/// Makes the calling thread yield to the VM's own threads (nice 10): the
+/// closer threads' kernel work must not delay the schedulers. Not
+/// SCHED_IDLE: an unregistering close takes kernel locks (RTNL among
+/// them) that creates need too, and at SCHED_IDLE, with two CPU-bound
+/// programs running on two cores, creates waited behind starved closes
+/// for more than 10 s. At nice 10 a closer still gets about a tenth of a
+/// busy CPU.
 pub fn deprioritize_thread() {
     // Best effort: a thread that keeps its priority still closes fds.
-    let _ = sys::set_thread_sched_idle();
+    let _ = sys::set_thread_nice(10);
 }
 
 /// What TUN or TAP device `fd` is attached to: `EINVAL` if it is not one,

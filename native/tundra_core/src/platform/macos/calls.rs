@@ -144,9 +144,8 @@ pub fn set_offload(_fd: BorrowedFd<'_>, _offloads: crate::offload::Offloads) -> 
     Err(errno(libc::EOPNOTSUPP))
 }
 
-/// macOS has no per-thread scheduling class like Linux's SCHED_IDLE
-/// (setpriority would lower the whole VM); closer threads keep the
-/// default priority there.
+/// macOS has no per-thread nice value like Linux's (setpriority would
+/// lower the whole VM); closer threads keep the default priority there.
 pub fn deprioritize_thread() {}
 
 /// Whether `fd` is a utun control socket, and its interface name.
